@@ -1,0 +1,22 @@
+//! The pure core of assetbridge.
+//!
+//! Everything here is data and pure functions: the DAM's view of an asset ([`DamAsset`]), a change
+//! learned from a source ([`AssetChange`]), the PIM's view ([`PimAsset`]), the asset family
+//! structure as Akeneo describes it ([`structure`]), the mapping from one to the other
+//! ([`mapping`]), asset-code sanitising ([`code`]), content hashing ([`hash`]) and poll cursors
+//! ([`cursor`]). No I/O, no HTTP library, no clock reads: adapters depend on this crate, never the
+//! reverse.
+
+pub mod asset;
+pub mod code;
+pub mod cursor;
+pub mod hash;
+pub mod mapping;
+pub mod structure;
+
+pub use asset::{AssetChange, ChangeKind, DamAsset, PimAsset, PimValue};
+pub use code::sanitize_code;
+pub use cursor::Cursor;
+pub use hash::{content_hash, ContentHash};
+pub use mapping::{CompiledMapping, FamilyMapping, MappingError, ValueRule};
+pub use structure::{AssetAttribute, AttributeType, FamilyStructure};
