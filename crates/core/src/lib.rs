@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod hash;
 pub mod mapping;
 pub mod structure;
+pub mod validate;
 
 pub use asset::{AssetChange, ChangeKind, DamAsset, PimAsset, PimValue};
 pub use code::sanitize_code;
