@@ -1,0 +1,1144 @@
+//! The SQLite backend: one writer connection (every write in a `BEGIN IMMEDIATE` transaction),
+//! a pool of reader connections, WAL journal, `synchronous=FULL`.
+//!
+//! Times are stored as INTEGER microseconds since the Unix epoch, taken from this process's
+//! clock (SQLite serves one process). Batches are passed as one JSON array parameter and
+//! expanded with `json_each`, so a call is one statement whatever its size (no parameter
+//! limit, no per-row round trips).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use assetbridge_core::{AssetChange, ContentHash, Cursor};
+use serde_json::json;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::error::{Backend, StoreError};
+use crate::model::*;
+use crate::plan::{self, may_replace};
+use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
+
+const B: Backend = Backend::Sqlite;
+
+fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |cause| StoreError::Database {
+        backend: B,
+        operation,
+        cause,
+    }
+}
+
+fn corrupt(operation: &'static str, what: &'static str, e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        backend: B,
+        operation,
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Where the SQLite database lives.
+#[derive(Debug, Clone)]
+pub(crate) enum SqliteTarget {
+    File(PathBuf),
+    Memory,
+}
+
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE families (
+    family            TEXT PRIMARY KEY,
+    cursor_updated_at TEXT,
+    cursor_dam_id     TEXT,
+    last_success      INTEGER,
+    assets_written    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE hashes (
+    family     TEXT NOT NULL,
+    code       TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    written_at INTEGER NOT NULL,
+    PRIMARY KEY (family, code)
+) WITHOUT ROWID;
+CREATE TABLE asset_codes (
+    family TEXT NOT NULL,
+    dam_id TEXT NOT NULL,
+    code   TEXT NOT NULL,
+    PRIMARY KEY (family, dam_id)
+) WITHOUT ROWID;
+CREATE TABLE seen_events (
+    event_id TEXT PRIMARY KEY,
+    seen_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX seen_events_seen_at ON seen_events (seen_at);
+CREATE TABLE inbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    family      TEXT NOT NULL,
+    dam_id      TEXT NOT NULL,
+    event_id    TEXT,
+    source      TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    changed_at  INTEGER,
+    enqueued_at INTEGER NOT NULL,
+    not_before  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    claimed_by  TEXT,
+    lease_until INTEGER
+);
+CREATE UNIQUE INDEX inbox_pending_asset ON inbox (family, dam_id) WHERE lease_until IS NULL;
+CREATE INDEX inbox_asset ON inbox (family, dam_id, id);
+CREATE TABLE dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    family      TEXT,
+    dam_id      TEXT,
+    event_id    TEXT,
+    source      TEXT,
+    payload     TEXT,
+    raw_payload BLOB,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    pim_status  INTEGER,
+    pim_message TEXT,
+    pim_errors  TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    enqueued_at INTEGER,
+    failed_at   INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_family ON dead_letters (family, id);
+CREATE TABLE outcomes (
+    minute    INTEGER NOT NULL,
+    family    TEXT NOT NULL,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, family)
+) WITHOUT ROWID;
+"#,
+)];
+
+/// The SQL condition a dead letter must meet for a [`DeadLetterFilter`]; parameters ?1..?5.
+const DEAD_LETTER_WHERE: &str = "(?1 IS NULL OR family = ?1) \
+     AND (?2 IS NULL OR kind = ?2) \
+     AND (?3 IS NULL OR instr(lower(message || ' ' || coalesce(pim_message, '') || ' ' || coalesce(pim_errors, '')), lower(?3)) > 0) \
+     AND (?4 IS NULL OR id > ?4) \
+     AND (?5 IS NULL OR id IN (SELECT value FROM json_each(?5)))";
+
+const DEAD_LETTER_COLUMNS: &str =
+    "id, family, dam_id, event_id, source, payload, raw_payload, kind, message, \
+     pim_status, pim_message, pim_errors, attempts, last_error, enqueued_at, failed_at";
+
+pub(crate) struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    pub(crate) target: SqliteTarget,
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(
+        target: SqliteTarget,
+        options: &StoreOptions,
+        shown_url: &str,
+    ) -> Result<Self, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            backend: B,
+            url: shown_url.to_owned(),
+            message,
+        };
+        let base = SqliteConnectOptions::new()
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let (writer, reader) = match &target {
+            SqliteTarget::Memory => {
+                // One connection serves reads and writes: an in-memory database lives and dies
+                // with its connection, so it is never closed while the store lives.
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
+                    .connect_with(base.in_memory(true))
+                    .await
+                    .map_err(|e| open_err(e.to_string()))?;
+                (pool.clone(), pool)
+            }
+            SqliteTarget::File(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                        open_err(format!("cannot create directory {}: {e}", parent.display()))
+                    })?;
+                }
+                let file = base
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full);
+                // Writes are serialised through one connection, kept open so the WAL stays
+                // in place for the readers. Waiting for it is bounded by the acquire timeout.
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
+                    .connect_with(file.clone())
+                    .await
+                    .map_err(|e| open_err(e.to_string()))?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(options.connect_timeout)
+                    .connect_with(file)
+                    .await
+                    .map_err(|e| open_err(e.to_string()))?;
+                (writer, reader)
+            }
+        };
+        let store = Self {
+            writer,
+            reader,
+            target,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub(crate) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn write_tx(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db(op))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        const OP: &str = "migrate";
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(OP))?;
+        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if current > latest {
+            return Err(StoreError::SchemaTooNew {
+                backend: B,
+                found: current,
+                supported: latest,
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db(OP))?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(db(OP))?;
+        }
+        tx.commit().await.map_err(db(OP))
+    }
+
+    // --- cursors -------------------------------------------------------------------------
+
+    pub(crate) async fn cursor(&self, family: &str) -> Result<Option<Cursor>, StoreError> {
+        const OP: &str = "read cursor";
+        let row =
+            sqlx::query("SELECT cursor_updated_at, cursor_dam_id FROM families WHERE family = ?")
+                .bind(family)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db(OP))?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                cursor_from_columns(r.get(0), r.get(1)).map_err(|e| corrupt(OP, "cursor", e))
+            }
+        }
+    }
+
+    pub(crate) async fn set_cursor(&self, family: &str, cursor: &Cursor) -> Result<(), StoreError> {
+        const OP: &str = "store cursor";
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(
+            "INSERT INTO families (family, cursor_updated_at, cursor_dam_id, last_success) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (family) DO UPDATE SET cursor_updated_at = excluded.cursor_updated_at, \
+             cursor_dam_id = excluded.cursor_dam_id, last_success = excluded.last_success",
+        )
+        .bind(family)
+        .bind(cursor_to_text(cursor))
+        .bind(&cursor.dam_id)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    // --- content hashes and asset codes --------------------------------------------------
+
+    pub(crate) async fn hashes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, ContentHash>, StoreError> {
+        const OP: &str = "read content hashes";
+        if codes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT code, hash FROM hashes WHERE family = ?1 \
+             AND code IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(family)
+        .bind(json!(codes).to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db(OP))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), ContentHash(r.get::<String, _>(1))))
+            .collect())
+    }
+
+    pub(crate) async fn put_hashes(
+        &self,
+        family: &str,
+        entries: &[(String, ContentHash)],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "store content hashes";
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let unique = plan::last_per_key(entries);
+        let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
+        let now = now_micros();
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(
+            "INSERT INTO hashes (family, code, hash, written_at) \
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
+             FROM json_each(?3) WHERE true \
+             ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
+        )
+        .bind(family)
+        .bind(now)
+        .bind(json!(batch).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        sqlx::query(
+            "INSERT INTO families (family, assets_written) VALUES (?1, ?2) \
+             ON CONFLICT (family) DO UPDATE SET assets_written = assets_written + excluded.assets_written",
+        )
+        .bind(family)
+        .bind(batch.len() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn remove_hashes(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<(), StoreError> {
+        self.delete_keys(
+            "remove content hashes",
+            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
+            family,
+            codes,
+        )
+        .await
+    }
+
+    pub(crate) async fn put_asset_codes(
+        &self,
+        family: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "store asset codes";
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let batch = plan::last_per_key(entries);
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(
+            "INSERT INTO asset_codes (family, dam_id, code) \
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+             FROM json_each(?2) WHERE true \
+             ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code",
+        )
+        .bind(family)
+        .bind(json!(batch).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn asset_codes(
+        &self,
+        family: &str,
+        dam_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        const OP: &str = "read asset codes";
+        if dam_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT dam_id, code FROM asset_codes WHERE family = ?1 \
+             AND dam_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(family)
+        .bind(json!(dam_ids).to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db(OP))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub(crate) async fn remove_asset_codes(
+        &self,
+        family: &str,
+        dam_ids: &[String],
+    ) -> Result<(), StoreError> {
+        self.delete_keys("remove asset codes", "DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))", family, dam_ids).await
+    }
+
+    async fn delete_keys(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        family: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx(op).await?;
+        sqlx::query(sql)
+            .bind(family)
+            .bind(json!(keys).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))
+    }
+
+    // --- inbox ---------------------------------------------------------------------------
+
+    pub(crate) async fn enqueue(
+        &self,
+        changes: &[AssetChange],
+    ) -> Result<EnqueueOutcome, StoreError> {
+        const OP: &str = "enqueue";
+        let now = now_micros();
+        let event_ids = plan::distinct_event_ids(changes);
+        let mut tx = self.write_tx(OP).await?;
+        let mut new_events = HashSet::new();
+        if !event_ids.is_empty() {
+            let rows = sqlx::query(
+                "INSERT INTO seen_events (event_id, seen_at) SELECT value, ?1 FROM json_each(?2) WHERE true \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            )
+            .bind(now)
+            .bind(json!(event_ids).to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db(OP))?;
+            new_events = rows.into_iter().map(|r| r.get::<String, _>(0)).collect();
+        }
+        let plan = plan::plan(changes, &new_events, true).map_err(|e| invalid(OP, e))?;
+        let (accepted, superseded, stale) = upsert_rows(&mut tx, &plan.rows, now, OP).await?;
+        tx.commit().await.map_err(db(OP))?;
+        Ok(EnqueueOutcome {
+            accepted,
+            superseded: superseded + plan.superseded,
+            duplicates: plan.duplicates,
+            stale: stale + plan.stale,
+        })
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        const OP: &str = "claim";
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_micros();
+        let mut tx = self.write_tx(OP).await?;
+        let rows = sqlx::query(
+            "UPDATE inbox SET claimed_by = ?1, lease_until = ?2 WHERE id IN ( \
+                SELECT i.id FROM inbox i \
+                WHERE i.not_before <= ?3 AND (i.lease_until IS NULL OR i.lease_until <= ?3) \
+                AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.family = i.family AND o.dam_id = i.dam_id AND o.id < i.id) \
+                ORDER BY i.id LIMIT ?4) \
+             RETURNING id, family, payload, attempts, enqueued_at, last_error",
+        )
+        .bind(worker)
+        .bind(now.saturating_add(dur_micros(lease)))
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut corrupt_ids = Vec::new();
+        for r in rows {
+            let id: i64 = r.get("id");
+            let payload: String = r.get("payload");
+            match serde_json::from_str::<AssetChange>(&payload) {
+                Ok(change) => claimed.push((
+                    r.get::<String, _>("family"),
+                    Claimed {
+                        id,
+                        change,
+                        attempts: r.get::<i64, _>("attempts").max(0) as u32,
+                        enqueued_at: from_micros(r.get("enqueued_at")),
+                        last_error: r.get("last_error"),
+                    },
+                )),
+                Err(e) => corrupt_ids.push((id, e.to_string())),
+            }
+        }
+        for (id, message) in corrupt_ids {
+            tracing::warn!(id, %message, "inbox entry does not decode; moved to dead letters");
+            let reason = DeadLetterReason::new(
+                "unparseable",
+                format!("inbox payload does not decode: {message}"),
+            );
+            move_to_dead_letters(&mut tx, id, &reason, true, OP).await?;
+        }
+        tx.commit().await.map_err(db(OP))?;
+        claimed.sort_by(|a, b| (&a.0, a.1.id).cmp(&(&b.0, b.1.id)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    pub(crate) async fn complete(&self, ids: &[i64]) -> Result<(), StoreError> {
+        const OP: &str = "complete inbox entries";
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query("DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(json!(ids).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
+        const OP: &str = "release inbox entries";
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = json!(ids).to_string();
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(&format!(
+            "DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until IS NOT NULL AND {NEWER_EXISTS}"
+        ))
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        sqlx::query(
+            "UPDATE inbox SET lease_until = NULL, claimed_by = NULL \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until IS NOT NULL",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn retry_later(
+        &self,
+        id: i64,
+        error: &str,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "schedule retry";
+        let mut tx = self.write_tx(OP).await?;
+        let removed = sqlx::query(&format!(
+            "DELETE FROM inbox WHERE id = ?1 AND {NEWER_EXISTS}"
+        ))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?
+        .rows_affected();
+        if removed == 0 {
+            sqlx::query(
+                "UPDATE inbox SET attempts = attempts + 1, not_before = ?2, last_error = ?3, \
+                 lease_until = NULL, claimed_by = NULL WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now_micros().saturating_add(dur_micros(delay)))
+            .bind(error)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?;
+        }
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn backlog(&self) -> Result<Backlog, StoreError> {
+        const OP: &str = "read backlog";
+        let now = now_micros();
+        let r = sqlx::query(
+            "SELECT count(*), \
+             coalesce(sum(CASE WHEN lease_until IS NOT NULL AND lease_until > ?1 THEN 1 ELSE 0 END), 0), \
+             coalesce(sum(CASE WHEN (lease_until IS NULL OR lease_until <= ?1) AND not_before > ?1 THEN 1 ELSE 0 END), 0), \
+             min(enqueued_at) FROM inbox",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db(OP))?;
+        let total: i64 = r.get(0);
+        let in_flight: i64 = r.get(1);
+        let oldest: Option<i64> = r.get(3);
+        Ok(Backlog {
+            pending: (total - in_flight).max(0) as u64,
+            in_flight: in_flight.max(0) as u64,
+            delayed: r.get::<i64, _>(2).max(0) as u64,
+            oldest_age: oldest.map(|t| Duration::from_micros((now - t).max(0) as u64)),
+        })
+    }
+
+    // --- dead letters --------------------------------------------------------------------
+
+    pub(crate) async fn dead_letter(
+        &self,
+        id: i64,
+        reason: &DeadLetterReason,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "move to dead letters";
+        let mut tx = self.write_tx(OP).await?;
+        move_to_dead_letters(&mut tx, id, reason, false, OP).await?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn add_dead_letter(
+        &self,
+        change: &AssetChange,
+        reason: &DeadLetterReason,
+    ) -> Result<i64, StoreError> {
+        const OP: &str = "add dead letter";
+        let payload = serde_json::to_string(change).map_err(|e| invalid(OP, e))?;
+        self.insert_dead_letter(
+            OP,
+            Some(&change.family),
+            Some(change.dam_id()),
+            change.event_id.as_deref(),
+            Some(&change.source),
+            Some(&payload),
+            None,
+            reason,
+        )
+        .await
+    }
+
+    pub(crate) async fn add_raw_dead_letter(
+        &self,
+        family: Option<&str>,
+        source: Option<&str>,
+        raw: &[u8],
+        reason: &DeadLetterReason,
+    ) -> Result<i64, StoreError> {
+        self.insert_dead_letter(
+            "add raw dead letter",
+            family,
+            None,
+            None,
+            source,
+            None,
+            Some(raw),
+            reason,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_dead_letter(
+        &self,
+        op: &'static str,
+        family: Option<&str>,
+        dam_id: Option<&str>,
+        event_id: Option<&str>,
+        source: Option<&str>,
+        payload: Option<&str>,
+        raw: Option<&[u8]>,
+        reason: &DeadLetterReason,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.write_tx(op).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO dead_letters (family, dam_id, event_id, source, payload, raw_payload, kind, message, \
+             pim_status, pim_message, pim_errors, attempts, failed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12) RETURNING id",
+        )
+        .bind(family)
+        .bind(dam_id)
+        .bind(event_id)
+        .bind(source)
+        .bind(payload)
+        .bind(raw)
+        .bind(&reason.kind)
+        .bind(&reason.message)
+        .bind(reason.pim_status.map(i64::from))
+        .bind(reason.pim_message.as_deref())
+        .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
+        .bind(now_micros())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(id)
+    }
+
+    pub(crate) async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        const OP: &str = "list dead letters";
+        let limit = crate::listing_limit(filter.limit);
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {DEAD_LETTER_WHERE} ORDER BY id LIMIT ?6"
+        );
+        let rows = bind_filter(sqlx::query(&sql), filter)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db(OP))?;
+        rows.iter().map(|r| dead_letter_from_row(r, OP)).collect()
+    }
+
+    pub(crate) async fn dead_letter_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        const OP: &str = "read dead letter";
+        let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db(OP))?;
+        row.map(|r| dead_letter_from_row(&r, OP)).transpose()
+    }
+
+    pub(crate) async fn retry_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "retry dead letters";
+        const CHUNK: usize = 500;
+        let mut remaining = filter.limit.unwrap_or(usize::MAX);
+        let mut after = filter.after_id;
+        let mut moved = 0u64;
+        let now = now_micros();
+        let sql = format!(
+            "SELECT id, payload FROM dead_letters WHERE {DEAD_LETTER_WHERE} AND payload IS NOT NULL \
+             ORDER BY id LIMIT ?6"
+        );
+        let mut tx = self.write_tx(OP).await?;
+        while remaining > 0 {
+            let take = remaining.min(CHUNK);
+            let page = DeadLetterFilter {
+                after_id: after,
+                ..filter.clone()
+            };
+            let rows = bind_filter(sqlx::query(&sql), &page)
+                .bind(take as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db(OP))?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut changes = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let id: i64 = r.get(0);
+                let payload: String = r.get(1);
+                let change: AssetChange = serde_json::from_str(&payload)
+                    .map_err(|e| corrupt(OP, "dead letter payload", e))?;
+                ids.push(id);
+                changes.push(change);
+            }
+            let plan = plan::plan(&changes, &HashSet::new(), false).map_err(|e| invalid(OP, e))?;
+            upsert_rows(&mut tx, &plan.rows, now, OP).await?;
+            sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(json!(ids).to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db(OP))?;
+            moved += ids.len() as u64;
+            remaining -= ids.len();
+            after = ids.last().copied();
+            if ids.len() < take {
+                break;
+            }
+        }
+        tx.commit().await.map_err(db(OP))?;
+        Ok(moved)
+    }
+
+    pub(crate) async fn purge_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "purge dead letters";
+        let sql = format!(
+            "DELETE FROM dead_letters WHERE id IN \
+             (SELECT id FROM dead_letters WHERE {DEAD_LETTER_WHERE} ORDER BY id LIMIT ?6)"
+        );
+        let mut tx = self.write_tx(OP).await?;
+        let n = bind_filter(sqlx::query(&sql), filter)
+            .bind(filter.limit.map(|l| l as i64).unwrap_or(-1))
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?
+            .rows_affected();
+        tx.commit().await.map_err(db(OP))?;
+        Ok(n)
+    }
+
+    pub(crate) async fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db("count dead letters"))?;
+        Ok(n.max(0) as u64)
+    }
+
+    // --- status and housekeeping ---------------------------------------------------------
+
+    pub(crate) async fn family_status(&self) -> Result<Vec<FamilyStatus>, StoreError> {
+        const OP: &str = "read family status";
+        let rows = sqlx::query(
+            "SELECT family, cursor_updated_at, cursor_dam_id, last_success, assets_written \
+             FROM families ORDER BY family",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db(OP))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(FamilyStatus {
+                    family: r.get(0),
+                    cursor: cursor_from_columns(r.get(1), r.get(2))
+                        .map_err(|e| corrupt(OP, "cursor", e))?,
+                    last_success: r.get::<Option<i64>, _>(3).map(from_micros),
+                    assets_written: r.get::<i64, _>(4).max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn record_outcomes(
+        &self,
+        family: &str,
+        succeeded: u64,
+        failed: u64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "record outcomes";
+        if succeeded == 0 && failed == 0 {
+            return Ok(());
+        }
+        let minute = now_micros().div_euclid(60_000_000);
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(
+            "INSERT INTO outcomes (minute, family, succeeded, failed) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (minute, family) DO UPDATE SET succeeded = succeeded + excluded.succeeded, \
+             failed = failed + excluded.failed",
+        )
+        .bind(minute)
+        .bind(family)
+        .bind(succeeded as i64)
+        .bind(failed as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn outcomes(
+        &self,
+        window: Duration,
+        family: Option<&str>,
+    ) -> Result<OutcomeCounts, StoreError> {
+        let since = (now_micros() - dur_micros(window)).div_euclid(60_000_000);
+        let r = sqlx::query(
+            "SELECT coalesce(sum(succeeded), 0), coalesce(sum(failed), 0) FROM outcomes \
+             WHERE minute >= ?1 AND (?2 IS NULL OR family = ?2)",
+        )
+        .bind(since)
+        .bind(family)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db("read outcomes"))?;
+        Ok(OutcomeCounts {
+            succeeded: r.get::<i64, _>(0).max(0) as u64,
+            failed: r.get::<i64, _>(1).max(0) as u64,
+        })
+    }
+
+    pub(crate) async fn prune(&self, options: &StoreOptions) -> Result<PruneOutcome, StoreError> {
+        const OP: &str = "prune";
+        const BATCH: i64 = 10_000;
+        let now = now_micros();
+        let cutoff = now - dur_micros(options.seen_event_retention);
+        let mut out = PruneOutcome::default();
+        // Bounded batches so the writer is never held for long.
+        for _ in 0..10_000 {
+            let mut tx = self.write_tx(OP).await?;
+            let n = sqlx::query(
+                "DELETE FROM seen_events WHERE event_id IN \
+                 (SELECT event_id FROM seen_events WHERE seen_at < ?1 LIMIT ?2)",
+            )
+            .bind(cutoff)
+            .bind(BATCH)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?
+            .rows_affected();
+            tx.commit().await.map_err(db(OP))?;
+            out.seen_events += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
+        let minute_cutoff = (now - dur_micros(options.outcome_retention)).div_euclid(60_000_000);
+        let mut tx = self.write_tx(OP).await?;
+        out.outcome_buckets = sqlx::query("DELETE FROM outcomes WHERE minute < ?1")
+            .bind(minute_cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?
+            .rows_affected();
+        tx.commit().await.map_err(db(OP))?;
+        Ok(out)
+    }
+}
+
+/// "A newer inbox entry exists for the same asset" (about the row `inbox`).
+const NEWER_EXISTS: &str = "EXISTS (SELECT 1 FROM inbox n WHERE n.family = inbox.family \
+     AND n.dam_id = inbox.dam_id AND n.id > inbox.id)";
+
+fn invalid(operation: &'static str, e: impl ToString) -> StoreError {
+    StoreError::InvalidInput {
+        backend: B,
+        operation,
+        message: e.to_string(),
+    }
+}
+
+/// Writes planned rows (one per asset) into the inbox: replaces the asset's pending entry, or
+/// adds a new one, unless a pending or in-flight entry is newer by the DAM's time. Returns
+/// (accepted, superseded, stale).
+async fn upsert_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[plan::Row<'_>],
+    now: i64,
+    op: &'static str,
+) -> Result<(u64, u64, u64), StoreError> {
+    if rows.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let keys: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.change.family.as_str(), r.change.dam_id()))
+        .collect();
+    // What the inbox holds for these assets: the pending entry (at most one) and the newest
+    // DAM time among in-flight entries.
+    let existing = sqlx::query(
+        "SELECT id, family, dam_id, changed_at, lease_until IS NULL FROM inbox \
+         WHERE (family, dam_id) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))",
+    )
+    .bind(json!(keys).to_string())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    let mut pending: HashMap<(String, String), (i64, Option<i64>)> = HashMap::new();
+    let mut in_flight: HashMap<(String, String), i64> = HashMap::new();
+    for r in existing {
+        let key = (r.get::<String, _>(1), r.get::<String, _>(2));
+        let at: Option<i64> = r.get(3);
+        if r.get::<bool, _>(4) {
+            pending.insert(key, (r.get(0), at));
+        } else if let Some(at) = at {
+            let e = in_flight.entry(key).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+    let (mut accepted, mut superseded, mut stale) = (0u64, 0u64, 0u64);
+    let mut inserts = Vec::new();
+    for row in rows {
+        let key = (row.change.family.clone(), row.change.dam_id().to_owned());
+        let at = row.changed_at.map(|t| t.timestamp_micros());
+        if !may_replace(
+            at.map(from_micros),
+            in_flight.get(&key).copied().map(from_micros),
+        ) {
+            stale += 1;
+            continue;
+        }
+        match pending.get(&key) {
+            Some(&(id, old_at)) => {
+                if !may_replace(at.map(from_micros), old_at.map(from_micros)) {
+                    stale += 1;
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE inbox SET event_id = ?2, source = ?3, payload = ?4, changed_at = ?5, \
+                     not_before = ?6, attempts = 0, last_error = NULL WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(row.change.event_id.as_deref())
+                .bind(&row.change.source)
+                .bind(&row.payload)
+                .bind(at)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db(op))?;
+                accepted += 1;
+                superseded += 1;
+            }
+            None => {
+                inserts.push(json!([
+                    row.change.family,
+                    row.change.dam_id(),
+                    row.change.event_id,
+                    row.change.source,
+                    row.payload,
+                    at
+                ]));
+                accepted += 1;
+            }
+        }
+    }
+    if !inserts.is_empty() {
+        sqlx::query(
+            "INSERT INTO inbox (family, dam_id, event_id, source, payload, changed_at, enqueued_at, not_before, attempts) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+             json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?1, ?1, 0 \
+             FROM json_each(?2) ORDER BY key",
+        )
+        .bind(now)
+        .bind(serde_json::Value::Array(inserts).to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    }
+    Ok((accepted, superseded, stale))
+}
+
+/// Moves one inbox entry to the dead letters (inside the caller's transaction). `raw`: keep
+/// the payload as raw bytes (it does not decode). A missing entry is not an error: it was
+/// completed or dead-lettered by whoever held it after a lease expiry.
+async fn move_to_dead_letters(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: i64,
+    reason: &DeadLetterReason,
+    raw: bool,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO dead_letters (family, dam_id, event_id, source, payload, raw_payload, kind, message, \
+         pim_status, pim_message, pim_errors, attempts, last_error, enqueued_at, failed_at) \
+         SELECT family, dam_id, event_id, source, CASE WHEN ?2 THEN NULL ELSE payload END, \
+         CASE WHEN ?2 THEN CAST(payload AS BLOB) ELSE NULL END, ?3, ?4, ?5, ?6, ?7, attempts, last_error, \
+         enqueued_at, ?8 FROM inbox WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(raw)
+    .bind(&reason.kind)
+    .bind(&reason.message)
+    .bind(reason.pim_status.map(i64::from))
+    .bind(reason.pim_message.as_deref())
+    .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
+    .bind(now_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    sqlx::query("DELETE FROM inbox WHERE id = ?1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    Ok(())
+}
+
+fn bind_filter<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    f: &'q DeadLetterFilter,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(f.family.as_deref())
+        .bind(f.kind.as_deref())
+        .bind(f.error_contains.as_deref())
+        .bind(f.after_id)
+        .bind(f.ids.as_ref().map(|ids| json!(ids).to_string()))
+}
+
+fn dead_letter_from_row(r: &SqliteRow, op: &'static str) -> Result<DeadLetter, StoreError> {
+    let payload: Option<String> = r.get("payload");
+    let raw: Option<Vec<u8>> = r.get("raw_payload");
+    let payload = match (payload, raw) {
+        (Some(p), _) => DeadLetterPayload::Change(
+            serde_json::from_str(&p).map_err(|e| corrupt(op, "dead letter payload", e))?,
+        ),
+        (None, Some(raw)) => DeadLetterPayload::Raw(raw),
+        (None, None) => DeadLetterPayload::Raw(Vec::new()),
+    };
+    let pim_errors: Option<String> = r.get("pim_errors");
+    Ok(DeadLetter {
+        id: r.get("id"),
+        family: r.get("family"),
+        dam_id: r.get("dam_id"),
+        event_id: r.get("event_id"),
+        source: r.get("source"),
+        payload,
+        reason: DeadLetterReason {
+            kind: r.get("kind"),
+            message: r.get("message"),
+            pim_status: r
+                .get::<Option<i64>, _>("pim_status")
+                .and_then(|s| u16::try_from(s).ok()),
+            pim_message: r.get("pim_message"),
+            pim_errors: pim_errors
+                .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(op, "PIM errors", e)))
+                .transpose()?,
+        },
+        attempts: r.get::<i64, _>("attempts").max(0) as u32,
+        last_error: r.get("last_error"),
+        enqueued_at: r.get::<Option<i64>, _>("enqueued_at").map(from_micros),
+        failed_at: from_micros(r.get("failed_at")),
+    })
+}
