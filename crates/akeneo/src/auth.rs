@@ -30,6 +30,10 @@ struct TokenState {
     /// The token is not used any more from this moment on.
     expires_at: Option<Instant>,
     generation: u64,
+    /// Grants attempted so far, and how the last one failed (shared with the callers that
+    /// waited for it, so a failing grant is not repeated once per waiting caller).
+    attempts: u64,
+    last_failure: Option<(Option<u16>, String, bool)>,
 }
 
 pub(crate) struct Auth {
@@ -119,9 +123,29 @@ impl Auth {
         if let Some(t) = self.current() {
             return Ok(t);
         }
+        let seen_attempts = self.state.read().attempts;
         let _grant = self.grant.lock().await;
         if let Some(t) = self.current() {
             return Ok(t);
+        }
+        {
+            let s = self.state.read();
+            if s.attempts != seen_attempts {
+                if let Some((status, message, transient)) = &s.last_failure {
+                    // The grant we waited for failed: share its failure.
+                    return Err(if *transient {
+                        AkeneoError::Transient {
+                            status: *status,
+                            message: message.clone(),
+                        }
+                    } else {
+                        AkeneoError::Auth {
+                            status: status.unwrap_or(422),
+                            message: message.clone(),
+                        }
+                    });
+                }
+            }
         }
         let (refresh, still_valid) = {
             let s = self.state.read();
@@ -160,8 +184,20 @@ impl Auth {
                 }
             },
             None => self.password_grant(inner).await,
-        }?;
-        Ok(self.store(granted))
+        };
+        let mut s = self.state.write();
+        s.attempts += 1;
+        match granted {
+            Ok(t) => {
+                s.last_failure = None;
+                drop(s);
+                Ok(self.store(t))
+            }
+            Err(e) => {
+                s.last_failure = Some((e.status(), e.message(), e.is_transient()));
+                Err(e)
+            }
+        }
     }
 
     fn store(&self, t: TokenResponse) -> Token {

@@ -73,6 +73,20 @@ impl AkeneoError {
         }
     }
 
+    /// The PIM's message (or the client's reason) without the variant's prefix.
+    pub fn message(&self) -> String {
+        match self {
+            AkeneoError::Transient { message, .. }
+            | AkeneoError::Auth { message, .. }
+            | AkeneoError::Request { message, .. }
+            | AkeneoError::Protocol { message, .. } => message.clone(),
+            AkeneoError::InvalidConfig(m) | AkeneoError::InvalidInput(m) | AkeneoError::Body(m) => {
+                m.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Whether this is a 404 from the PIM.
     pub fn is_not_found(&self) -> bool {
         matches!(self, AkeneoError::Request { status: 404, .. })

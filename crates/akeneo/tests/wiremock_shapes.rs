@@ -299,9 +299,25 @@ async fn bad_credentials_are_an_auth_error_with_the_pim_message() {
     let client = AkeneoClient::new(config(&server)).unwrap();
     let e = client.family_structure(FAMILY).await.unwrap_err();
     assert!(
-        matches!(&e, AkeneoError::Auth { status: 422, message } if message.contains("No user found")),
+        matches!(&e, AkeneoError::Auth { status: 422, message } if message == "No user found for the given username and password"),
         "{e:?}"
     );
+    // Concurrent callers waiting for a failing grant share its failure.
+    let calls = (0..10).map(|i| {
+        let c = client.clone();
+        tokio::spawn(async move { c.get_asset(FAMILY, &format!("a{i}")).await })
+    });
+    for r in futures::future::join_all(calls).await {
+        let e = r.unwrap().unwrap_err();
+        assert!(
+            matches!(&e, AkeneoError::Auth { status: 422, message } if message.starts_with("No user found")),
+            "{e:?}"
+        );
+    }
+    let grants = requests_to(&server, "POST", "/api/oauth/v1/token")
+        .await
+        .len();
+    assert!(grants <= 3, "{grants} grants for 11 callers");
 }
 
 #[tokio::test]
@@ -1191,4 +1207,102 @@ async fn futures_are_send() {
     send(&client.upsert_products(&[]));
     send(&client.ensure_options(FAMILY, "a", &[]));
     send(&client.delete_asset(FAMILY, "a"));
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/oauth/v1/token"))
+        .and(body_string_contains("refresh_token"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(
+            json!({"code": 422, "message": "Refresh token is invalid or has expired"}),
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    mount_token(&server, Some(3600)).await;
+    mount_structure(&server).await;
+    Mock::given(method("PATCH"))
+        .and(header("authorization", "Bearer access_1"))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(batch_responder)
+        .with_priority(4)
+        .mount(&server)
+        .await;
+    let client = AkeneoClient::new(config(&server)).unwrap();
+    let r = client
+        .upsert_assets(FAMILY, &[asset("a", "x"), asset("bad-code", "x")])
+        .await
+        .unwrap();
+    assert!(r[0].is_success());
+    let st = client.stats();
+    assert_eq!(
+        (
+            st.unauthorized_replays,
+            st.refresh_failures,
+            st.retries,
+            st.rate_limited
+        ),
+        (1, 1, 1, 1)
+    );
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("akeneo call"), "logging works: {text}");
+    let basic = base64::engine::general_purpose::STANDARD.encode("client_1:s3cr3t_x");
+    for secret in [
+        "pa55word_y",
+        "s3cr3t_x",
+        "access_1",
+        "access_2",
+        "refresh_1",
+        basic.as_str(),
+    ] {
+        assert!(!text.contains(secret), "`{secret}` in logs:\n{text}");
+    }
 }
