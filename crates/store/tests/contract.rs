@@ -142,7 +142,25 @@ macro_rules! contract_tests {
     };
 }
 
-contract_tests!(cursors, hashes, asset_codes, reopen_keeps_state,);
+contract_tests!(
+    cursors,
+    hashes,
+    asset_codes,
+    reopen_keeps_state,
+    enqueue_is_durable_and_deduplicated,
+    newer_change_supersedes_pending,
+    in_flight_asset_keeps_order,
+    lease_expiry_returns_entries,
+    complete_release_and_retry_later,
+    dead_letters_move_list_retry_purge,
+    raw_and_direct_dead_letters,
+    backlog_counts,
+    concurrent_claimers_never_share_an_entry,
+    family_lock_is_exclusive,
+    wait_for_work_wakes_on_enqueue,
+    outcomes_and_prune,
+    undecodable_inbox_entry_becomes_dead_letter
+);
 
 // --- fixtures ---------------------------------------------------------------------------
 
@@ -383,4 +401,838 @@ async fn reopen_keeps_state(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(again.duplicates, 1);
+}
+
+// --- inbox ------------------------------------------------------------------------------
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn updated_at(c: &AssetChange) -> Option<DateTime<Utc>> {
+    match &c.kind {
+        ChangeKind::Upsert { asset } => Some(asset.updated_at),
+        ChangeKind::Delete { .. } => None,
+    }
+}
+
+async fn enqueue_is_durable_and_deduplicated(db: &TestDb) {
+    let store = db.open().await;
+    let out = store
+        .enqueue(&[
+            upsert("f", "a", 1, Some("e1")),
+            upsert("f", "b", 1, Some("e2")),
+            upsert("f", "c", 1, Some("e1")), // same delivery id within the call
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        EnqueueOutcome {
+            accepted: 2,
+            superseded: 0,
+            duplicates: 1,
+            stale: 0
+        }
+    );
+    // A redelivery in a later call is dropped, even with new content.
+    let out = store
+        .enqueue(&[upsert("f", "a", 5, Some("e2")), upsert("f", "d", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 1));
+
+    // Durable: a second, independent handle sees all of it.
+    let other = db.open().await;
+    let claimed = other.claim("w", 10, LONG).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.change.dam_id()).collect();
+    assert_eq!(ids, vec!["a", "b", "d"]);
+    assert_eq!(
+        claimed[0].change,
+        upsert("f", "a", 1, Some("e1")),
+        "the redelivery did not replace it"
+    );
+    assert!(claimed
+        .iter()
+        .all(|c| c.attempts == 0 && c.last_error.is_none()));
+    let age = Utc::now() - claimed[0].enqueued_at;
+    assert!(
+        age >= chrono::Duration::zero() && age < chrono::Duration::seconds(30),
+        "{age}"
+    );
+    assert!(store.enqueue(&[]).await.unwrap() == EnqueueOutcome::default());
+}
+
+async fn newer_change_supersedes_pending(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[upsert("f", "a", 10, None), upsert("f", "b", 10, None)])
+        .await
+        .unwrap();
+    let out = store.enqueue(&[upsert("f", "a", 12, None)]).await.unwrap();
+    assert_eq!((out.accepted, out.superseded), (1, 1));
+    // Older by the DAM's own time: dropped as stale.
+    let out = store.enqueue(&[upsert("f", "a", 11, None)]).await.unwrap();
+    assert_eq!((out.accepted, out.stale), (0, 1));
+    // Same asset twice in one call: the newer wins.
+    let out = store
+        .enqueue(&[upsert("f", "b", 13, None), upsert("f", "b", 12, None)])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.superseded, out.stale), (1, 1, 1));
+    // A delete without a time supersedes; the same DAM id in another family is another asset.
+    let out = store
+        .enqueue(&[delete("f", "b", None), upsert("g", "b", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.superseded), (2, 1));
+
+    let b = store.backlog().await.unwrap();
+    assert_eq!(b.pending, 3, "one entry per asset");
+    let claimed = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let by_asset: HashMap<(String, String), &AssetChange> = claimed
+        .iter()
+        .map(|c| {
+            (
+                (c.change.family.clone(), c.change.dam_id().to_owned()),
+                &c.change,
+            )
+        })
+        .collect();
+    assert_eq!(updated_at(by_asset[&("f".into(), "a".into())]), Some(t(12)));
+    assert!(matches!(
+        by_asset[&("f".into(), "b".into())].kind,
+        ChangeKind::Delete { .. }
+    ));
+    assert_eq!(updated_at(by_asset[&("g".into(), "b".into())]), Some(t(1)));
+    // Grouped by family.
+    let families: Vec<&str> = claimed.iter().map(|c| c.change.family.as_str()).collect();
+    assert_eq!(families, vec!["f", "f", "g"]);
+}
+
+async fn in_flight_asset_keeps_order(db: &TestDb) {
+    let store = db.open().await;
+    store.enqueue(&[upsert("f", "a", 1, None)]).await.unwrap();
+    let first = store.claim("w1", 10, LONG).await.unwrap();
+    assert_eq!(first.len(), 1);
+
+    // A newer change while the first is in flight: added, not merged into the claimed one.
+    let out = store
+        .enqueue(&[upsert("f", "a", 2, None), upsert("f", "other", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.superseded), (2, 0));
+    // Older than the in-flight one: stale.
+    let out = store.enqueue(&[upsert("f", "a", 0, None)]).await.unwrap();
+    assert_eq!(out.stale, 1);
+    // A third change replaces the waiting one (still one waiting entry).
+    let out = store.enqueue(&[upsert("f", "a", 3, None)]).await.unwrap();
+    assert_eq!((out.accepted, out.superseded), (1, 1));
+    let b = store.backlog().await.unwrap();
+    assert_eq!((b.pending, b.in_flight), (2, 1));
+
+    // The waiting change for "a" is not claimable while "a" is in flight.
+    let next = store.claim("w2", 10, LONG).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.change.dam_id()).collect::<Vec<_>>(),
+        vec!["other"]
+    );
+    assert!(store.claim("w2", 10, LONG).await.unwrap().is_empty());
+
+    store.complete(&[first[0].id]).await.unwrap();
+    let next = store.claim("w2", 10, LONG).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(updated_at(&next[0].change), Some(t(3)));
+
+    // Released with a newer change waiting: the released one is dropped in its favour.
+    store.enqueue(&[upsert("f", "a", 4, None)]).await.unwrap();
+    store.release(&[next[0].id]).await.unwrap();
+    let after = store.claim("w3", 10, LONG).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(updated_at(&after[0].change), Some(t(4)));
+    // Retried later with a newer change waiting: same.
+    store.enqueue(&[upsert("f", "a", 5, None)]).await.unwrap();
+    store
+        .retry_later(after[0].id, "boom", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let after = store.claim("w3", 10, LONG).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(updated_at(&after[0].change), Some(t(5)));
+    assert_eq!(after[0].attempts, 0);
+    store.complete(&[after[0].id]).await.unwrap();
+    let b = store.backlog().await.unwrap();
+    assert_eq!(
+        (b.pending, b.in_flight),
+        (0, 1),
+        "only `other` is left, in flight"
+    );
+}
+
+async fn lease_expiry_returns_entries(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[upsert("f", "a", 1, None), upsert("f", "b", 1, None)])
+        .await
+        .unwrap();
+    let first = store
+        .claim("w1", 1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "limit respected");
+    assert_eq!(first[0].change.dam_id(), "a", "oldest first");
+    let second = store.claim("w2", 10, LONG).await.unwrap();
+    assert_eq!(
+        second.iter().map(|c| c.change.dam_id()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
+    assert!(store.claim("w2", 10, LONG).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // w1 vanished: its entry comes back, without an attempt counted.
+    let again = store.claim("w3", 10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, first[0].id);
+    assert_eq!(again[0].change, first[0].change);
+    assert_eq!(again[0].attempts, 0);
+    // A change arriving while the expired entry was re-leased still waits behind it.
+    store.enqueue(&[upsert("f", "a", 2, None)]).await.unwrap();
+    assert!(store.claim("w4", 10, LONG).await.unwrap().is_empty());
+    assert!(store.claim("w4", 0, LONG).await.unwrap().is_empty());
+}
+
+async fn complete_release_and_retry_later(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[
+            upsert("f", "a", 1, None),
+            upsert("f", "b", 1, None),
+            upsert("f", "c", 1, None),
+        ])
+        .await
+        .unwrap();
+    let c = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(c.len(), 3);
+    let (a, b, cc) = (c[0].id, c[1].id, c[2].id);
+
+    store.complete(&[a, 999_999]).await.unwrap();
+    store.release(&[b]).await.unwrap();
+    store
+        .retry_later(cc, "PIM said 503", Duration::from_millis(600))
+        .await
+        .unwrap();
+
+    let b_again = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(
+        b_again.len(),
+        1,
+        "released entry is claimable at once; retried one is not yet"
+    );
+    assert_eq!((b_again[0].id, b_again[0].attempts), (b, 0));
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.pending, backlog.in_flight, backlog.delayed),
+        (1, 1, 1)
+    );
+
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let retried = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].id, cc);
+    assert_eq!(retried[0].attempts, 1);
+    assert_eq!(retried[0].last_error.as_deref(), Some("PIM said 503"));
+    store
+        .retry_later(cc, "again", Duration::ZERO)
+        .await
+        .unwrap();
+    let retried = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(
+        (retried[0].attempts, retried[0].last_error.as_deref()),
+        (2, Some("again"))
+    );
+
+    store.complete(&[b, cc]).await.unwrap();
+    let backlog = store.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.pending, backlog.in_flight, backlog.oldest_age),
+        (0, 0, None)
+    );
+    // Releasing something unknown or unclaimed is harmless.
+    store.release(&[a, 424242]).await.unwrap();
+    store.complete(&[]).await.unwrap();
+    store.release(&[]).await.unwrap();
+}
+
+async fn backlog_counts(db: &TestDb) {
+    let store = db.open().await;
+    assert_eq!(store.backlog().await.unwrap(), Default::default());
+    let changes: Vec<AssetChange> = (0..10)
+        .map(|i| upsert("f", &format!("a{i}"), 1, None))
+        .collect();
+    store.enqueue(&changes).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let claimed = store.claim("w", 4, LONG).await.unwrap();
+    store
+        .retry_later(claimed[0].id, "x", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let b = store.backlog().await.unwrap();
+    assert_eq!(b.pending, 7);
+    assert_eq!(b.in_flight, 3);
+    assert_eq!(b.delayed, 1);
+    let age = b.oldest_age.expect("oldest age");
+    assert!(
+        age >= Duration::from_millis(40) && age < Duration::from_secs(30),
+        "{age:?}"
+    );
+}
+
+// --- dead letters -----------------------------------------------------------------------
+
+async fn dead_letters_move_list_retry_purge(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[
+            upsert("packshots", "a", 1, Some("ev-a")),
+            upsert("packshots", "b", 1, None),
+            upsert("ambiance", "c", 1, None),
+        ])
+        .await
+        .unwrap();
+    let claimed = store.claim("w", 10, LONG).await.unwrap();
+    let id_of = |dam: &str| {
+        claimed
+            .iter()
+            .find(|c| c.change.dam_id() == dam)
+            .unwrap()
+            .id
+    };
+    store
+        .retry_later(id_of("a"), "timeout", Duration::ZERO)
+        .await
+        .unwrap();
+    let a = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(a.len(), 1);
+
+    let rejected = DeadLetterReason {
+        kind: "pim_rejected".into(),
+        message: "PIM refused the asset".into(),
+        pim_status: Some(422),
+        pim_message: Some("Property \"media\" expects a valid file key".into()),
+        pim_errors: Some(json!([{"property": "media", "message": "File Not Found"}])),
+    };
+    store.dead_letter(a[0].id, &rejected).await.unwrap();
+    store
+        .dead_letter(
+            id_of("b"),
+            &DeadLetterReason::new("mapping", "title is required"),
+        )
+        .await
+        .unwrap();
+    store
+        .dead_letter(
+            id_of("c"),
+            &DeadLetterReason::new("retries_exhausted", "5 attempts: HTTP 503"),
+        )
+        .await
+        .unwrap();
+    store.dead_letter(123_456, &rejected).await.unwrap(); // unknown id: nothing happens
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        Default::default(),
+        "moved out of the inbox"
+    );
+    assert_eq!(store.dead_letter_count().await.unwrap(), 3);
+
+    let all = store
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let first = &all[0];
+    assert_eq!(first.family.as_deref(), Some("packshots"));
+    assert_eq!(first.dam_id.as_deref(), Some("a"));
+    assert_eq!(first.event_id.as_deref(), Some("ev-a"));
+    assert_eq!(first.source.as_deref(), Some("test"));
+    assert_eq!(first.reason, rejected);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.last_error.as_deref(), Some("timeout"));
+    assert!(first.enqueued_at.is_some());
+    assert_eq!(
+        first.payload,
+        DeadLetterPayload::Change(upsert("packshots", "a", 1, Some("ev-a")))
+    );
+    assert_eq!(
+        store.dead_letter_by_id(first.id).await.unwrap().as_ref(),
+        Some(first)
+    );
+    assert_eq!(store.dead_letter_by_id(-1).await.unwrap(), None);
+
+    let list = |f: DeadLetterFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .dead_letters(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.dam_id.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(DeadLetterFilter {
+            family: Some("packshots".into()),
+            ..Default::default()
+        })
+        .await,
+        vec!["a", "b"]
+    );
+    // error_contains: case-insensitive, over message, PIM message and PIM errors.
+    for needle in ["FILE KEY", "file not found", "refused"] {
+        assert_eq!(
+            list(DeadLetterFilter {
+                error_contains: Some(needle.into()),
+                ..Default::default()
+            })
+            .await,
+            vec!["a"],
+            "{needle}"
+        );
+    }
+    // LIKE wildcards are plain text.
+    assert!(list(DeadLetterFilter {
+        error_contains: Some("%".into()),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    assert_eq!(
+        list(DeadLetterFilter {
+            kind: Some("retries_exhausted".into()),
+            ..Default::default()
+        })
+        .await,
+        vec!["c"]
+    );
+    // Paging.
+    let page1 = store
+        .dead_letters(&DeadLetterFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page1.len(), 2);
+    let page2 = list(DeadLetterFilter {
+        after_id: Some(page1[1].id),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page2, vec!["c"]);
+    assert_eq!(
+        list(DeadLetterFilter::ids(vec![all[2].id, all[0].id])).await,
+        vec!["a", "c"]
+    );
+
+    // Retry: back into the inbox with attempts reset; event-id dedup does not apply.
+    let moved = store
+        .retry_dead_letters(&DeadLetterFilter {
+            family: Some("packshots".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(store.dead_letter_count().await.unwrap(), 1);
+    let back = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(
+        back.iter().map(|c| c.change.dam_id()).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert!(back.iter().all(|c| c.attempts == 0));
+    assert_eq!(back[0].change.event_id.as_deref(), Some("ev-a"));
+    // Nothing matches any more: nothing moves.
+    assert_eq!(
+        store
+            .retry_dead_letters(&DeadLetterFilter {
+                family: Some("packshots".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Purge with a filter, then everything.
+    for c in &back {
+        store
+            .dead_letter(c.id, &DeadLetterReason::new("mapping", "still bad"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .purge_dead_letters(&DeadLetterFilter {
+                kind: Some("mapping".into()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.dead_letter_count().await.unwrap(), 2);
+    assert_eq!(
+        store
+            .purge_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
+}
+
+async fn raw_and_direct_dead_letters(db: &TestDb) {
+    let store = db.open().await;
+    let change = upsert("f", "x", 7, Some("ev-x"));
+    // The poller path: the change never entered the inbox.
+    let id = store
+        .add_dead_letter(&change, &DeadLetterReason::new("mapping", "no code"))
+        .await
+        .unwrap();
+    let raw = b"\xff\xfenot json".to_vec();
+    let raw_id = store
+        .add_raw_dead_letter(
+            Some("f"),
+            Some("amqp"),
+            &raw,
+            &DeadLetterReason::new("unparseable", "bad JSON"),
+        )
+        .await
+        .unwrap();
+    let d = store.dead_letter_by_id(id).await.unwrap().unwrap();
+    assert_eq!(d.payload, DeadLetterPayload::Change(change.clone()));
+    assert_eq!((d.attempts, d.enqueued_at), (0, None));
+    let r = store.dead_letter_by_id(raw_id).await.unwrap().unwrap();
+    assert_eq!(r.payload, DeadLetterPayload::Raw(raw));
+    assert_eq!(
+        (r.family.as_deref(), r.source.as_deref(), r.dam_id),
+        (Some("f"), Some("amqp"), None)
+    );
+
+    // Retrying everything moves the change, leaves the raw message.
+    assert_eq!(
+        store
+            .retry_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.dead_letter_count().await.unwrap(), 1);
+    let c = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].change, change);
+
+    // Retrying a dead letter older than the asset's pending change drops it in its favour.
+    store
+        .dead_letter(c[0].id, &DeadLetterReason::new("mapping", "x"))
+        .await
+        .unwrap();
+    store.enqueue(&[upsert("f", "x", 9, None)]).await.unwrap();
+    assert_eq!(
+        store
+            .retry_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        1
+    );
+    let c = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(updated_at(&c[0].change), Some(t(9)));
+}
+
+// --- scale-out --------------------------------------------------------------------------
+
+async fn concurrent_claimers_never_share_an_entry(db: &TestDb) {
+    let a = db.open().await;
+    let b = db.open().await; // a second handle: on PostgreSQL, like a second process
+    let changes: Vec<AssetChange> = (0..1000)
+        .map(|i| upsert("f", &format!("a{i:04}"), 1, None))
+        .collect();
+    for chunk in changes.chunks(100) {
+        assert_eq!(a.enqueue(chunk).await.unwrap().accepted, 100);
+    }
+    let mut tasks = Vec::new();
+    for (n, store) in [a.clone(), a.clone(), b.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let worker = format!("w{n}");
+            for _ in 0..10_000 {
+                let batch = store.claim(&worker, 7, LONG).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+                mine.extend(
+                    batch
+                        .into_iter()
+                        .map(|c| (c.id, c.change.dam_id().to_owned())),
+                );
+                store.complete(&ids).await.unwrap();
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_task = Vec::new();
+    for t in tasks {
+        let mine = t.await.unwrap();
+        per_task.push(mine.len());
+        for (id, dam) in mine {
+            assert!(seen.insert(id), "entry {id} ({dam}) claimed twice");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        1000,
+        "every entry claimed exactly once (per task: {per_task:?})"
+    );
+    assert_eq!(a.backlog().await.unwrap(), Default::default());
+}
+
+async fn family_lock_is_exclusive(db: &TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let lock = a
+        .try_lock_family("packshots")
+        .await
+        .unwrap()
+        .expect("first lock");
+    assert_eq!(lock.family(), "packshots");
+    assert!(
+        b.try_lock_family("packshots").await.unwrap().is_none(),
+        "held by the other handle"
+    );
+    assert!(
+        a.try_lock_family("packshots").await.unwrap().is_none(),
+        "not re-entrant"
+    );
+    let other = b
+        .try_lock_family("ambiance")
+        .await
+        .unwrap()
+        .expect("another family is free");
+    let mut lock = lock;
+    assert!(lock.is_held().await);
+    lock.unlock().await.unwrap();
+    let mut taken = b
+        .try_lock_family("packshots")
+        .await
+        .unwrap()
+        .expect("free after unlock");
+    assert!(taken.is_held().await);
+    drop(taken);
+    // Dropping releases it too (on PostgreSQL asynchronously: give it a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(l) = a.try_lock_family("packshots").await.unwrap() {
+            l.unlock().await.unwrap();
+            break;
+        }
+        assert!(Instant::now() < deadline, "lock not released by drop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    other.unlock().await.unwrap();
+}
+
+async fn wait_for_work_wakes_on_enqueue(db: &TestDb) {
+    let waiter = db.open().await;
+    // PostgreSQL: another handle (NOTIFY crosses processes). SQLite serves one process: a clone.
+    let producer = match db.backend {
+        Backend::Postgres => db.open().await,
+        Backend::Sqlite => waiter.clone(),
+    };
+    // Nothing to do: returns after the timeout.
+    let start = Instant::now();
+    waiter.wait_for_work(Duration::from_millis(300)).await;
+    let idle = start.elapsed();
+    assert!(idle >= Duration::from_millis(250), "{idle:?}");
+    // Let a possibly stored wake-up permit be consumed, and the listener start.
+    waiter.wait_for_work(Duration::from_millis(300)).await;
+
+    let w = waiter.clone();
+    let waiting = tokio::spawn(async move {
+        let start = Instant::now();
+        w.wait_for_work(Duration::from_secs(10)).await;
+        start.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    producer
+        .enqueue(&[upsert("f", "a", 1, None)])
+        .await
+        .unwrap();
+    let waited = waiting.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the enqueue, not the timeout: {waited:?}"
+    );
+    assert_eq!(waiter.claim("w", 10, LONG).await.unwrap().len(), 1);
+}
+
+async fn outcomes_and_prune(db: &TestDb) {
+    let store = db
+        .open_with(StoreOptions {
+            seen_event_retention: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await;
+    store.record_outcomes("f", 90, 10).await.unwrap();
+    store.record_outcomes("f", 0, 0).await.unwrap();
+    store.record_outcomes("g", 5, 0).await.unwrap();
+    let f = store
+        .outcomes(Duration::from_secs(300), Some("f"))
+        .await
+        .unwrap();
+    assert_eq!((f.succeeded, f.failed), (90, 10));
+    assert!((f.error_rate() - 0.1).abs() < 1e-9);
+    let all = store
+        .outcomes(Duration::from_secs(300), None)
+        .await
+        .unwrap();
+    assert_eq!((all.succeeded, all.failed), (95, 10));
+
+    store
+        .enqueue(&[upsert("f", "a", 1, Some("ev"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .enqueue(&[upsert("f", "b", 1, Some("ev"))])
+            .await
+            .unwrap()
+            .duplicates,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let pruned = store.prune().await.unwrap();
+    assert_eq!(pruned.seen_events, 1);
+    assert_eq!(pruned.outcome_buckets, 0, "outcome counters are kept 24 h");
+    // Past the retention window the id is forgotten.
+    assert_eq!(
+        store
+            .enqueue(&[upsert("f", "b", 1, Some("ev"))])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+}
+
+/// Corrupts one inbox payload behind the store's back.
+async fn corrupt_payload(db: &TestDb, dam_id: &str) {
+    let sql = "UPDATE inbox SET payload = '{not json' WHERE dam_id = ";
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.url.trim_start_matches("sqlite://");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                .await
+                .unwrap();
+            sqlx::query(&format!("{sql}?1"))
+                .bind(dam_id)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&format!("{sql}$1"))
+                .bind(dam_id)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+        }
+    }
+}
+
+async fn undecodable_inbox_entry_becomes_dead_letter(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[upsert("f", "good", 1, None), upsert("f", "bad", 1, None)])
+        .await
+        .unwrap();
+    corrupt_payload(db, "bad").await;
+    let claimed = store.claim("w", 10, LONG).await.unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.change.dam_id())
+            .collect::<Vec<_>>(),
+        vec!["good"]
+    );
+    let dl = store
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].reason.kind, "unparseable");
+    assert_eq!(dl[0].dam_id.as_deref(), Some("bad"));
+    assert_eq!(dl[0].payload, DeadLetterPayload::Raw(b"{not json".to_vec()));
+    assert_eq!(store.backlog().await.unwrap().in_flight, 1);
+}
+
+// --- backend-independent ----------------------------------------------------------------
+
+#[tokio::test]
+async fn errors_never_show_the_password() {
+    let options = StoreOptions {
+        connect_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let e = Store::open_with("postgres://app:sup3r-secret@127.0.0.1:1/state", options)
+        .await
+        .expect_err("nothing listens on port 1");
+    let msg = format!("{e} {e:?}");
+    assert!(!msg.contains("sup3r-secret"), "{msg}");
+    assert!(
+        msg.contains("PostgreSQL") && msg.contains("app:***@127.0.0.1:1"),
+        "{msg}"
+    );
+    let e = Store::open("redis://x").await.expect_err("unsupported");
+    assert!(e.to_string().contains("unsupported scheme"), "{e}");
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store.enqueue(&[upsert("f", "a", 1, None)]).await.unwrap();
+    assert_eq!(store.claim("w", 10, LONG).await.unwrap().len(), 1);
+    store
+        .put_hashes("f", &[("a".into(), h("x"))])
+        .await
+        .unwrap();
+    assert_eq!(store.hashes("f", &strings(&["a"])).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn plain_path_opens_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/state.db");
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store
+        .set_cursor(
+            "f",
+            &Cursor {
+                updated_at: t(1),
+                dam_id: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(path.exists());
+    let _ = Arc::new(store);
 }
