@@ -5,5 +5,6 @@
 //! - [`record`]: reading one DAM record with configured JSON pointers ([`record::RecordShape`]),
 //!   shared by the REST adapter and the webhook and queue sources.
 
+pub mod aem;
 pub mod record;
 pub mod rest;
