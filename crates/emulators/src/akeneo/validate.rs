@@ -1,0 +1,422 @@
+//! Validation of one asset as the Asset Manager does it on PATCH (§5.7, §5.11, §5.12):
+//! 1. structure (JSON schema: top-level keys, value items with exactly `locale`/`channel`/`data`,
+//!    data type per attribute type) → "The asset has an invalid format." + `errors`;
+//! 2. the asset code rule → plain message (`Asset code may contain only letters, ...`);
+//! 3. unknown attribute → plain message (`Attribute "x" does not exist for this asset family`);
+//! 4. business rules per value (locale/channel expected or not, activated locale, existing channel,
+//!    text length, number format and bounds, existing options, existing media file with an
+//!    allowed extension and size) → "The asset has data that does not comply with the business
+//!    rules." + `errors` `[{property: "values.<attribute>", message}]`.
+//!
+//! Messages are those of CE `src/Akeneo/AssetManager/back/Infrastructure/Validation/Asset/*` and
+//! its `validators.en_US.yml`, and Symfony's `Length` / `Range` constraints.
+
+use assetbridge_core::AttributeType;
+use serde_json::{Map, Value};
+
+use super::codec::Data;
+use super::http::check_code;
+use super::schema::{idx, prop, Errors, Ty};
+use super::state::{Attribute, Catalog, Family, MediaStore};
+
+/// A valid asset: its code and the value changes to merge (`None` erases).
+pub(crate) struct Accepted {
+    pub code: String,
+    pub changes: Vec<(u16, u8, u8, Option<Data>)>,
+}
+
+/// Why an asset was refused.
+pub(crate) enum Rejected {
+    /// "The asset has an invalid format." + errors.
+    Format(Errors),
+    /// A plain message (invalid code, unknown attribute).
+    Message(String),
+    /// "The asset has data that does not comply with the business rules." + errors.
+    Business(Errors),
+}
+
+pub(crate) const INVALID_FORMAT: &str = "The asset has an invalid format.";
+pub(crate) const BUSINESS_RULES: &str =
+    "The asset has data that does not comply with the business rules.";
+
+/// Is this `data` an empty value (erases the value: CE `EmptyValueCommandFactory`)?
+fn is_empty_data(d: &Value) -> bool {
+    match d {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn data_types(kind: AttributeType) -> &'static [Ty] {
+    match kind {
+        AttributeType::MultipleOptions => &[Ty::Array],
+        AttributeType::Boolean => &[Ty::Boolean, Ty::Null],
+        _ => &[Ty::String, Ty::Null],
+    }
+}
+
+/// Step 1: the JSON-schema checks (CE `AssetPropertiesValidator` + `Value/*TypeValidator`).
+pub(crate) fn structure(family: &Family, item: &Map<String, Value>) -> Errors {
+    let mut e = Errors::default();
+    e.check_required("", item, &["code"]);
+    if let Some(code) = item.get("code") {
+        e.check_type("code", code, &[Ty::String]);
+    }
+    if let Some(links) = item.get("_links") {
+        e.check_type("_links", links, &[Ty::Object]);
+    }
+    if let Some(values) = item.get("values") {
+        // An empty JSON array is what PHP makes of `{}`: accepted as "no values".
+        let empty_array = values.as_array().is_some_and(Vec::is_empty);
+        if !empty_array && e.check_type("values", values, &[Ty::Object]) {
+            for (attr, list) in values.as_object().into_iter().flatten() {
+                let path = prop("values", attr);
+                if !e.check_type(&path, list, &[Ty::Array]) {
+                    continue;
+                }
+                let Some(a) = family.attribute(attr) else {
+                    continue; // refused later, with its own message
+                };
+                for (i, v) in list.as_array().into_iter().flatten().enumerate() {
+                    value_structure(&mut e, &idx(&path, i), a, v);
+                }
+            }
+        }
+    }
+    e.check_additional("", item, &["code", "values", "_links"]);
+    e
+}
+
+fn value_structure(e: &mut Errors, path: &str, a: &Attribute, v: &Value) {
+    let Some(obj) = v.as_object() else {
+        e.check_type(path, v, &[Ty::Object]);
+        return;
+    };
+    e.check_required(path, obj, &["locale", "channel", "data"]);
+    if let Some(l) = obj.get("locale") {
+        e.check_type(&prop(path, "locale"), l, &[Ty::String, Ty::Null]);
+    }
+    if let Some(c) = obj.get("channel") {
+        e.check_type(&prop(path, "channel"), c, &[Ty::String, Ty::Null]);
+    }
+    if let Some(d) = obj.get("data") {
+        let dpath = prop(path, "data");
+        if e.check_type(&dpath, d, data_types(a.kind)) && a.kind == AttributeType::MultipleOptions
+        {
+            for (j, x) in d.as_array().into_iter().flatten().enumerate() {
+                e.check_type(&idx(&dpath, j), x, &[Ty::String]);
+            }
+        }
+    }
+    if a.kind == AttributeType::MediaFile {
+        if let Some(l) = obj.get("_links") {
+            e.check_type(&prop(path, "_links"), l, &[Ty::Object]);
+        }
+        e.check_additional(path, obj, &["locale", "channel", "data", "_links"]);
+    } else {
+        e.check_additional(path, obj, &["locale", "channel", "data"]);
+    }
+}
+
+/// PHP's `is_numeric` for strings.
+fn php_is_numeric(s: &str) -> bool {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let t = t.trim_end_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let b = t.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_digits = i - int_start;
+    let mut frac_digits = 0;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let fs = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        frac_digits = i - fs;
+    }
+    if int_digits + frac_digits == 0 {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let es = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == es {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn number_errors(a: &Attribute, s: &str, out: &mut Vec<String>) {
+    if a.decimals_allowed.unwrap_or(false) {
+        if !php_is_numeric(s) {
+            out.push("This field should be a numeric value with the right decimal separator".into());
+            return;
+        }
+    } else {
+        let b = s.strip_prefix('-').unwrap_or(s);
+        if b.is_empty() || !b.bytes().all(|c| c.is_ascii_digit()) {
+            out.push("This field should be an integer".into());
+            return;
+        }
+        // `(string) (int) $number !== $number`
+        match s.parse::<i64>() {
+            Ok(n) if n.to_string() == s => {}
+            _ => {
+                out.push("This integer is too big".into());
+                return;
+            }
+        }
+    }
+    let Ok(n) = s.trim().parse::<f64>() else {
+        return;
+    };
+    if let Some(min) = a.min_value.as_deref().filter(|m| !m.is_empty()) {
+        if min.parse::<f64>().is_ok_and(|m| n < m) {
+            out.push(format!("This value should be {min} or more."));
+        }
+    }
+    if let Some(max) = a.max_value.as_deref().filter(|m| !m.is_empty()) {
+        if max.parse::<f64>().is_ok_and(|m| n > m) {
+            out.push(format!("This value should be {max} or less."));
+        }
+    }
+}
+
+/// Business checks of one (structurally valid) value; messages go to `out`.
+fn value_business(
+    a: &Attribute,
+    v: &Map<String, Value>,
+    catalog: &Catalog,
+    media: &MediaStore,
+    out: &mut Vec<String>,
+) {
+    let code = &a.code;
+    let locale = v.get("locale").and_then(Value::as_str);
+    let channel = v.get("channel").and_then(Value::as_str);
+    // CE `EditValueCommandValidator`.
+    let mut scope_errors = Vec::new();
+    match (a.value_per_channel, channel) {
+        (true, None) => scope_errors.push(format!(
+            "A channel is expected for attribute \"{code}\" because it has a value per channel."
+        )),
+        (false, Some(_)) => scope_errors.push(format!(
+            "A channel is not expected for attribute \"{code}\" because it has not a value per channel."
+        )),
+        _ => {}
+    }
+    match (a.value_per_locale, locale) {
+        (true, None) => scope_errors.push(format!(
+            "A locale is expected for attribute \"{code}\" because it has a value per locale."
+        )),
+        (false, Some(_)) => scope_errors.push(format!(
+            "A locale is not expected for attribute \"{code}\" because it has not a value per locale."
+        )),
+        _ => {}
+    }
+    if scope_errors.is_empty() {
+        if let Some(ch) = channel {
+            if catalog.channel_idx(ch).is_none() {
+                out.push(format!("The channel \"{ch}\" does not exist."));
+            } else if let Some(l) = locale {
+                if !catalog.channel_has_locale(ch, l) || catalog.locale_idx(l).is_none() {
+                    out.push(format!(
+                        "The locale \"{l}\" is not activated for the channel \"{ch}\"."
+                    ));
+                }
+            }
+        } else if let Some(l) = locale {
+            if catalog.locale_idx(l).is_none() {
+                out.push(format!("The locale \"{l}\" is not activated."));
+            }
+        }
+    }
+    out.extend(scope_errors);
+
+    let data = v.get("data").unwrap_or(&Value::Null);
+    if is_empty_data(data) {
+        return;
+    }
+    match a.kind {
+        AttributeType::Text => {
+            if let (Some(max), Some(s)) = (a.max_characters, data.as_str()) {
+                if s.chars().count() as u64 > max {
+                    let unit = if max == 1 { "character" } else { "characters" };
+                    out.push(format!(
+                        "This value is too long. It should have {max} {unit} or less."
+                    ));
+                }
+            }
+        }
+        AttributeType::Number => {
+            if let Some(s) = data.as_str() {
+                number_errors(a, s, out);
+            }
+        }
+        AttributeType::SingleOption => {
+            if let Some(s) = data.as_str() {
+                if a.option(s).is_none() {
+                    out.push(format!(
+                        "The option with code \"{s}\" does not exist for this attribute"
+                    ));
+                }
+            }
+        }
+        AttributeType::MultipleOptions => {
+            let missing: Vec<&str> = data
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|c| a.option(c).is_none())
+                .collect();
+            if !missing.is_empty() {
+                out.push(format!(
+                    "The following option codes don't exist for this attribute : \"{}\"",
+                    missing.join(", ")
+                ));
+            }
+        }
+        AttributeType::MediaFile => {
+            let Some(key) = data.as_str() else { return };
+            let Some(file) = media.files.get(key) else {
+                out.push(format!("The file \"{key}\" was not found."));
+                return;
+            };
+            if !a.allowed_extensions.is_empty()
+                && !a
+                    .allowed_extensions
+                    .iter()
+                    .any(|e| *e == file.extension.to_lowercase())
+            {
+                out.push(format!(
+                    "\".{}\" files are not allowed for this attribute. Allowed extensions are: {}",
+                    file.extension,
+                    a.allowed_extensions.join(",")
+                ));
+            }
+            if let Some(max) = a
+                .max_file_size
+                .as_deref()
+                .and_then(|m| m.trim().parse::<f64>().ok())
+            {
+                if file.size as f64 > max * 1_000_000.0 {
+                    out.push("The file exceeds the max file size set for the attribute.".into());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn to_data(kind: AttributeType, d: &Value) -> Option<Data> {
+    if is_empty_data(d) {
+        return None;
+    }
+    Some(match (kind, d) {
+        (_, Value::Bool(b)) => Data::Bool(*b),
+        (_, Value::Array(items)) => Data::List(
+            items
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        (_, Value::String(s)) => Data::Str(s.clone()),
+        (_, other) => Data::Str(other.to_string()),
+    })
+}
+
+/// Steps 1–4 for one asset object.
+pub(crate) fn validate(
+    family: &Family,
+    catalog: &Catalog,
+    media: &MediaStore,
+    item: &Map<String, Value>,
+) -> Result<Accepted, Rejected> {
+    let e = structure(family, item);
+    if !e.is_empty() {
+        return Err(Rejected::Format(e));
+    }
+    let code = item
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    check_code("Asset code", &code).map_err(Rejected::Message)?;
+
+    let empty = Map::new();
+    let values = item
+        .get("values")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut business = Errors::default();
+    let mut changes = Vec::new();
+    for (attr_code, list) in values {
+        let Some(&ai) = family.attr_index.get(attr_code) else {
+            return Err(Rejected::Message(format!(
+                "Attribute \"{attr_code}\" does not exist for this asset family"
+            )));
+        };
+        let a = &family.attributes[ai as usize];
+        for v in list.as_array().into_iter().flatten() {
+            let v = v.as_object().expect("structure checked");
+            let mut msgs = Vec::new();
+            value_business(a, v, catalog, media, &mut msgs);
+            if msgs.is_empty() {
+                let ch = v
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .and_then(|c| catalog.channel_idx(c))
+                    .unwrap_or(0);
+                let lo = v
+                    .get("locale")
+                    .and_then(Value::as_str)
+                    .and_then(|l| catalog.locale_idx(l))
+                    .unwrap_or(0);
+                changes.push((
+                    ai,
+                    ch,
+                    lo,
+                    to_data(a.kind, v.get("data").unwrap_or(&Value::Null)),
+                ));
+            }
+            for m in msgs {
+                business.push(prop("values", attr_code), m);
+            }
+        }
+    }
+    if !business.is_empty() {
+        return Err(Rejected::Business(business));
+    }
+    Ok(Accepted { code, changes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn php_numeric() {
+        for ok in ["1", "-1.5", ".5", "1e3", " 12", "1.", "+3"] {
+            assert!(php_is_numeric(ok), "{ok}");
+        }
+        for bad in ["", "1,5", "abc", "1e", "--1", "."] {
+            assert!(!php_is_numeric(bad), "{bad}");
+        }
+    }
+}
