@@ -115,14 +115,23 @@ async fn ims_issues_tokens_and_refuses_bad_credentials() {
     assert_eq!(body["expires_in"], 86399);
     assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
 
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form, u16, &str); 5] = [
         (
-            &[("grant_type", "client_credentials"), ("client_id", "cid-123"), ("client_secret", "nope")],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "cid-123"),
+                ("client_secret", "nope"),
+            ],
             401,
             "invalid_client",
         ),
         (
-            &[("grant_type", "client_credentials"), ("client_id", "other"), ("client_secret", "s3cret")],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "other"),
+                ("client_secret", "s3cret"),
+            ],
             400,
             "invalid_client",
         ),
@@ -137,18 +146,29 @@ async fn ims_issues_tokens_and_refuses_bad_credentials() {
             "invalid_scope",
         ),
         (
-            &[("grant_type", "password"), ("client_id", "cid-123"), ("client_secret", "s3cret")],
+            &[
+                ("grant_type", "password"),
+                ("client_id", "cid-123"),
+                ("client_secret", "s3cret"),
+            ],
             400,
             "unsupported_grant_type",
         ),
         (&[("client_id", "cid-123")], 400, "invalid_request"),
     ];
     for (form, status, error) in cases {
-        let r = http.post(aem.ims_token_url()).form(form).send().await.unwrap();
+        let r = http
+            .post(aem.ims_token_url())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), status, "{form:?}");
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"], error, "{form:?}");
-        assert!(e["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(e["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()));
     }
     // JSON instead of a form.
     let r = http
@@ -219,13 +239,21 @@ async fn patch_enforces_the_contract() {
     let r = patch(&aem, "not-a-token", good).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // 403: no API key.
-    let r = patch_with(&aem, &t, good, &[("x-api-key", None)]).send().await.unwrap();
-    assert_eq!(r.status(), 403);
-    // 415: plain JSON.
-    let r = patch_with(&aem, &t, good, &[("content-type", Some("application/json"))])
+    let r = patch_with(&aem, &t, good, &[("x-api-key", None)])
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 403);
+    // 415: plain JSON.
+    let r = patch_with(
+        &aem,
+        &t,
+        good,
+        &[("content-type", Some("application/json"))],
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 415);
     // 400: experimental header missing.
     let r = patch_with(&aem, &t, good, &[("x-adobe-accept-experimental", None)])
@@ -234,7 +262,10 @@ async fn patch_enforces_the_contract() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // 428: no If-Match.
-    let r = patch_with(&aem, &t, good, &[("if-match", None)]).send().await.unwrap();
+    let r = patch_with(&aem, &t, good, &[("if-match", None)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 428);
     // 404: unknown asset.
     let r = reqwest::Client::new()
@@ -297,7 +328,10 @@ async fn patch_enforces_the_contract() {
     assert_eq!(echo["type"], "aem.assets.asset.metadata_updated");
     assert_eq!(echo["recipientclientid"], "cid-123");
     assert_eq!(echo["data"]["assetId"], ASSET);
-    assert_eq!(echo["data"]["repositoryMetadata"]["repo:repositoryId"], HOST);
+    assert_eq!(
+        echo["data"]["repositoryMetadata"]["repo:repositoryId"],
+        HOST
+    );
     let created: Vec<&str> = echo["data"]["assetMetadata"]["event:created"]
         .as_array()
         .unwrap()
@@ -312,10 +346,14 @@ async fn patch_enforces_the_contract() {
     );
 
     // The same values again: 200, no new event.
-    let r = patch(&aem, &t, r#"[{"op":"add","path":"/pim:sku","value":"SKU-1"}]"#)
-        .send()
-        .await
-        .unwrap();
+    let r = patch(
+        &aem,
+        &t,
+        r#"[{"op":"add","path":"/pim:sku","value":"SKU-1"}]"#,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(aem.journal_events().len(), 1);
 
@@ -327,8 +365,8 @@ async fn patch_enforces_the_contract() {
         &[("if-match", Some(&etag))],
     )
     .send()
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     let r = patch_with(
         &aem,
@@ -337,8 +375,8 @@ async fn patch_enforces_the_contract() {
         &[("if-match", Some(&etag))],
     )
     .send()
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(r.status(), 412);
 
     // Expired tokens are refused.
@@ -351,13 +389,19 @@ async fn patch_enforces_the_contract() {
     let t2 = token(&aem).await;
     let r = patch(&aem, &t2, good).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
 
     // Every PATCH is logged with headers and body.
     let patches = aem.patches();
     assert_eq!(patches.len(), 20);
     let ok = patches.iter().find(|p| p.status == 200).unwrap();
-    assert_eq!(ok.header("content-type"), Some("application/json-patch+json"));
+    assert_eq!(
+        ok.header("content-type"),
+        Some("application/json-patch+json")
+    );
     assert_eq!(ok.header("x-api-key"), Some("cid-123"));
     assert!(ok.header("authorization").unwrap().starts_with("Bearer "));
     assert!(ok.body.contains("SKU-1"));
@@ -421,7 +465,12 @@ async fn journal_pages_ends_with_204_and_expires_with_410() {
     assert_eq!(next_link(&r), aem.journal_path());
 
     let ids: Vec<String> = (0..5)
-        .map(|_| aem.processing_completed(ASSET).unwrap()["eventid"].as_str().unwrap().to_owned())
+        .map(|_| {
+            aem.processing_completed(ASSET).unwrap()["eventid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let mut url = format!("{}?limit=2", aem.journal_url());
     let mut seen = Vec::new();
@@ -500,7 +549,10 @@ async fn journal_pages_ends_with_204_and_expires_with_410() {
     let r = journal_get(
         &aem,
         &t,
-        &format!("{}/events/organizations/ORG1@AdobeOrg/integrations/1/x", aem.base_url),
+        &format!(
+            "{}/events/organizations/ORG1@AdobeOrg/integrations/1/x",
+            aem.base_url
+        ),
     )
     .await;
     assert_eq!(r.status(), 404);
@@ -547,16 +599,23 @@ async fn serve_hook(hook: Hook) -> url::Url {
 /// (SEQUENCE, AlgorithmIdentifier rsaEncryption + NULL, BIT STRING with 0 unused bits).
 fn rsa_2048_public_key(pem: &str) -> Vec<u8> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     assert_eq!(der.len(), 294, "RSA-2048 SPKI");
     der[24..].to_vec()
 }
 
 fn verifies(aem_key_pem: &str, body: &[u8], sig_b64: &str) -> bool {
-    let sig = base64::engine::general_purpose::STANDARD.decode(sig_b64).unwrap();
-    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, rsa_2048_public_key(aem_key_pem))
-        .verify(body, &sig)
-        .is_ok()
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig_b64)
+        .unwrap();
+    UnparsedPublicKey::new(
+        &RSA_PKCS1_2048_8192_SHA256,
+        rsa_2048_public_key(aem_key_pem),
+    )
+    .verify(body, &sig)
+    .is_ok()
 }
 
 #[tokio::test]
@@ -565,7 +624,9 @@ async fn sender_signs_with_served_keys_and_sets_adobe_headers() {
     let hook = Hook::default();
     let url = serve_hook(hook.clone()).await;
     let event = aem.processing_completed(ASSET).unwrap();
-    let records = aem.deliver(&url, vec![event.clone()], DeliveryMode::Single).await;
+    let records = aem
+        .deliver(&url, vec![event.clone()], DeliveryMode::Single)
+        .await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, DeliveryOutcome::Delivered);
     let (headers, body) = hook.seen.lock()[0].clone();
@@ -575,10 +636,16 @@ async fn sender_signs_with_served_keys_and_sets_adobe_headers() {
         Some("application/cloudevents+json; charset=UTF-8")
     );
     assert_eq!(h("user-agent").as_deref(), Some("Adobe/1.0"));
-    assert_eq!(h("x-adobe-event-code").as_deref(), Some("aem.assets.asset.processing_completed"));
+    assert_eq!(
+        h("x-adobe-event-code").as_deref(),
+        Some("aem.assets.asset.processing_completed")
+    );
     assert_eq!(h("x-adobe-event-id").as_deref(), event["eventid"].as_str());
     assert!(h("x-adobe-delivery-id").is_some());
-    assert!(h("x-adobe-retry-count").is_none(), "absent on the first attempt");
+    assert!(
+        h("x-adobe-retry-count").is_none(),
+        "absent on the first attempt"
+    );
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), event);
 
     // The key paths are served by the emulator, and the signatures verify over the raw body.
@@ -614,11 +681,20 @@ async fn sender_signs_with_served_keys_and_sets_adobe_headers() {
         signature_1: SignatureMode::Valid,
         signature_2: SignatureMode::WrongKey,
     });
-    aem.deliver(&url, vec![event.clone()], DeliveryMode::Single).await;
+    aem.deliver(&url, vec![event.clone()], DeliveryMode::Single)
+        .await;
     let (headers, body) = hook.seen.lock()[1].clone();
     let sig = |n: &str| headers[n].to_str().unwrap().to_owned();
-    assert!(verifies(EmulatorKey::Key1.public_pem(), &body, &sig("x-adobe-digital-signature-1")));
-    assert!(!verifies(EmulatorKey::Key2.public_pem(), &body, &sig("x-adobe-digital-signature-2")));
+    assert!(verifies(
+        EmulatorKey::Key1.public_pem(),
+        &body,
+        &sig("x-adobe-digital-signature-1")
+    ));
+    assert!(!verifies(
+        EmulatorKey::Key2.public_pem(),
+        &body,
+        &sig("x-adobe-digital-signature-2")
+    ));
 
     // An omitted signature header.
     aem.set_signing(DeliverySigning {
@@ -626,7 +702,10 @@ async fn sender_signs_with_served_keys_and_sets_adobe_headers() {
         signature_2: SignatureMode::Valid,
     });
     aem.deliver(&url, vec![event], DeliveryMode::Single).await;
-    assert!(hook.seen.lock()[2].0.get("x-adobe-digital-signature-1").is_none());
+    assert!(hook.seen.lock()[2]
+        .0
+        .get("x-adobe-digital-signature-1")
+        .is_none());
     assert_eq!(aem.deliveries().len(), 3);
 }
 
@@ -639,7 +718,9 @@ async fn sender_retries_like_adobe() {
 
     // 503, 429, then 200: three attempts, retry counts 1 and 2, same event id.
     hook.script.lock().extend([503, 429]);
-    let r = aem.deliver(&url, vec![event.clone()], DeliveryMode::Single).await;
+    let r = aem
+        .deliver(&url, vec![event.clone()], DeliveryMode::Single)
+        .await;
     assert_eq!(r[0].outcome, DeliveryOutcome::Delivered);
     assert_eq!(r[0].attempts.len(), 3);
     let seen = hook.seen.lock().clone();
@@ -649,16 +730,27 @@ async fn sender_retries_like_adobe() {
         .map(|(h, _)| h.get("x-adobe-retry-count").map(|v| v.to_str().unwrap()))
         .collect();
     assert_eq!(retry_counts, [None, Some("1"), Some("2")]);
-    let ids: Vec<&str> = seen.iter().map(|(h, _)| h["x-adobe-event-id"].to_str().unwrap()).collect();
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|(h, _)| h["x-adobe-event-id"].to_str().unwrap())
+        .collect();
     assert!(ids.iter().all(|i| *i == ids[0]));
-    let deliveries: Vec<&str> = seen.iter().map(|(h, _)| h["x-adobe-delivery-id"].to_str().unwrap()).collect();
+    let deliveries: Vec<&str> = seen
+        .iter()
+        .map(|(h, _)| h["x-adobe-delivery-id"].to_str().unwrap())
+        .collect();
     assert_ne!(deliveries[0], deliveries[1]);
-    assert!(seen.iter().all(|(_, b)| *b == seen[0].1), "same bytes on every attempt");
+    assert!(
+        seen.iter().all(|(_, b)| *b == seen[0].1),
+        "same bytes on every attempt"
+    );
 
     // 505 and 4xx are not retried.
     for status in [505, 400, 404] {
         hook.script.lock().push_back(status);
-        let r = aem.deliver(&url, vec![event.clone()], DeliveryMode::Single).await;
+        let r = aem
+            .deliver(&url, vec![event.clone()], DeliveryMode::Single)
+            .await;
         assert_eq!(r[0].outcome, DeliveryOutcome::Rejected(status));
         assert_eq!(r[0].attempts.len(), 1);
     }
@@ -670,7 +762,9 @@ async fn sender_retries_like_adobe() {
         ..config()
     });
     hook.script.lock().extend(std::iter::repeat_n(500, 200));
-    let r = fast.deliver(&url, vec![event.clone()], DeliveryMode::Single).await;
+    let r = fast
+        .deliver(&url, vec![event.clone()], DeliveryMode::Single)
+        .await;
     assert_eq!(r[0].outcome, DeliveryOutcome::GaveUp);
     assert_eq!(r[0].attempts.len(), 100);
     hook.script.lock().clear();
@@ -679,7 +773,10 @@ async fn sender_retries_like_adobe() {
     let dead = url::Url::parse("http://127.0.0.1:9/hook").unwrap();
     let r = fast.deliver(&dead, vec![event], DeliveryMode::Single).await;
     assert_eq!(r[0].outcome, DeliveryOutcome::GaveUp);
-    assert!(r[0].attempts.iter().all(|a| a.status.is_none() && a.error.is_some()));
+    assert!(r[0]
+        .attempts
+        .iter()
+        .all(|a| a.status.is_none() && a.error.is_some()));
 }
 
 #[tokio::test]
@@ -687,7 +784,9 @@ async fn batches_hold_at_most_20_events() {
     let aem = start(config()).await;
     let hook = Hook::default();
     let url = serve_hook(hook.clone()).await;
-    let events: Vec<Value> = (0..25).map(|_| aem.processing_completed(ASSET).unwrap()).collect();
+    let events: Vec<Value> = (0..25)
+        .map(|_| aem.processing_completed(ASSET).unwrap())
+        .collect();
     let r = aem.deliver(&url, events.clone(), DeliveryMode::Batch).await;
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].event_ids.len(), 20);

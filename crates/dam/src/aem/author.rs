@@ -280,13 +280,17 @@ impl AemClient {
             let n = normalize_host(host)
                 .filter(|n| allowed.contains(n))
                 .ok_or_else(|| {
-                    AemError::Config(format!("base_url_overrides: `{host}` is not an allowed host"))
+                    AemError::Config(format!(
+                        "base_url_overrides: `{host}` is not an allowed host"
+                    ))
                 })?;
             let url = Url::parse(base)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                 .ok_or_else(|| {
-                    AemError::Config(format!("base_url_overrides: `{base}` is not an http(s) URL"))
+                    AemError::Config(format!(
+                        "base_url_overrides: `{base}` is not an http(s) URL"
+                    ))
                 })?;
             bases.insert(n, url);
         }
@@ -343,7 +347,11 @@ impl AemClient {
     }
 
     /// `GET {author}/adobe/assets/{assetId}/metadata`.
-    pub async fn get_metadata(&self, host: &str, asset_id: &str) -> Result<AssetMetadata, AemError> {
+    pub async fn get_metadata(
+        &self,
+        host: &str,
+        asset_id: &str,
+    ) -> Result<AssetMetadata, AemError> {
         let url = self.metadata_url(host, asset_id)?;
         let resp = self
             .send(asset_id, |token| {
@@ -356,9 +364,8 @@ impl AemClient {
             })
             .await?;
         let etag = header_string(&resp.headers, http::header::ETAG);
-        let mut meta: AssetMetadata = serde_json::from_slice(&resp.body).map_err(|e| {
-            AemError::InvalidResponse(format!("metadata of `{asset_id}`: {e}"))
-        })?;
+        let mut meta: AssetMetadata = serde_json::from_slice(&resp.body)
+            .map_err(|e| AemError::InvalidResponse(format!("metadata of `{asset_id}`: {e}")))?;
         meta.etag = etag;
         Ok(meta)
     }
@@ -377,7 +384,9 @@ impl AemClient {
     ) -> Result<PatchResponse, AemError> {
         let url = self.metadata_url(host, asset_id)?;
         if ops.is_empty() {
-            return Err(AemError::Config("an empty JSON Patch would change nothing".into()));
+            return Err(AemError::Config(
+                "an empty JSON Patch would change nothing".into(),
+            ));
         }
         for op in ops {
             if !op.path().starts_with('/') {
@@ -559,7 +568,9 @@ fn normalize_host(host: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     ok.then_some(h)
 }
@@ -586,8 +597,11 @@ mod tests {
         assert_eq!(metadata_pointer("pim:sku"), "/pim:sku");
         assert_eq!(metadata_pointer("a/b~c"), "/a~1b~0c");
         assert_eq!(
-            serde_json::to_value(vec![PatchOp::add("pim:sku", json!("S1")), PatchOp::remove("x")])
-                .unwrap(),
+            serde_json::to_value(vec![
+                PatchOp::add("pim:sku", json!("S1")),
+                PatchOp::remove("x")
+            ])
+            .unwrap(),
             json!([{"op":"add","path":"/pim:sku","value":"S1"},{"op":"remove","path":"/x"}])
         );
     }
@@ -610,7 +624,9 @@ mod tests {
             u.as_str(),
             "http://127.0.0.1:9/adobe/assets/urn:aaid:aem:1%2F..%2Fx/metadata"
         );
-        assert!(c.metadata_url("author-p1-e2.adobeaemcloud.com", " ").is_err());
+        assert!(c
+            .metadata_url("author-p1-e2.adobeaemcloud.com", " ")
+            .is_err());
     }
 
     #[test]
@@ -619,7 +635,8 @@ mod tests {
         assert!(AemClient::new(AemConfig::new(vec![], ims.clone())).is_err());
         assert!(AemClient::new(AemConfig::new(vec!["https://x.com".into()], ims.clone())).is_err());
         let mut c = AemConfig::new(vec!["a.com".into()], ims);
-        c.base_url_overrides.insert("b.com".into(), "http://127.0.0.1:1".into());
+        c.base_url_overrides
+            .insert("b.com".into(), "http://127.0.0.1:1".into());
         assert!(AemClient::new(c).is_err());
     }
 

@@ -184,7 +184,9 @@ impl AdobeEvent {
 
     /// `data.repositoryMetadata`.
     pub fn repository_metadata(&self) -> Option<&Map<String, Value>> {
-        self.data.get("repositoryMetadata").and_then(Value::as_object)
+        self.data
+            .get("repositoryMetadata")
+            .and_then(Value::as_object)
     }
 
     /// `repo:size` in bytes — a string in captures, a number in Adobe's example: both accepted.
@@ -691,16 +693,31 @@ mod tests {
         let events = parse_delivery(&body).unwrap();
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!(e.event_id, "ebea9720-fake-40b0-9f18-f765bd982706", "eventid wins");
+        assert_eq!(
+            e.event_id, "ebea9720-fake-40b0-9f18-f765bd982706",
+            "eventid wins"
+        );
         assert_eq!(e.event_type, EventType::ProcessingCompleted);
-        assert_eq!(e.id.as_deref(), Some("712375d8-0464-489b-ac3e-6b0eb77d2932"));
+        assert_eq!(
+            e.id.as_deref(),
+            Some("712375d8-0464-489b-ac3e-6b0eb77d2932")
+        );
         assert_eq!(
             e.recipient_client_id.as_deref(),
             Some("4ab33463139e4f96b851589286cd46e4")
         );
-        assert_eq!(e.asset_id(), Some("urn:aaid:aem:20fec14a-b5b8-4c7d-85f4-e619d66281dc"));
-        assert_eq!(e.repository_id(), Some("author-p142461-e1463137.adobeaemcloud.com"));
-        assert_eq!(e.asset_name(), Some("Screenshot 2025-05-28 at 5.05.48 PM.png"));
+        assert_eq!(
+            e.asset_id(),
+            Some("urn:aaid:aem:20fec14a-b5b8-4c7d-85f4-e619d66281dc")
+        );
+        assert_eq!(
+            e.repository_id(),
+            Some("author-p142461-e1463137.adobeaemcloud.com")
+        );
+        assert_eq!(
+            e.asset_name(),
+            Some("Screenshot 2025-05-28 at 5.05.48 PM.png")
+        );
         assert!(e.asset_path().unwrap().starts_with("/content/dam/"));
         assert_eq!(e.repo_size(), Some(669_044));
         assert_eq!(
@@ -708,7 +725,10 @@ mod tests {
             "2025-08-29T06:57:54.141+00:00"
         );
         assert!(e.time.is_some());
-        assert!(e.asset_metadata().unwrap().contains_key("xcm:machineKeywords"));
+        assert!(e
+            .asset_metadata()
+            .unwrap()
+            .contains_key("xcm:machineKeywords"));
         // Round trip through our own serialisation.
         let back: AdobeEvent = serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap();
         assert_eq!(&back, e);
@@ -723,11 +743,17 @@ mod tests {
         o["data"]["repositoryMetadata"]["repo:size"] = json!(338049);
         let e = AdobeEvent::from_value(&v, None).unwrap();
         assert_eq!(e.event_id, "ebea9720-e2a6-40b0-9f18-f765bd982706");
-        assert_eq!(e.recipient_client_id.as_deref(), Some("4ab33463139e4f96b851589286cd46e4"));
+        assert_eq!(
+            e.recipient_client_id.as_deref(),
+            Some("4ab33463139e4f96b851589286cd46e4")
+        );
         assert_eq!(e.repo_size(), Some(338_049));
 
         v.as_object_mut().unwrap().remove("event_id");
-        assert_eq!(AdobeEvent::from_value(&v, None), Err(EventError::MissingEventId));
+        assert_eq!(
+            AdobeEvent::from_value(&v, None),
+            Err(EventError::MissingEventId)
+        );
         let body = serde_json::to_vec(&v).unwrap();
         let e = parse_delivery_with_header_id(&body, Some("hdr-id")).unwrap();
         assert_eq!(e[0].event_id, "hdr-id");
@@ -747,10 +773,19 @@ mod tests {
         let body = serde_json::to_vec(&json!([capture(), second])).unwrap();
         let events = parse_delivery(&body).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!(events[1].event_type, EventType::Other("aem.sites.page.created".into()));
+        assert_eq!(
+            events[1].event_type,
+            EventType::Other("aem.sites.page.created".into())
+        );
         assert_eq!(events[1].event_type.as_str(), "aem.sites.page.created");
 
-        for bad in [&b"not json"[..], b"[]", b"42", b"[1]", br#"{"eventid":"x"}"#] {
+        for bad in [
+            &b"not json"[..],
+            b"[]",
+            b"42",
+            b"[1]",
+            br#"{"eventid":"x"}"#,
+        ] {
             let e = parse_delivery(bad).unwrap_err();
             assert_eq!(e.status_code(), 400, "{e}");
         }
@@ -766,7 +801,10 @@ mod tests {
         ] {
             assert_eq!(EventType::parse(t.as_str()), t);
         }
-        assert_eq!(EventType::parse("aem.assets.asset.deleted"), EventType::Deleted);
+        assert_eq!(
+            EventType::parse("aem.assets.asset.deleted"),
+            EventType::Deleted
+        );
     }
 
     #[test]
@@ -789,14 +827,21 @@ mod tests {
             challenge_from_query("challenge=8ec8d794-e0ab&x=1").as_deref(),
             Some("8ec8d794-e0ab")
         );
-        assert_eq!(challenge_from_query("?x=1&challenge=a%20b").as_deref(), Some("a b"));
+        assert_eq!(
+            challenge_from_query("?x=1&challenge=a%20b").as_deref(),
+            Some("a b")
+        );
         assert_eq!(challenge_from_query("x=1"), None);
         assert_eq!(challenge_from_query("challenge="), None);
-        assert_eq!(challenge_from_body(&json!({"challenge": "c1"})).as_deref(), Some("c1"));
+        assert_eq!(
+            challenge_from_body(&json!({"challenge": "c1"})).as_deref(),
+            Some("c1")
+        );
         assert_eq!(challenge_from_body(&capture()), None);
         assert_eq!(challenge_response("c1"), json!({"challenge": "c1"}));
         assert_eq!(
-            validation_url_from_body(&json!({"validationUrl": "https://csm.adobe.io/x"})).as_deref(),
+            validation_url_from_body(&json!({"validationUrl": "https://csm.adobe.io/x"}))
+                .as_deref(),
             Some("https://csm.adobe.io/x")
         );
     }
@@ -805,7 +850,9 @@ mod tests {
     fn key_paths_are_confined_to_the_origin() {
         let v = SignatureVerifier::new(SignatureVerifierConfig::new("cid")).unwrap();
         assert_eq!(
-            v.key_url("/prod/keys/pub-key-Ptc2pD9vT9.pem").unwrap().as_str(),
+            v.key_url("/prod/keys/pub-key-Ptc2pD9vT9.pem")
+                .unwrap()
+                .as_str(),
             "https://static.adobeioevents.com/prod/keys/pub-key-Ptc2pD9vT9.pem"
         );
         for bad in [
@@ -830,7 +877,10 @@ mod tests {
     fn origins_are_checked() {
         let mut c = SignatureVerifierConfig::new("cid");
         c.key_origin = Url::parse("http://static.adobeioevents.com").unwrap();
-        assert!(SignatureVerifier::new(c.clone()).is_err(), "plain http off loopback");
+        assert!(
+            SignatureVerifier::new(c.clone()).is_err(),
+            "plain http off loopback"
+        );
         c.key_origin = Url::parse("http://127.0.0.1:8080").unwrap();
         assert!(SignatureVerifier::new(c.clone()).is_ok());
         c.key_origin = Url::parse("https://static.adobeioevents.com/prod/").unwrap();

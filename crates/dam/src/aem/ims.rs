@@ -126,7 +126,9 @@ impl ImsError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ImsError::Unavailable { .. } | ImsError::Transport { .. } | ImsError::InvalidResponse(_)
+            ImsError::Unavailable { .. }
+                | ImsError::Transport { .. }
+                | ImsError::InvalidResponse(_)
         )
     }
 }
@@ -282,7 +284,11 @@ impl ImsClient {
     }
 
     fn fresh_cached(&self) -> Option<ImsToken> {
-        self.cached.lock().as_ref().filter(|t| t.is_fresh()).cloned()
+        self.cached
+            .lock()
+            .as_ref()
+            .filter(|t| t.is_fresh())
+            .cloned()
     }
 
     async fn fetch(&self) -> Result<ImsToken, ImsError> {
@@ -331,8 +337,12 @@ impl ImsClient {
             if status.as_u16() == 429 || status.is_server_error() {
                 if attempt < attempts {
                     tracing::warn!(attempt, %status, "IMS unavailable; retrying");
-                    tokio::time::sleep(retry::wait_before_retry(Some(&headers), initial, attempt - 1))
-                        .await;
+                    tokio::time::sleep(retry::wait_before_retry(
+                        Some(&headers),
+                        initial,
+                        attempt - 1,
+                    ))
+                    .await;
                     continue;
                 }
                 return Err(ImsError::Unavailable {
@@ -417,7 +427,10 @@ mod tests {
     #[test]
     fn config_is_checked() {
         let mut c = ImsConfig::new("", "x", vec![]);
-        assert!(matches!(ImsClient::new(c.clone()), Err(ImsError::Config(_))));
+        assert!(matches!(
+            ImsClient::new(c.clone()),
+            Err(ImsError::Config(_))
+        ));
         c.client_id = "id".into();
         c.token_url = "ftp://x".into();
         assert!(matches!(ImsClient::new(c), Err(ImsError::Config(_))));

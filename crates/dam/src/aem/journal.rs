@@ -297,7 +297,10 @@ impl JournalClient {
     }
 
     /// The events after `position` (see [`url_for`](Self::url_for)).
-    pub async fn next(&self, position: Option<&JournalPosition>) -> Result<JournalBatch, JournalError> {
+    pub async fn next(
+        &self,
+        position: Option<&JournalPosition>,
+    ) -> Result<JournalBatch, JournalError> {
         self.fetch(&self.url_for(position)).await
     }
 
@@ -357,7 +360,9 @@ impl JournalClient {
             match status {
                 200 => return self.batch_from(url, &headers, &body),
                 204 => {
-                    let next = self.next_link(url, &headers)?.unwrap_or_else(|| url.clone());
+                    let next = self
+                        .next_link(url, &headers)?
+                        .unwrap_or_else(|| url.clone());
                     return Ok(JournalBatch {
                         events: Vec::new(),
                         malformed: Vec::new(),
@@ -375,7 +380,12 @@ impl JournalClient {
                     attempt -= 1;
                     continue;
                 }
-                401 | 403 => return Err(JournalError::Unauthorized { status, detail: text() }),
+                401 | 403 => {
+                    return Err(JournalError::Unauthorized {
+                        status,
+                        detail: text(),
+                    })
+                }
                 429 | 500..=599 => {
                     if attempt < attempts {
                         tracing::warn!(attempt, status, "journal unavailable; retrying");
@@ -393,12 +403,22 @@ impl JournalClient {
                         detail: text(),
                     });
                 }
-                _ => return Err(JournalError::Rejected { status, detail: text() }),
+                _ => {
+                    return Err(JournalError::Rejected {
+                        status,
+                        detail: text(),
+                    })
+                }
             }
         }
     }
 
-    fn batch_from(&self, url: &Url, headers: &http::HeaderMap, body: &[u8]) -> Result<JournalBatch, JournalError> {
+    fn batch_from(
+        &self,
+        url: &Url,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<JournalBatch, JournalError> {
         let page: Page = serde_json::from_slice(body)
             .map_err(|e| JournalError::InvalidResponse(format!("journal page: {e}")))?;
         let mut events = Vec::with_capacity(page.events.len());
@@ -438,13 +458,20 @@ impl JournalClient {
         })
     }
 
-    fn next_link(&self, base: &Url, headers: &http::HeaderMap) -> Result<Option<Url>, JournalError> {
+    fn next_link(
+        &self,
+        base: &Url,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Url>, JournalError> {
         let Some(target) = headers
             .get_all(http::header::LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_links)
-            .find(|(_, rel)| rel.split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+            .find(|(_, rel)| {
+                rel.split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+            })
             .map(|(t, _)| t)
         else {
             return Ok(None);
@@ -477,9 +504,13 @@ fn parse_links(value: &str) -> Vec<(String, String)> {
             .split(';')
             .filter_map(|p| {
                 let (k, v) = p.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("rel")
-                    .then(|| v.trim().trim_end_matches(',').trim().trim_matches('"').to_owned())
+                k.trim().eq_ignore_ascii_case("rel").then(|| {
+                    v.trim()
+                        .trim_end_matches(',')
+                        .trim()
+                        .trim_matches('"')
+                        .to_owned()
+                })
             })
             .next()
             .unwrap_or_default();
@@ -500,7 +531,10 @@ mod tests {
             r#"</events/organizations/1/integrations/2/r?since=abc&limit=5>; rel="next", </x?validate>; rel="validate""#,
         );
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0].0, "/events/organizations/1/integrations/2/r?since=abc&limit=5");
+        assert_eq!(
+            l[0].0,
+            "/events/organizations/1/integrations/2/r?since=abc&limit=5"
+        );
         assert_eq!(l[0].1, "next");
         assert_eq!(l[1].1, "validate");
         assert!(parse_links("garbage").is_empty());
@@ -509,7 +543,10 @@ mod tests {
     #[test]
     fn urls() {
         let ims = Arc::new(ImsClient::new(ImsConfig::new("cid", "s", vec![])).unwrap());
-        let mut c = JournalConfig::new("https://events-va6.adobe.io/events/organizations/1/integrations/2/r", "O@AdobeOrg");
+        let mut c = JournalConfig::new(
+            "https://events-va6.adobe.io/events/organizations/1/integrations/2/r",
+            "O@AdobeOrg",
+        );
         c.limit = Some(5);
         let j = JournalClient::new(c.clone(), ims.clone()).unwrap();
         assert_eq!(j.url_for(None).query(), Some("limit=5"));

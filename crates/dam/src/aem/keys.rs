@@ -91,7 +91,9 @@ fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
         if n == 0 || n > 4 || rest.len() < n {
             return Err("bad DER length".into());
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         if len < 0x80 || rest[0] == 0 {
             return Err("non-minimal DER length".into());
         }
@@ -118,7 +120,10 @@ ZV1q7cVKe1pN1Qm3JtZ9kXlq0eQeT1I0AAKk5lRTv4i2zJZ0Jp0nXz6Q0Sxq0K0k
         assert!(rsa_public_key_der("hello").is_err());
         assert!(rsa_public_key_der(TRUNCATED).is_err());
         assert!(rsa_public_key_der("-----BEGIN PUBLIC KEY-----\nAAAA").is_err());
-        assert!(read_tlv(&[0x30, 0x81, 0x05, 1, 2, 3, 4, 5]).is_err(), "non-minimal");
+        assert!(
+            read_tlv(&[0x30, 0x81, 0x05, 1, 2, 3, 4, 5]).is_err(),
+            "non-minimal"
+        );
     }
 
     #[test]

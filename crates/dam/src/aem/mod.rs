@@ -19,11 +19,16 @@ pub mod journal;
 mod keys;
 mod retry;
 
-pub use author::{metadata_pointer, AemClient, AemConfig, AemError, AssetMetadata, PatchOp, PatchResponse};
+pub use author::{
+    metadata_pointer, AemClient, AemConfig, AemError, AssetMetadata, PatchOp, PatchResponse,
+};
 pub use events::{
-    challenge_from_body, challenge_from_query, challenge_response, check_recipients, parse_delivery,
-    parse_delivery_with_header_id, validation_url_from_body, AdobeEvent, DeliveryError, EventError,
-    EventType, SignatureError, SignatureVerifier, SignatureVerifierConfig,
+    challenge_from_body, challenge_from_query, challenge_response, check_recipients,
+    parse_delivery, parse_delivery_with_header_id, validation_url_from_body, AdobeEvent,
+    DeliveryError, EventError, EventType, SignatureError, SignatureVerifier,
+    SignatureVerifierConfig,
 };
 pub use ims::{ImsClient, ImsConfig, ImsError, ImsToken};
-pub use journal::{JournalBatch, JournalClient, JournalConfig, JournalEntry, JournalError, JournalPosition};
+pub use journal::{
+    JournalBatch, JournalClient, JournalConfig, JournalEntry, JournalError, JournalPosition,
+};

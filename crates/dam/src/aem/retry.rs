@@ -17,17 +17,28 @@ pub(crate) fn backoff(initial: Duration, attempt: u32) -> Duration {
 
 /// Parses a `Retry-After` header: delay-seconds or an HTTP date (a date in the past is zero).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let raw = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(raw).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The wait before retry number `attempt` (0-based): the server's `Retry-After` when it gave one,
 /// else exponential backoff; never more than [`MAX_BACKOFF`].
-pub(crate) fn wait_before_retry(headers: Option<&HeaderMap>, initial: Duration, attempt: u32) -> Duration {
+pub(crate) fn wait_before_retry(
+    headers: Option<&HeaderMap>,
+    initial: Duration,
+    attempt: u32,
+) -> Duration {
     headers
         .and_then(retry_after)
         .unwrap_or_else(|| backoff(initial, attempt))
@@ -55,8 +66,14 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
-        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);

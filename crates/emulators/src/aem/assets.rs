@@ -209,10 +209,23 @@ impl AemEmulator {
         }
     }
 
-    fn log(&self, method: &str, path: &str, asset_id: &str, headers: &HeaderMap, body: &[u8], status: u16) {
+    fn log(
+        &self,
+        method: &str,
+        path: &str,
+        asset_id: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        status: u16,
+    ) {
         let headers = headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         self.inner.state.lock().requests.push(AemRequest {
             method: method.into(),
@@ -240,7 +253,14 @@ pub(crate) async fn get_metadata(
     headers: HeaderMap,
 ) -> Response {
     let resp = get_inner(&emu, &asset_id, &headers);
-    emu.log("GET", uri.path(), &asset_id, &headers, b"", resp.status().as_u16());
+    emu.log(
+        "GET",
+        uri.path(),
+        &asset_id,
+        &headers,
+        b"",
+        resp.status().as_u16(),
+    );
     resp
 }
 
@@ -274,7 +294,14 @@ pub(crate) async fn patch_metadata(
     body: Bytes,
 ) -> Response {
     let (resp, echo) = patch_inner(&emu, &asset_id, &headers, &body);
-    emu.log("PATCH", uri.path(), &asset_id, &headers, &body, resp.status().as_u16());
+    emu.log(
+        "PATCH",
+        uri.path(),
+        &asset_id,
+        &headers,
+        &body,
+        resp.status().as_u16(),
+    );
     if let Some(event) = echo {
         emu.emit(event);
     }
@@ -282,7 +309,10 @@ pub(crate) async fn patch_metadata(
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn patch_inner(
@@ -354,11 +384,20 @@ fn patch_inner(
         Ok(Value::Array(ops)) if !ops.is_empty() => ops,
         Ok(_) => {
             return (
-                problem(400, "Bad Request", "The body must be a non-empty JSON Patch array"),
+                problem(
+                    400,
+                    "Bad Request",
+                    "The body must be a non-empty JSON Patch array",
+                ),
                 None,
             )
         }
-        Err(e) => return (problem(400, "Bad Request", &format!("Invalid JSON: {e}")), None),
+        Err(e) => {
+            return (
+                problem(400, "Bad Request", &format!("Invalid JSON: {e}")),
+                None,
+            )
+        }
     };
     for (i, op) in ops.iter().enumerate() {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
@@ -399,7 +438,11 @@ fn patch_inner(
     let mut doc = Value::Object(before.clone());
     if let Err(e) = json_patch::patch(&mut doc, &patch) {
         return (
-            problem(400, "Bad Request", &format!("The patch cannot be applied: {e}")),
+            problem(
+                400,
+                "Bad Request",
+                &format!("The patch cannot be applied: {e}"),
+            ),
             None,
         );
     }

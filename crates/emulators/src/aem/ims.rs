@@ -43,9 +43,10 @@ pub(crate) async fn token(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            ct.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !body.is_empty() && !form_ct {
         return oauth_error(
@@ -87,9 +88,17 @@ pub(crate) async fn token(
         return oauth_error(401, "invalid_client", "invalid client_secret parameter");
     }
     let scopes: Vec<&str> = get("scope")
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
-    if scopes.iter().any(|s| !c.allowed_scopes.iter().any(|a| a == s)) {
+    if scopes
+        .iter()
+        .any(|s| !c.allowed_scopes.iter().any(|a| a == s))
+    {
         return oauth_error(
             400,
             "invalid_scope",

@@ -75,7 +75,10 @@ pub(crate) async fn journal(
     }
     let c = &emu.inner.config;
     if org != c.org_id || integration != c.integration_id || registration != c.registration_id {
-        return json_response(404, &json!({"error": "not_found", "message": "unknown journal"}));
+        return json_response(
+            404,
+            &json!({"error": "not_found", "message": "unknown journal"}),
+        );
     }
     if !bearer_ok(&emu, &headers) {
         return unauthorized();
@@ -182,7 +185,10 @@ pub(crate) async fn journal(
         .collect();
     let count = body.len();
     with_link(
-        json_response(200, &json!({"events": body, "_page": {"last": last, "count": count}})),
+        json_response(
+            200,
+            &json!({"events": body, "_page": {"last": last, "count": count}}),
+        ),
         &next_target(&last),
     )
 }

@@ -38,8 +38,8 @@ use tokio::task::JoinHandle;
 
 pub use assets::AemRequest;
 pub use sender::{
-    ChallengeCheck, DeliveryAttempt, DeliveryMode, DeliveryOutcome, DeliveryRecord, DeliverySigning, EmulatorKey,
-    SignatureMode,
+    ChallengeCheck, DeliveryAttempt, DeliveryMode, DeliveryOutcome, DeliveryRecord,
+    DeliverySigning, EmulatorKey, SignatureMode,
 };
 
 /// Settings of an [`AemEmulator`].
@@ -442,8 +442,10 @@ pub(crate) fn fault_response(fault: Fault) -> axum::response::Response {
         &serde_json::json!({"error_code": fault.status.to_string(), "message": "injected fault"}),
     );
     if fault.status == 429 {
-        r.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("0"));
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("0"),
+        );
     }
     r
 }

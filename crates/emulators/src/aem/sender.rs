@@ -212,7 +212,12 @@ impl AemEmulator {
     /// Delivers events to a webhook as I/O Events does (see the module docs), and returns the
     /// records of this call (also appended to [`deliveries`](AemEmulator::deliveries)). Single
     /// deliveries of several events run concurrently, each with its own retries.
-    pub async fn deliver(&self, url: &Url, events: Vec<Value>, mode: DeliveryMode) -> Vec<DeliveryRecord> {
+    pub async fn deliver(
+        &self,
+        url: &Url,
+        events: Vec<Value>,
+        mode: DeliveryMode,
+    ) -> Vec<DeliveryRecord> {
         let bodies: Vec<(Vec<Value>, Vec<u8>)> = match mode {
             DeliveryMode::Single => events
                 .into_iter()
@@ -263,9 +268,19 @@ impl AemEmulator {
 
     async fn deliver_one(&self, url: &Url, events: Vec<Value>, body: Vec<u8>) -> DeliveryRecord {
         let first = events.first().cloned().unwrap_or(Value::Null);
-        let s = |k: &str| first.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let s = |k: &str| {
+            first
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let event_code = s("type");
-        let event_id = if s("eventid").is_empty() { s("event_id") } else { s("eventid") };
+        let event_id = if s("eventid").is_empty() {
+            s("event_id")
+        } else {
+            s("eventid")
+        };
         let event_ids = events
             .iter()
             .filter_map(|e| e.get("eventid").or_else(|| e.get("event_id")))
@@ -295,7 +310,10 @@ impl AemEmulator {
                 .inner
                 .http
                 .post(url.clone())
-                .header("content-type", "application/cloudevents+json; charset=UTF-8")
+                .header(
+                    "content-type",
+                    "application/cloudevents+json; charset=UTF-8",
+                )
                 .header("user-agent", "Adobe/1.0")
                 .header("accept-encoding", "deflate,compress,identity")
                 .header("x-adobe-delivery-id", &delivery_id)
@@ -303,8 +321,14 @@ impl AemEmulator {
                 .header("x-adobe-event-code", &event_code)
                 .header("x-adobe-event-id", &event_id)
                 .header("x-adobe-provider", &provider)
-                .header("x-adobe-public-key1-path", EmulatorKey::Key1.path().expect("served"))
-                .header("x-adobe-public-key2-path", EmulatorKey::Key2.path().expect("served"));
+                .header(
+                    "x-adobe-public-key1-path",
+                    EmulatorKey::Key1.path().expect("served"),
+                )
+                .header(
+                    "x-adobe-public-key2-path",
+                    EmulatorKey::Key2.path().expect("served"),
+                );
             if let Some(s) = &sig1 {
                 req = req.header("x-adobe-digital-signature-1", s);
             }
@@ -351,16 +375,25 @@ impl AemEmulator {
     pub async fn check_challenge(&self, url: &Url) -> ChallengeCheck {
         let challenge = uuid::Uuid::new_v4().to_string();
         let mut target = url.clone();
-        target.query_pairs_mut().append_pair("challenge", &challenge);
+        target
+            .query_pairs_mut()
+            .append_pair("challenge", &challenge);
         let (status, echoed) = match self.inner.http.get(target).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
                 let json_echo = serde_json::from_str::<Value>(&body)
                     .ok()
-                    .and_then(|v| v.get("challenge").and_then(Value::as_str).map(str::to_owned))
+                    .and_then(|v| {
+                        v.get("challenge")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
                     .is_some_and(|c| c == challenge);
-                (Some(status), status == 200 && (body.trim() == challenge || json_echo))
+                (
+                    Some(status),
+                    status == 200 && (body.trim() == challenge || json_echo),
+                )
             }
             Err(_) => (None, false),
         };
@@ -373,7 +406,10 @@ impl AemEmulator {
 }
 
 /// `GET /prod/keys/{file}`: the served public keys (SPKI PEM), 404 otherwise.
-pub(crate) async fn public_key(State(emu): State<AemEmulator>, Path(file): Path<String>) -> Response {
+pub(crate) async fn public_key(
+    State(emu): State<AemEmulator>,
+    Path(file): Path<String>,
+) -> Response {
     if let Some(f) = emu.take_fault(AemEndpoint::Keys) {
         return fault_response(f);
     }
@@ -427,7 +463,12 @@ mod tests {
             .decode(EmulatorKey::Rogue.sign(body))
             .unwrap();
         assert!(key.verify(body, &rogue).is_err());
-        assert!(EmulatorKey::Key2.public_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
-        assert_ne!(EmulatorKey::Key1.public_pem(), EmulatorKey::Key2.public_pem());
+        assert!(EmulatorKey::Key2
+            .public_pem()
+            .starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert_ne!(
+            EmulatorKey::Key1.public_pem(),
+            EmulatorKey::Key2.public_pem()
+        );
     }
 }
