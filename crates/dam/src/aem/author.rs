@@ -641,6 +641,25 @@ mod tests {
     }
 
     #[test]
+    fn config_deserialises_with_defaults() {
+        let c: AemConfig = serde_json::from_value(json!({
+            "allowed_hosts": ["author-p1-e2.adobeaemcloud.com"],
+            "ims": {"client_id": "cid", "client_secret": "shh", "scopes": ["openid"]}
+        }))
+        .unwrap();
+        assert_eq!(c.timeout_secs, 30);
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.ims.refresh_margin_secs, 300);
+        assert_eq!(c.ims.token_url, crate::aem::ims::DEFAULT_IMS_TOKEN_URL);
+        assert!(!format!("{c:?}").contains("shh"));
+        let client = AemClient::new(c).unwrap();
+        assert_eq!(
+            client.api_key, "cid",
+            "the API key defaults to the client id"
+        );
+    }
+
+    #[test]
     fn default_host_url_is_https() {
         let c = AemClient::new(AemConfig::new(
             vec!["author-p1-e2.adobeaemcloud.com".into()],
