@@ -26,6 +26,7 @@ impl fmt::Display for Backend {
 /// replaced by `***`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // the fields are named for what they hold
 pub enum StoreError {
     /// The store URL could not be understood.
     #[error("invalid store URL `{url}`: {reason}")]

@@ -29,6 +29,8 @@
 //! [`Store::claim`] leases up to `limit` ready entries, oldest first; an expired lease makes an
 //! entry claimable again (at-least-once).
 
+#![warn(missing_docs)]
+
 mod error;
 mod model;
 mod plan;
@@ -49,7 +51,7 @@ use tokio::sync::Notify;
 pub use error::{redact_url, Backend, StoreError};
 pub use model::{
     Backlog, Claimed, DeadLetter, DeadLetterFilter, DeadLetterPayload, DeadLetterReason,
-    EnqueueOutcome, FamilyStatus, OutcomeCounts, PruneOutcome, StoreOptions,
+    EnqueueOutcome, FamilyStatus, OutcomeCounts, PruneOutcome, StoreOptions, WrittenAsset,
 };
 
 use postgres::PgStore;
@@ -76,7 +78,7 @@ struct Inner {
 
 enum Db {
     Sqlite(SqliteStore),
-    Postgres(PgStore),
+    Postgres(Box<PgStore>),
 }
 
 impl fmt::Debug for Store {
@@ -111,7 +113,9 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         let shown_url = redact_url(url);
         let db = match parse_target(url)? {
-            Target::Postgres => Db::Postgres(PgStore::open(url, &options, &shown_url).await?),
+            Target::Postgres => {
+                Db::Postgres(Box::new(PgStore::open(url, &options, &shown_url).await?))
+            }
             Target::Sqlite(t) => Db::Sqlite(SqliteStore::open(t, &options, &shown_url).await?),
         };
         Ok(Store {
@@ -214,6 +218,29 @@ impl Store {
         dam_ids: &[String],
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.remove_asset_codes(family, dam_ids))
+    }
+
+    // --- both at once --------------------------------------------------------------------
+
+    /// Records written assets in one transaction (one round trip on PostgreSQL): their content
+    /// hashes (as [`put_hashes`](Self::put_hashes)) and their DAM id → code entries (as
+    /// [`put_asset_codes`](Self::put_asset_codes)).
+    pub async fn record_written(
+        &self,
+        family: &str,
+        assets: &[WrittenAsset],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_written(family, assets))
+    }
+
+    /// Forgets deleted assets in one transaction: the hashes of their codes and the code
+    /// entries of their DAM ids. `assets`: (dam_id, code).
+    pub async fn forget_assets(
+        &self,
+        family: &str,
+        assets: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.forget_assets(family, assets))
     }
 
     // --- inbox ---------------------------------------------------------------------------

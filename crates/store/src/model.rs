@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use assetbridge_core::{AssetChange, Cursor};
+use assetbridge_core::{AssetChange, ContentHash, Cursor};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,7 @@ pub struct EnqueueOutcome {
 pub struct Claimed {
     /// The inbox id; pass it to `complete`, `release`, `retry_later` or `dead_letter`.
     pub id: i64,
+    /// The change to apply.
     pub change: AssetChange,
     /// Failed attempts so far (`retry_later` calls).
     pub attempts: u32,
@@ -116,22 +117,28 @@ impl DeadLetterReason {
 /// What a dead letter holds: a change, or the raw bytes of a message that never parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeadLetterPayload {
+    /// A change (retryable).
     Change(AssetChange),
+    /// The raw bytes of a message that never parsed (not retryable).
     Raw(Vec<u8>),
 }
 
 /// A change that failed for good, kept until retried or purged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// The dead letter's id.
     pub id: i64,
     /// The asset family, if known (always known for a `Change` payload).
     pub family: Option<String>,
     /// The DAM id, if known.
     pub dam_id: Option<String>,
+    /// The delivery (event) id, if the change had one.
     pub event_id: Option<String>,
     /// The source that delivered it (`poll`, `webhook`, `amqp`, ...), if known.
     pub source: Option<String>,
+    /// What failed.
     pub payload: DeadLetterPayload,
+    /// Why it failed.
     pub reason: DeadLetterReason,
     /// Failed attempts before it was dead-lettered.
     pub attempts: u32,
@@ -175,6 +182,7 @@ impl DeadLetterFilter {
 /// Per-family state for status pages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FamilyStatus {
+    /// The asset family.
     pub family: String,
     /// Where the family's poller resumes.
     pub cursor: Option<Cursor>,
@@ -187,7 +195,9 @@ pub struct FamilyStatus {
 /// Counts of PIM write outcomes over a window, from [`Store::outcomes`](crate::Store::outcomes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutcomeCounts {
+    /// Assets the PIM accepted.
     pub succeeded: u64,
+    /// Assets the PIM refused or that failed for good.
     pub failed: u64,
 }
 
@@ -206,6 +216,19 @@ impl OutcomeCounts {
 /// What [`Store::prune`](crate::Store::prune) removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneOutcome {
+    /// Expired event ids deleted.
     pub seen_events: u64,
+    /// Expired per-minute outcome counters deleted.
     pub outcome_buckets: u64,
+}
+
+/// An asset the PIM confirmed writing, for [`Store::record_written`](crate::Store::record_written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenAsset {
+    /// The DAM's id of the asset.
+    pub dam_id: String,
+    /// The asset code it was written as.
+    pub code: String,
+    /// The content hash of what was written.
+    pub hash: ContentHash,
 }

@@ -99,7 +99,7 @@ pub(crate) fn plan<'a>(
 }
 
 /// Keeps the last entry per key (later entries of a call win), in first-seen order.
-pub(crate) fn last_per_key<'a, V>(entries: &'a [(String, V)]) -> Vec<(&'a str, &'a V)> {
+pub(crate) fn last_per_key<V>(entries: &[(String, V)]) -> Vec<(&str, &V)> {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     let mut out: Vec<(&str, &V)> = Vec::with_capacity(entries.len());
     for (k, v) in entries {

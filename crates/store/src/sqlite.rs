@@ -328,31 +328,60 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let unique = plan::last_per_key(entries);
-        let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
-        let now = now_micros();
+        let mut tx = self.write_tx(OP).await?;
+        write_hashes(&mut tx, family, entries, OP).await?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn record_written(
+        &self,
+        family: &str,
+        assets: &[WrittenAsset],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "record written assets";
+        if assets.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<(String, ContentHash)> = assets
+            .iter()
+            .map(|a| (a.code.clone(), a.hash.clone()))
+            .collect();
+        let codes: Vec<(String, String)> = assets
+            .iter()
+            .map(|a| (a.dam_id.clone(), a.code.clone()))
+            .collect();
+        let mut tx = self.write_tx(OP).await?;
+        write_hashes(&mut tx, family, &hashes, OP).await?;
+        write_asset_codes(&mut tx, family, &codes, OP).await?;
+        tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn forget_assets(
+        &self,
+        family: &str,
+        assets: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "forget assets";
+        if assets.is_empty() {
+            return Ok(());
+        }
+        let dam_ids: Vec<&str> = assets.iter().map(|a| a.0.as_str()).collect();
+        let codes: Vec<&str> = assets.iter().map(|a| a.1.as_str()).collect();
         let mut tx = self.write_tx(OP).await?;
         sqlx::query(
-            "INSERT INTO hashes (family, code, hash, written_at) \
-             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
-             FROM json_each(?3) WHERE true \
-             ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
+            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
         )
         .bind(family)
-        .bind(now)
-        .bind(json!(batch).to_string())
+        .bind(json!(codes).to_string())
         .execute(&mut *tx)
         .await
         .map_err(db(OP))?;
-        sqlx::query(
-            "INSERT INTO families (family, assets_written) VALUES (?1, ?2) \
-             ON CONFLICT (family) DO UPDATE SET assets_written = assets_written + excluded.assets_written",
-        )
-        .bind(family)
-        .bind(batch.len() as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(db(OP))?;
+        sqlx::query("DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))")
+            .bind(family)
+            .bind(json!(dam_ids).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(OP))?;
         tx.commit().await.map_err(db(OP))
     }
 
@@ -379,19 +408,8 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let batch = plan::last_per_key(entries);
         let mut tx = self.write_tx(OP).await?;
-        sqlx::query(
-            "INSERT INTO asset_codes (family, dam_id, code) \
-             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-             FROM json_each(?2) WHERE true \
-             ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code",
-        )
-        .bind(family)
-        .bind(json!(batch).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(OP))?;
+        write_asset_codes(&mut tx, family, entries, OP).await?;
         tx.commit().await.map_err(db(OP))
     }
 
@@ -945,6 +963,61 @@ impl SqliteStore {
         tx.commit().await.map_err(db(OP))?;
         Ok(out)
     }
+}
+
+/// Upserts content hashes (last entry per code wins) and counts them as written.
+async fn write_hashes(
+    tx: &mut Transaction<'static, Sqlite>,
+    family: &str,
+    entries: &[(String, ContentHash)],
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let unique = plan::last_per_key(entries);
+    let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
+    sqlx::query(
+        "INSERT INTO hashes (family, code, hash, written_at) \
+         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
+         FROM json_each(?3) WHERE true \
+         ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
+    )
+    .bind(family)
+    .bind(now_micros())
+    .bind(json!(batch).to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    sqlx::query(
+        "INSERT INTO families (family, assets_written) VALUES (?1, ?2) \
+         ON CONFLICT (family) DO UPDATE SET assets_written = assets_written + excluded.assets_written",
+    )
+    .bind(family)
+    .bind(batch.len() as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
+/// Upserts DAM id → asset code entries (last entry per DAM id wins).
+async fn write_asset_codes(
+    tx: &mut Transaction<'static, Sqlite>,
+    family: &str,
+    entries: &[(String, String)],
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let batch = plan::last_per_key(entries);
+    sqlx::query(
+        "INSERT INTO asset_codes (family, dam_id, code) \
+         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+         FROM json_each(?2) WHERE true \
+         ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code",
+    )
+    .bind(family)
+    .bind(json!(batch).to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(())
 }
 
 /// "A newer inbox entry exists for the same asset" (about the row `inbox`).

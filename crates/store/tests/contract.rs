@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use assetbridge_core::{AssetChange, ChangeKind, ContentHash, Cursor, DamAsset};
 use assetbridge_store::{
     Backend, DeadLetterFilter, DeadLetterPayload, DeadLetterReason, EnqueueOutcome, Store,
-    StoreOptions,
+    StoreOptions, WrittenAsset,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
@@ -146,6 +146,7 @@ contract_tests!(
     cursors,
     hashes,
     asset_codes,
+    written_and_forgotten_together,
     reopen_keeps_state,
     enqueue_is_durable_and_deduplicated,
     newer_change_supersedes_pending,
@@ -352,6 +353,61 @@ async fn asset_codes(db: &TestDb) {
         "g_code"
     );
     assert!(store.asset_codes("f", &[]).await.unwrap().is_empty());
+}
+
+async fn written_and_forgotten_together(db: &TestDb) {
+    let store = db.open().await;
+    let w = |dam: &str, code: &str, hash: &str| WrittenAsset {
+        dam_id: dam.into(),
+        code: code.into(),
+        hash: h(hash),
+    };
+    store
+        .record_written(
+            "f",
+            &[
+                w("d1", "c1", "h1"),
+                w("d2", "c2", "h2"),
+                w("d1", "c1", "h1b"),
+            ],
+        )
+        .await
+        .unwrap();
+    let hashes = store.hashes("f", &strings(&["c1", "c2"])).await.unwrap();
+    assert_eq!(
+        (hashes["c1"].as_str(), hashes["c2"].as_str()),
+        ("h1b", "h2")
+    );
+    let codes = store
+        .asset_codes("f", &strings(&["d1", "d2"]))
+        .await
+        .unwrap();
+    assert_eq!((codes["d1"].as_str(), codes["d2"].as_str()), ("c1", "c2"));
+    store.record_written("f", &[]).await.unwrap();
+    let written = store.family_status().await.unwrap()[0].assets_written;
+    assert_eq!(written, 2);
+
+    store
+        .forget_assets("f", &[("d1".into(), "c1".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .hashes("f", &strings(&["c1", "c2"]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .asset_codes("f", &strings(&["d1", "d2"]))
+            .await
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["d2"]
+    );
 }
 
 async fn reopen_keeps_state(db: &TestDb) {
