@@ -1,1 +1,102 @@
-//! placeholder
+//! The sync engine: turns DAM changes into Akeneo writes.
+//!
+//! - [`Engine::sync_family`]: one polling pass of a family — stream the DAM's changes since the
+//!   family's cursor page by page, write each page, advance the cursor only past pages whose every
+//!   change is written, dead-lettered or durable in the inbox.
+//! - [`Engine::drain_inbox`] / [`Engine::run_workers`]: claim changes from the durable inbox
+//!   (webhooks, queues, retries) in batches and write them the same way.
+//! - [`Engine::write_changes`]: the shared core of both — map (pure), drop unchanged assets by
+//!   content hash (zero PIM calls), batch-upsert the rest (≤ 100 per request, through the rate
+//!   limited client), then record per-item outcomes: success → hash stored; permanent failure →
+//!   dead letter with the PIM's message; transient failure → back to the inbox with backoff.
+
+mod options;
+mod report;
+mod write;
+mod poll;
+mod worker;
+
+pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
+pub use report::{SyncObserver, SyncReport, NoopObserver};
+pub use write::WriteItem;
+
+use std::sync::Arc;
+
+use assetbridge_akeneo::AkeneoClient;
+use assetbridge_dam::rest::RestDam;
+use assetbridge_store::Store;
+
+/// Errors that stop a sync (as opposed to per-asset failures, which are counted and
+/// dead-lettered).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("state store: {0}")]
+    Store(#[from] assetbridge_store::StoreError),
+    #[error("Akeneo: {0}")]
+    Pim(#[from] assetbridge_akeneo::AkeneoError),
+    #[error("DAM: {0}")]
+    Dam(#[from] assetbridge_dam::rest::DamError),
+    #[error("mapping of family `{family}`: {source}")]
+    Mapping {
+        family: String,
+        source: assetbridge_core::MappingError,
+    },
+    #[error("a write task stopped: {0}")]
+    Task(String),
+}
+
+/// Everything a sync needs, wired once.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) pim: AkeneoClient,
+    pub(crate) store: Store,
+    pub(crate) dam: RestDam,
+    pub(crate) families: Arc<Vec<FamilyPlan>>,
+    pub(crate) options: SyncOptions,
+    pub(crate) observer: Arc<dyn SyncObserver>,
+}
+
+impl Engine {
+    pub fn new(
+        pim: AkeneoClient,
+        store: Store,
+        dam: RestDam,
+        families: Vec<FamilyPlan>,
+        options: SyncOptions,
+    ) -> Self {
+        Self {
+            pim,
+            store,
+            dam,
+            families: Arc::new(families),
+            options,
+            observer: Arc::new(NoopObserver),
+        }
+    }
+
+    /// Reports progress to `observer` (progress bars, logs, metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn SyncObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    pub fn families(&self) -> &[FamilyPlan] {
+        &self.families
+    }
+
+    pub fn family(&self, code: &str) -> Option<&FamilyPlan> {
+        self.families.iter().find(|f| f.code == code)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn pim(&self) -> &AkeneoClient {
+        &self.pim
+    }
+
+    pub fn options(&self) -> &SyncOptions {
+        &self.options
+    }
+}

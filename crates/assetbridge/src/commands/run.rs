@@ -1,0 +1,126 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assetbridge_engine::Engine;
+use clap::Args;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::ConfigArg;
+use crate::logging::{self, LogArgs};
+use crate::schedule::Schedule;
+use crate::{config, wiring, CliResult};
+
+/// Runs continuously: polls each family on its schedule and works the inbox.
+///
+/// Each family is polled on its `schedule` (an interval such as `5m`, or a cron expression);
+/// inbox workers write what webhooks, queues and retries put in the inbox. SIGTERM or Ctrl-C
+/// stops taking work, lets batches in flight finish (at most --shutdown-grace seconds) and exits.
+///
+/// Example:
+///   assetbridge run --config assetbridge.toml
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Inbox workers in this process. Default: 2.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Seconds to let in-flight work finish after a shutdown signal. Default: 30.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
+    let loaded = config::load(&args.config.config)?;
+    logging::init(&log, Some(&loaded.value.log));
+    let engine = Arc::new(wiring::engine(&loaded).await?);
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let mut tasks = JoinSet::new();
+    for (plan, fcfg) in engine.families().iter().zip(&loaded.value.families) {
+        let schedule = fcfg.schedule().map_err(crate::exit::Failure::Config)?;
+        let engine = engine.clone();
+        let code = plan.code.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { poll_loop(engine, code, schedule, stop).await });
+    }
+    for i in 0..args.workers.max(1) {
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        let name = format!("{}-{}-worker-{i}", hostname(), std::process::id());
+        tasks.spawn(async move { engine.run_worker(&name, Duration::from_secs(1), stop).await });
+    }
+    info!(families = engine.families().len(), workers = args.workers, "assetbridge is running");
+
+    shutdown.cancelled().await;
+    info!(grace_secs = args.shutdown_grace, "shutting down: finishing work in flight");
+    let grace = Duration::from_secs(args.shutdown_grace);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!("work still in flight after the grace period; stopping it (claims come back after their lease)");
+        tasks.abort_all();
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn poll_loop(engine: Arc<Engine>, family: String, schedule: Schedule, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let plan = engine.family(&family).expect("configured family").clone();
+        match engine.store().try_lock_family(&family).await {
+            Ok(Some(lock)) => {
+                match engine.sync_family(&plan, false).await {
+                    Ok(r) => info!(family, seen = r.seen, created = r.created, updated = r.updated, unchanged = r.unchanged, deleted = r.deleted, failed = r.failed, retrying = r.retrying, "poll done"),
+                    Err(e) => warn!(family, error = %e, "poll failed; the cursor stays where it was"),
+                }
+                drop(lock);
+            }
+            Ok(None) => info!(family, "another instance polls this family; skipping this round"),
+            Err(e) => warn!(family, error = %e, "cannot take the family lock"),
+        }
+        let delay = schedule.delay_from(chrono::Utc::now());
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned())
+}
+
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
+pub fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}

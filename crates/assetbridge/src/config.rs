@@ -1,0 +1,252 @@
+//! The configuration file schema: one TOML file, composed of each part's own table.
+//!
+//! Loading (interpolation of `${VAR}`, `*_file` secrets, errors with file, line and key) is done
+//! by `assetbridge-config`; this module only says what the file may contain. The reference is
+//! `docs/configuration.md`; a fully commented example is `examples/assetbridge.toml`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use assetbridge_akeneo::AkeneoConfig;
+use assetbridge_core::mapping::{FamilyMapping, ValueRule, DEFAULT_ASSET_CODE_TEMPLATE};
+use assetbridge_dam::rest::RestDamConfig;
+use assetbridge_engine::{DeletionPolicy, SyncOptions};
+use serde::Deserialize;
+
+use crate::schedule::Schedule;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Where the connector keeps its state. Default: SQLite file `assetbridge-state.db` next to
+    /// the working directory.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// The PIM.
+    pub akeneo: AkeneoConfig,
+    /// The DAM's REST API (polling).
+    pub dam: RestDamConfig,
+    /// Sync tuning.
+    #[serde(default)]
+    pub sync: SyncConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// One table per Akeneo asset family to fill.
+    pub families: Vec<FamilyConfig>,
+}
+
+/// `[state]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// `sqlite://path/to/file.db` (or a plain path) or `postgres://user@host/db`.
+    /// Default: `sqlite://assetbridge-state.db`.
+    #[serde(default = "default_state_url")]
+    pub url: String,
+}
+
+fn default_state_url() -> String {
+    "sqlite://assetbridge-state.db".to_owned()
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            url: default_state_url(),
+        }
+    }
+}
+
+/// `[sync]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Seconds each poll goes back before the cursor. Default: 300.
+    #[serde(default = "d_overlap")]
+    pub overlap_secs: u64,
+    /// DAM pages written at once. Default: 4.
+    #[serde(default = "d_pages")]
+    pub pages_in_flight: usize,
+    /// Attempts before a change is dead-lettered. Default: 8.
+    #[serde(default = "d_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay in seconds (doubles each attempt). Default: 5.
+    #[serde(default = "d_retry_base")]
+    pub retry_base_secs: u64,
+    /// Longest retry delay in seconds. Default: 600.
+    #[serde(default = "d_retry_max")]
+    pub retry_max_secs: u64,
+    /// Inbox entries claimed at once. Default: 500.
+    #[serde(default = "d_claim")]
+    pub claim_size: usize,
+    /// Seconds a claim is held before another worker may take it over. Default: 300.
+    #[serde(default = "d_lease")]
+    pub claim_lease_secs: u64,
+    /// `keep` (default) or `delete`: what a deletion in the DAM does in the PIM.
+    #[serde(default)]
+    pub deletions: DeletionPolicy,
+}
+
+fn d_overlap() -> u64 {
+    300
+}
+fn d_pages() -> usize {
+    4
+}
+fn d_attempts() -> u32 {
+    8
+}
+fn d_retry_base() -> u64 {
+    5
+}
+fn d_retry_max() -> u64 {
+    600
+}
+fn d_claim() -> usize {
+    500
+}
+fn d_lease() -> u64 {
+    300
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            overlap_secs: d_overlap(),
+            pages_in_flight: d_pages(),
+            max_attempts: d_attempts(),
+            retry_base_secs: d_retry_base(),
+            retry_max_secs: d_retry_max(),
+            claim_size: d_claim(),
+            claim_lease_secs: d_lease(),
+            deletions: DeletionPolicy::default(),
+        }
+    }
+}
+
+impl SyncConfig {
+    pub fn options(&self) -> SyncOptions {
+        SyncOptions {
+            overlap: chrono::Duration::seconds(self.overlap_secs as i64),
+            pages_in_flight: self.pages_in_flight.max(1),
+            max_attempts: self.max_attempts.max(1),
+            retry_base: Duration::from_secs(self.retry_base_secs),
+            retry_max: Duration::from_secs(self.retry_max_secs.max(self.retry_base_secs)),
+            claim_size: self.claim_size.max(1),
+            claim_lease: Duration::from_secs(self.claim_lease_secs.max(1)),
+            deletions: self.deletions,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `assetbridge=debug,info`. Default: `info`
+    /// (`RUST_LOG` wins when set).
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// `[[families]]`: one Akeneo asset family.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyConfig {
+    /// Akeneo asset family code.
+    pub code: String,
+    /// Extra query parameters of this family's DAM listing, e.g. `{ type = "packshots" }`.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// How often `run` polls: an interval (`30s`, `5m`, `1h`, `7d`) or a cron expression
+    /// (`0 */5 * * * *`, with seconds). Default: `5m`.
+    #[serde(default = "d_schedule")]
+    pub schedule: String,
+    /// Template of the asset code (sanitised to `^[a-zA-Z0-9_]+$`). Default: `{{ dam_id }}`.
+    #[serde(default = "d_code")]
+    pub asset_code: String,
+    /// The values, one rule per (attribute, locale, channel).
+    #[serde(default)]
+    pub values: Vec<ValueRule>,
+}
+
+fn d_schedule() -> String {
+    "5m".to_owned()
+}
+fn d_code() -> String {
+    DEFAULT_ASSET_CODE_TEMPLATE.to_owned()
+}
+
+impl FamilyConfig {
+    pub fn mapping(&self) -> FamilyMapping {
+        FamilyMapping {
+            asset_code: self.asset_code.clone(),
+            values: self.values.clone(),
+        }
+    }
+
+    pub fn schedule(&self) -> Result<Schedule, String> {
+        Schedule::parse(&self.schedule)
+    }
+}
+
+/// Loads and validates the file; every error names the file, line and key.
+pub fn load(path: &Path) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
+    let loaded = assetbridge_config::load::<AppConfig>(path)?;
+    validate(&loaded)?;
+    Ok(loaded)
+}
+
+/// Checks what serde cannot: schedules parse, family codes are unique and valid, mapping
+/// templates compile.
+pub fn validate(
+    loaded: &assetbridge_config::Loaded<AppConfig>,
+) -> Result<(), assetbridge_config::ConfigError> {
+    let cfg = &loaded.value;
+    let err = |key: String, message: String| loaded.source.error_at(&key, message);
+    if cfg.families.is_empty() {
+        return Err(err("families".into(), "at least one [[families]] table is needed".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, f) in cfg.families.iter().enumerate() {
+        if !assetbridge_core::code::is_valid_code(&f.code) {
+            return Err(err(
+                format!("families[{i}].code"),
+                format!("`{}` is not an Akeneo code (letters, digits and `_`, at most 255)", f.code),
+            ));
+        }
+        if !seen.insert(f.code.clone()) {
+            return Err(err(format!("families[{i}].code"), format!("family `{}` is configured twice", f.code)));
+        }
+        if let Err(e) = f.schedule() {
+            return Err(err(format!("families[{i}].schedule"), e));
+        }
+        if let Err(e) = assetbridge_core::mapping::CompiledMapping::new(&f.mapping(), None) {
+            let key = match &e.attribute {
+                Some(a) => f
+                    .values
+                    .iter()
+                    .position(|v| &v.attribute == a)
+                    .map(|j| format!("families[{i}].values[{j}]"))
+                    .unwrap_or_else(|| format!("families[{i}].values")),
+                None => format!("families[{i}].asset_code"),
+            };
+            return Err(err(key, e.to_string()));
+        }
+    }
+    Ok(())
+}

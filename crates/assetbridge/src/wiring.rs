@@ -1,0 +1,77 @@
+//! Builds the engine from the configuration: opens the store, connects the clients, reads each
+//! family's structure from the PIM and compiles its mapping against it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use assetbridge_akeneo::AkeneoClient;
+use assetbridge_config::Loaded;
+use assetbridge_core::mapping::CompiledMapping;
+use assetbridge_dam::rest::RestDam;
+use assetbridge_engine::{Engine, FamilyPlan};
+use assetbridge_store::Store;
+
+use crate::config::AppConfig;
+use crate::exit::Failure;
+
+/// Opens the state store named by `[state] url`.
+pub async fn open_store(cfg: &AppConfig) -> Result<Store, Failure> {
+    Store::open(&cfg.state.url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the state store `{}`",
+                assetbridge_config::redact_url(&cfg.state.url)
+            )
+        })
+        .map_err(Failure::Fatal)
+}
+
+/// Everything wired: the engine, ready to sync.
+pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
+    let cfg = &loaded.value;
+    let store = open_store(cfg).await?;
+    let pim = AkeneoClient::new(cfg.akeneo.clone())
+        .map_err(|e| loaded.source.error_at("akeneo", e.to_string()))?;
+    let dam = RestDam::new(cfg.dam.clone())
+        .map_err(|e| loaded.source.error_at("dam", e.to_string()))?;
+    let mut plans = plans(loaded, &pim).await?;
+    for p in &mut plans {
+        if p.query.is_empty() {
+            // `[dam] family_param`: each family's listing filtered by its code.
+            p.query = dam.family_query(&p.code);
+        }
+    }
+    Ok(Engine::new(pim, store, dam, plans, cfg.sync.options()))
+}
+
+/// Reads each family's structure from the PIM and compiles its mapping against it. A mapping
+/// that does not fit the family (unknown attribute, locale on a non-localizable attribute…) is a
+/// configuration error naming the line of the rule.
+pub async fn plans(loaded: &Loaded<AppConfig>, pim: &AkeneoClient) -> Result<Vec<FamilyPlan>, Failure> {
+    let mut plans = Vec::new();
+    for (i, f) in loaded.value.families.iter().enumerate() {
+        let structure = pim
+            .family_structure(&f.code)
+            .await
+            .with_context(|| format!("cannot read the structure of asset family `{}` from Akeneo", f.code))?;
+        let mapping = CompiledMapping::new(&f.mapping(), Some(&structure)).map_err(|e| {
+            let key = match &e.attribute {
+                Some(a) => f
+                    .values
+                    .iter()
+                    .position(|v| &v.attribute == a)
+                    .map(|j| format!("families[{i}].values[{j}]"))
+                    .unwrap_or_else(|| format!("families[{i}]")),
+                None => format!("families[{i}].asset_code"),
+            };
+            Failure::from(loaded.source.error_at(&key, format!("does not fit the PIM: {e}")))
+        })?;
+        plans.push(FamilyPlan {
+            code: f.code.clone(),
+            query: f.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            mapping: Arc::new(mapping),
+        });
+    }
+    Ok(plans)
+}

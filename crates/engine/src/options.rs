@@ -1,0 +1,78 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use assetbridge_core::mapping::CompiledMapping;
+use serde::{Deserialize, Serialize};
+
+/// What to do in the PIM when an asset is deleted in the DAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionPolicy {
+    /// Keep the PIM asset and say so in the log and the report (default: nothing is ever
+    /// deleted silently, and nothing is deleted unless asked for).
+    #[default]
+    Keep,
+    /// Delete the asset in the PIM.
+    Delete,
+}
+
+/// Tuning of the sync. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// How far back before the cursor each poll asks the DAM, so that changes the DAM committed
+    /// late with an earlier timestamp are still seen. Default: 5 minutes.
+    pub overlap: chrono::Duration,
+    /// DAM pages being written at once. Each page becomes one batch request of ≤ 100 assets, so
+    /// 4 fills Akeneo's 4-concurrent-call budget. Default: 4.
+    pub pages_in_flight: usize,
+    /// Attempts of a change before it goes to the dead-letter store. Default: 8.
+    pub max_attempts: u32,
+    /// First retry delay of a failed change; doubles each attempt, with jitter. Default: 5 s.
+    pub retry_base: Duration,
+    /// Longest retry delay. Default: 10 minutes.
+    pub retry_max: Duration,
+    /// Changes claimed from the inbox at once. Default: 500.
+    pub claim_size: usize,
+    /// How long a claim is held before another worker may take it over. Default: 5 minutes.
+    pub claim_lease: Duration,
+    /// Deleted DAM assets. Default: keep.
+    pub deletions: DeletionPolicy,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            overlap: chrono::Duration::minutes(5),
+            pages_in_flight: 4,
+            max_attempts: 8,
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+            claim_size: 500,
+            claim_lease: Duration::from_secs(300),
+            deletions: DeletionPolicy::Keep,
+        }
+    }
+}
+
+impl SyncOptions {
+    /// The delay before attempt `attempts + 1`: `retry_base * 2^attempts`, capped, with ±25 %
+    /// jitter.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << attempts.min(16))
+            .min(self.retry_max);
+        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.75;
+        exp.mul_f64(jitter).min(self.retry_max)
+    }
+}
+
+/// One configured asset family: where its assets come from and how they map.
+#[derive(Debug, Clone)]
+pub struct FamilyPlan {
+    /// Akeneo asset family code.
+    pub code: String,
+    /// Extra query parameters for this family's DAM listing (e.g. `type=packshots`).
+    pub query: Vec<(String, String)>,
+    pub mapping: Arc<CompiledMapping>,
+}

@@ -1,0 +1,80 @@
+//! Polling: one pass over what changed in the DAM since a family's cursor.
+
+use assetbridge_core::{AssetChange, Cursor};
+use futures::StreamExt;
+use tracing::info;
+
+use crate::{Engine, EngineError, FamilyPlan, SyncReport, WriteItem};
+
+impl Engine {
+    /// One polling pass of a family.
+    ///
+    /// Streams the DAM's changes since the family's cursor (minus the overlap window) page by
+    /// page, writes up to `pages_in_flight` pages at once, and advances the cursor strictly in
+    /// page order, only past pages whose every change is written, unchanged, dead-lettered or
+    /// durable in the inbox. Memory is bounded by `pages_in_flight` pages, whatever the size of
+    /// the DAM. With `full`, the pass starts from the beginning of the DAM (the cursor never
+    /// moves backwards).
+    pub async fn sync_family(
+        &self,
+        plan: &FamilyPlan,
+        full: bool,
+    ) -> Result<SyncReport, EngineError> {
+        self.observer.family_started(&plan.code);
+        let stored = self.store.cursor(&plan.code).await?;
+        let since = if full {
+            None
+        } else {
+            stored.as_ref().map(|c| c.since(self.options.overlap))
+        };
+        info!(family = %plan.code, since = ?since, "polling the DAM");
+        let pages = self.dam.changes(since, &plan.query);
+        // Each page is written by its own task: the pages in flight keep making progress while
+        // this loop awaits the store to advance the cursor (a page suspended halfway through a
+        // store transaction would otherwise hold the SQLite writer that the cursor needs).
+        let mut written = pages
+            .map(|page| {
+                let engine = self.clone();
+                let plan = plan.clone();
+                tokio::spawn(async move {
+                    let page = page?;
+                    let items = page
+                        .changes
+                        .into_iter()
+                        .map(|kind| {
+                            WriteItem::fresh(AssetChange {
+                                family: plan.code.clone(),
+                                event_id: None,
+                                source: "poll".to_owned(),
+                                kind,
+                            })
+                        })
+                        .collect();
+                    let report = engine.write_changes(&plan, items).await?;
+                    Ok::<_, EngineError>((report, page.last))
+                })
+            })
+            .buffered(self.options.pages_in_flight.max(1));
+
+        let mut total = SyncReport::default();
+        let mut cursor = stored;
+        while let Some(done) = written.next().await {
+            let (report, last) = done.map_err(|e| EngineError::Task(e.to_string()))??;
+            if let Some(last) = last {
+                if cursor.as_ref().is_none_or(|c| &last > c) {
+                    self.store.set_cursor(&plan.code, &last).await?;
+                    cursor = Some(last);
+                }
+            }
+            total += &report;
+            self.observer.batch_done(&plan.code, &report);
+        }
+        self.observer.family_finished(&plan.code, &total);
+        Ok(total)
+    }
+
+    /// The cursor of a family, as stored.
+    pub async fn cursor(&self, family: &str) -> Result<Option<Cursor>, EngineError> {
+        Ok(self.store.cursor(family).await?)
+    }
+}

@@ -1,0 +1,135 @@
+//! Inbox workers: claim durable changes (from webhooks, queues and retries) and write them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use assetbridge_store::DeadLetterReason;
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Engine, EngineError, SyncReport, WriteItem};
+
+/// Largest batch handed to one `write_changes` call from the inbox (one PIM request).
+const WRITE_CHUNK: usize = 100;
+
+impl Engine {
+    /// Claims one round of ready inbox entries and writes them. Returns how many were claimed
+    /// (0 = nothing ready) and what happened to them.
+    pub async fn drain_once(&self, worker: &str) -> Result<(usize, SyncReport), EngineError> {
+        let claimed = self
+            .store
+            .claim(worker, self.options.claim_size, self.options.claim_lease)
+            .await?;
+        let n = claimed.len();
+        if n == 0 {
+            return Ok((0, SyncReport::default()));
+        }
+        let mut by_family: BTreeMap<String, Vec<WriteItem>> = BTreeMap::new();
+        for c in claimed {
+            by_family
+                .entry(c.change.family.clone())
+                .or_default()
+                .push(WriteItem {
+                    inbox_id: Some(c.id),
+                    attempts: c.attempts,
+                    change: c.change,
+                });
+        }
+        let mut report = SyncReport::default();
+        let mut chunks = Vec::new();
+        for (family, items) in by_family {
+            let Some(plan) = self.family(&family) else {
+                // A change for a family that is no longer configured cannot be written: keep it
+                // where an operator can see and replay it.
+                for item in items {
+                    let why = DeadLetterReason {
+                        kind: "unknown_family".into(),
+                        message: format!("asset family `{family}` is not configured"),
+                        pim_status: None,
+                        pim_message: None,
+                        pim_errors: None,
+                    };
+                    if let Some(id) = item.inbox_id {
+                        self.store.dead_letter(id, &why).await?;
+                    }
+                    report.seen += 1;
+                    report.failed += 1;
+                }
+                continue;
+            };
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let chunk: Vec<WriteItem> = items.by_ref().take(WRITE_CHUNK).collect();
+                chunks.push((plan.clone(), chunk));
+            }
+        }
+        let mut results = stream::iter(chunks)
+            .map(|(plan, chunk): (crate::FamilyPlan, Vec<WriteItem>)| async move {
+                let r = self.write_changes(&plan, chunk).await;
+                (plan, r)
+            })
+            .buffer_unordered(self.options.pages_in_flight.max(1));
+        let mut first_error = None;
+        while let Some((plan, r)) = results.next().await {
+            match r {
+                Ok(r) => {
+                    self.observer.batch_done(&plan.code, &r);
+                    report += &r;
+                }
+                Err(e) => {
+                    // Leave the claims to expire (the lease brings them back); report the error.
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok((n, report)),
+        }
+    }
+
+    /// Drains the inbox until nothing is ready (entries waiting for a retry later are left).
+    pub async fn drain_inbox(&self, worker: &str) -> Result<SyncReport, EngineError> {
+        let mut total = SyncReport::default();
+        loop {
+            let (n, report) = self.drain_once(worker).await?;
+            total += &report;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs an inbox worker until `shutdown` is cancelled: claims, writes, and sleeps until new
+    /// work is announced (or `idle` passes) when the inbox is empty. Errors are logged and
+    /// retried after a pause; claims of a failed round come back when their lease expires.
+    pub async fn run_worker(&self, worker: &str, idle: Duration, shutdown: CancellationToken) {
+        info!(worker, "inbox worker started");
+        let mut pause = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            // A round in flight is finished, not abandoned: its writes and their outcomes land
+            // together (every PIM call has a timeout, so this is bounded).
+            let round = self.drain_once(worker).await;
+            match round {
+                Ok((0, _)) => {
+                    pause = Duration::from_millis(500);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.store.wait_for_work(idle) => {}
+                    }
+                }
+                Ok(_) => pause = Duration::from_millis(500),
+                Err(e) => {
+                    warn!(worker, error = %e, pause_ms = pause.as_millis() as u64, "inbox worker round failed; pausing");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        info!(worker, "inbox worker stopped");
+    }
+}

@@ -1,0 +1,374 @@
+//! The write path shared by polling and the inbox: map → diff → batch upsert → record outcomes.
+
+use std::collections::HashMap;
+
+use assetbridge_akeneo::{AkeneoError, DeleteOutcome, ItemOutcome};
+use assetbridge_core::{content_hash, AssetChange, ChangeKind, ContentHash, PimAsset};
+use assetbridge_store::DeadLetterReason;
+use futures::stream::{self, StreamExt};
+use tracing::{debug, warn};
+
+use crate::{DeletionPolicy, Engine, EngineError, FamilyPlan, SyncReport};
+
+/// One change on its way to the PIM, with where it came from.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    /// The inbox entry it was claimed from; `None` when it comes straight from a poll page.
+    pub inbox_id: Option<i64>,
+    /// Attempts made so far (0 for a fresh change).
+    pub attempts: u32,
+    pub change: AssetChange,
+}
+
+impl WriteItem {
+    pub fn fresh(change: AssetChange) -> Self {
+        Self {
+            inbox_id: None,
+            attempts: 0,
+            change,
+        }
+    }
+}
+
+struct Mapped {
+    item: WriteItem,
+    asset: PimAsset,
+    hash: ContentHash,
+}
+
+fn reason(kind: &str, message: impl Into<String>) -> DeadLetterReason {
+    DeadLetterReason {
+        kind: kind.to_owned(),
+        message: message.into(),
+        pim_status: None,
+        pim_message: None,
+        pim_errors: None,
+    }
+}
+
+impl Engine {
+    /// Writes a batch of changes of one family. Every change ends in exactly one place: written
+    /// (hash recorded), unchanged, dead-lettered, or back in the inbox for a retry; the report
+    /// counts each. Only errors that make every write pointless (the store is gone, the PIM
+    /// refuses our credentials) are returned as `Err`, with nothing recorded for the batch.
+    pub async fn write_changes(
+        &self,
+        plan: &FamilyPlan,
+        items: Vec<WriteItem>,
+    ) -> Result<SyncReport, EngineError> {
+        let mut report = SyncReport {
+            seen: items.len() as u64,
+            ..SyncReport::default()
+        };
+        let mut done: Vec<i64> = Vec::new();
+        let mut upserts: Vec<Mapped> = Vec::with_capacity(items.len());
+        let mut deletes: Vec<WriteItem> = Vec::new();
+
+        for item in items {
+            match &item.change.kind {
+                ChangeKind::Upsert { asset } => match plan.mapping.map(asset) {
+                    Ok(pim) => {
+                        let hash = content_hash(&pim);
+                        upserts.push(Mapped {
+                            item,
+                            asset: pim,
+                            hash,
+                        });
+                    }
+                    Err(e) => {
+                        self.fail(item, reason("mapping", e.to_string()), &mut report)
+                            .await?;
+                    }
+                },
+                ChangeKind::Delete { .. } => deletes.push(item),
+            }
+        }
+
+        // Two changes of one asset in a batch: the newest wins, the other is done.
+        let upserts = self.dedupe(upserts, &mut done, &mut report);
+
+        if !upserts.is_empty() {
+            self.write_upserts(plan, upserts, &mut done, &mut report)
+                .await?;
+        }
+        if !deletes.is_empty() {
+            self.write_deletes(plan, deletes, &mut done, &mut report)
+                .await?;
+        }
+        if !done.is_empty() {
+            self.store.complete(&done).await?;
+        }
+        Ok(report)
+    }
+
+    fn dedupe(
+        &self,
+        upserts: Vec<Mapped>,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Vec<Mapped> {
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(upserts.len());
+        let mut kept: Vec<Option<Mapped>> = Vec::with_capacity(upserts.len());
+        for m in upserts {
+            let newer_than = |o: &Mapped| match (&m.item.change.kind, &o.item.change.kind) {
+                (ChangeKind::Upsert { asset: a }, ChangeKind::Upsert { asset: b }) => {
+                    a.updated_at >= b.updated_at
+                }
+                _ => true,
+            };
+            match index.get(&m.asset.code) {
+                Some(&i) => {
+                    let old = kept[i].take().expect("indexed entry present");
+                    let (winner, loser) = if newer_than(&old) { (m, old) } else { (old, m) };
+                    if let Some(id) = loser.item.inbox_id {
+                        done.push(id);
+                    }
+                    report.unchanged += 1;
+                    kept[i] = Some(winner);
+                }
+                None => {
+                    index.insert(m.asset.code.clone(), kept.len());
+                    kept.push(Some(m));
+                }
+            }
+        }
+        kept.into_iter().flatten().collect()
+    }
+
+    async fn write_upserts(
+        &self,
+        plan: &FamilyPlan,
+        upserts: Vec<Mapped>,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let codes: Vec<String> = upserts.iter().map(|m| m.asset.code.clone()).collect();
+        let known = self.store.hashes(&plan.code, &codes).await?;
+        let mut changed: Vec<Mapped> = Vec::with_capacity(upserts.len());
+        for m in upserts {
+            if known.get(&m.asset.code) == Some(&m.hash) {
+                report.unchanged += 1;
+                if let Some(id) = m.item.inbox_id {
+                    done.push(id);
+                }
+            } else {
+                changed.push(m);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+
+        let assets: Vec<PimAsset> = changed.iter().map(|m| m.asset.clone()).collect();
+        report.pim_writes += assets.len().div_ceil(100) as u64;
+        let results = match self.pim.upsert_assets(&plan.code, &assets).await {
+            Ok(results) => results,
+            Err(e) => return self.whole_batch_failed(changed, e, report).await,
+        };
+        drop(assets);
+
+        let mut written_hashes: Vec<(String, ContentHash)> = Vec::with_capacity(changed.len());
+        let mut written_codes: Vec<(String, String)> = Vec::with_capacity(changed.len());
+        let mut by_code: HashMap<String, Mapped> = changed
+            .into_iter()
+            .map(|m| (m.asset.code.clone(), m))
+            .collect();
+        for r in results {
+            let Some(m) = by_code.remove(&r.code) else {
+                warn!(family = %plan.code, code = %r.code, "the PIM answered for an asset code that was not sent");
+                continue;
+            };
+            match r.outcome {
+                ItemOutcome::Created | ItemOutcome::Updated => {
+                    if matches!(r.outcome, ItemOutcome::Created) {
+                        report.created += 1;
+                    } else {
+                        report.updated += 1;
+                    }
+                    written_codes.push((m.item.change.dam_id().to_owned(), m.asset.code.clone()));
+                    written_hashes.push((m.asset.code, m.hash));
+                    if let Some(id) = m.item.inbox_id {
+                        done.push(id);
+                    }
+                }
+                ItemOutcome::Failed(f) if f.permanent => {
+                    let why = DeadLetterReason {
+                        kind: "pim_rejected".into(),
+                        message: format!("the PIM rejected asset `{}`: {}", r.code, f.message),
+                        pim_status: Some(f.status),
+                        pim_message: Some(f.message.clone()),
+                        pim_errors: f.errors.clone(),
+                    };
+                    self.fail(m.item, why, report).await?;
+                }
+                ItemOutcome::Failed(f) => {
+                    self.retry(m.item, &format!("PIM status {}: {}", f.status, f.message), report)
+                        .await?;
+                }
+            }
+        }
+        // Anything the PIM did not answer for is retried: never assume it was written.
+        for (_, m) in by_code {
+            self.retry(m.item, "the PIM gave no result for this asset", report)
+                .await?;
+        }
+        if !written_hashes.is_empty() {
+            self.store.put_hashes(&plan.code, &written_hashes).await?;
+            self.store
+                .put_asset_codes(&plan.code, &written_codes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The whole batch request failed (after the client's own retries).
+    async fn whole_batch_failed(
+        &self,
+        changed: Vec<Mapped>,
+        e: AkeneoError,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        if matches!(e, AkeneoError::Auth { .. } | AkeneoError::InvalidConfig(_)) {
+            // Our credentials or configuration are wrong: every write would fail the same way.
+            return Err(e.into());
+        }
+        let transient = e.is_transient();
+        let message = e.to_string();
+        for m in changed {
+            if transient {
+                self.retry(m.item, &message, report).await?;
+            } else {
+                self.fail(m.item, reason("pim_request_rejected", message.clone()), report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_deletes(
+        &self,
+        plan: &FamilyPlan,
+        deletes: Vec<WriteItem>,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let dam_ids: Vec<String> = deletes
+            .iter()
+            .map(|d| d.change.dam_id().to_owned())
+            .collect();
+        let codes = self.store.asset_codes(&plan.code, &dam_ids).await?;
+        let mut to_delete = Vec::new();
+        for d in deletes {
+            match codes.get(d.change.dam_id()) {
+                Some(code) if self.options.deletions == DeletionPolicy::Delete => {
+                    to_delete.push((d, code.clone()))
+                }
+                Some(code) => {
+                    report.kept += 1;
+                    debug!(family = %plan.code, code = %code, "asset deleted in the DAM kept in the PIM (deletions = \"keep\")");
+                    if let Some(id) = d.inbox_id {
+                        done.push(id);
+                    }
+                }
+                None => {
+                    // Never written by us: nothing to delete.
+                    report.kept += 1;
+                    if let Some(id) = d.inbox_id {
+                        done.push(id);
+                    }
+                }
+            }
+        }
+        if to_delete.is_empty() {
+            return Ok(());
+        }
+        report.pim_writes += to_delete.len() as u64;
+        let family = plan.code.as_str();
+        let results: Vec<(WriteItem, String, Result<DeleteOutcome, AkeneoError>)> =
+            stream::iter(to_delete)
+                .map(|(d, code)| async move {
+                    let r = self.pim.delete_asset(family, &code).await;
+                    (d, code, r)
+                })
+                .buffer_unordered(self.options.pages_in_flight.max(1))
+                .collect()
+                .await;
+        let mut removed = Vec::new();
+        let mut forgotten = Vec::new();
+        for (d, code, r) in results {
+            match r {
+                Ok(_) => {
+                    // Deleted now, or already gone (404): either way the PIM no longer holds it.
+                    report.deleted += 1;
+                    removed.push(code);
+                    forgotten.push(d.change.dam_id().to_owned());
+                    if let Some(id) = d.inbox_id {
+                        done.push(id);
+                    }
+                }
+                Err(e @ (AkeneoError::Auth { .. } | AkeneoError::InvalidConfig(_))) => {
+                    return Err(e.into())
+                }
+                Err(e) if e.is_transient() => self.retry(d, &e.to_string(), report).await?,
+                Err(e) => {
+                    self.fail(d, reason("pim_delete_rejected", e.to_string()), report)
+                        .await?
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.store.remove_hashes(family, &removed).await?;
+            // A tombstone seen again (poll overlap) then finds no code: nothing more to delete.
+            self.store.remove_asset_codes(family, &forgotten).await?;
+        }
+        Ok(())
+    }
+
+    /// A permanent failure: to the dead-letter store, with its reason.
+    async fn fail(
+        &self,
+        item: WriteItem,
+        why: DeadLetterReason,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        report.failed += 1;
+        warn!(family = %item.change.family, dam_id = %item.change.dam_id(), kind = %why.kind, reason = %why.message, "change dead-lettered");
+        match item.inbox_id {
+            Some(id) => self.store.dead_letter(id, &why).await?,
+            None => {
+                self.store.add_dead_letter(&item.change, &why).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A transient failure: back to the inbox with backoff, or to the dead-letter store once the
+    /// attempts are used up.
+    async fn retry(
+        &self,
+        item: WriteItem,
+        error: &str,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let attempts = item.attempts + 1;
+        if attempts >= self.options.max_attempts {
+            let why = reason(
+                "retries_exhausted",
+                format!("gave up after {attempts} attempts; last error: {error}"),
+            );
+            return self.fail(item, why, report).await;
+        }
+        report.retrying += 1;
+        match item.inbox_id {
+            Some(id) => {
+                self.store
+                    .retry_later(id, error, self.options.backoff(item.attempts))
+                    .await?
+            }
+            None => {
+                self.store.enqueue(std::slice::from_ref(&item.change)).await?;
+            }
+        }
+        Ok(())
+    }
+}
