@@ -2,23 +2,23 @@
 //!
 //! `GET /adobe/assets/{assetId}/metadata` → 200
 //! `{"assetId", "assetMetadata": {...}, "repositoryMetadata": {...}}` with an `ETag` header
-//! (the ETag is [unverified]: the reference only implies conditional requests).
+//! (the ETag is \[unverified]: the reference only implies conditional requests).
 //!
 //! `PATCH /adobe/assets/{assetId}/metadata` — checks, in this order:
 //! 1. `Authorization: Bearer <token from this emulator's IMS>` → else 401;
-//! 2. `X-Api-Key` (the client id, or a configured key) → else 403 [unverified status];
+//! 2. `X-Api-Key` (the client id, or a configured key) → else 403 \[unverified status];
 //! 3. `Content-Type: application/json-patch+json` → else 415;
-//! 4. `X-Adobe-Accept-Experimental: 1` → else 400 Problem Details [unverified status];
+//! 4. `X-Adobe-Accept-Experimental: 1` → else 400 Problem Details \[unverified status];
 //! 5. the asset exists → else 404;
 //! 6. `If-Match` present → else 428 [unverified: the reference says "always send If-Match"];
-//!    a value other than `*` must equal the current ETag → else 412 [unverified];
+//!    a value other than `*` must equal the current ETag → else 412 \[unverified];
 //! 7. an RFC 6902 array of `add` / `replace` / `remove` / `test` operations whose paths are JSON
 //!    Pointers starting with `/` → else 400 `application/problem+json` (`move` / `copy` are
 //!    refused as unsupported; slash-less paths, which the PIM tutorial used, are refused — the
 //!    reference marks their acceptance unverified). The patch applies atomically to
 //!    `assetMetadata`; a failing `test` or a missing member gives 400.
 //!
-//! Success: 200 with the GET shape and the new `ETag` [unverified shape]. When values changed,
+//! Success: 200 with the GET shape and the new `ETag` \[unverified shape]. When values changed,
 //! an `aem.assets.asset.metadata_updated` event is emitted (journal, and the registered webhook
 //! if any) with `assetMetadata` = the new metadata plus `event:created` (keys added) and
 //! `event:updated` (changed keys → new values), like the captures.
@@ -187,7 +187,8 @@ impl AemEmulator {
         Some(event)
     }
 
-    /// Journals an event (any JSON) and pushes it to the registered webhook, if any.
+    /// Journals an event (any JSON) and pushes it to the registered webhook, if any (in the
+    /// background, on the current Tokio runtime).
     pub fn emit(&self, event: Value) {
         let webhook = {
             let mut state = self.inner.state.lock();
@@ -202,8 +203,12 @@ impl AemEmulator {
             state.webhook.clone()
         };
         if let Some((url, mode)) = webhook {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                tracing::warn!("no Tokio runtime: the event is journaled but not delivered");
+                return;
+            };
             let emu = self.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 emu.deliver(&url, vec![event], mode).await;
             });
         }

@@ -9,8 +9,8 @@
 //!   missing parameter), 400 `unsupported_grant_type`, 400 `invalid_client` (unknown client id),
 //!   401 `invalid_client` (wrong secret), 400 `invalid_scope` (a scope the credential lacks,
 //!   with the message IMS was seen sending). The exact statuses of `invalid_client` /
-//!   `invalid_scope` are [unverified]; the shape is confirmed.
-//! - A request without `scope` is granted the credential's scopes [unverified].
+//!   `invalid_scope` are \[unverified]; the shape is confirmed.
+//! - A request without `scope` is granted the credential's scopes \[unverified].
 
 use std::time::Duration;
 
@@ -174,7 +174,7 @@ pub(crate) fn api_key_ok(emu: &AemEmulator, headers: &HeaderMap) -> bool {
         })
 }
 
-/// Adobe gateway-style 401 [unverified body].
+/// Adobe gateway-style 401 \[unverified body].
 pub(crate) fn unauthorized() -> Response {
     json_response(
         401,
@@ -182,7 +182,7 @@ pub(crate) fn unauthorized() -> Response {
     )
 }
 
-/// Adobe gateway-style 403 for a missing or unknown API key [unverified status and body].
+/// Adobe gateway-style 403 for a missing or unknown API key \[unverified status and body].
 pub(crate) fn bad_api_key() -> Response {
     json_response(
         403,

@@ -2,7 +2,7 @@
 //! `GET /events/organizations/{org}/integrations/{integration}/{registration}`.
 //!
 //! Headers: `Authorization: Bearer <token from this IMS>` (else 401), `x-api-key` (else 403
-//! [unverified]), `x-ims-org-id` = the configured org (else 403 [unverified]).
+//! \[unverified]), `x-ims-org-id` = the configured org (else 403 \[unverified]).
 //!
 //! Query: `since=<position>` (exclusive), `limit=<n ≥ 1>` (default
 //! [`AemEmulatorConfig::journal_default_limit`](super::AemEmulatorConfig), carried into `next`),
@@ -13,7 +13,7 @@
 //!   `Link: </events/...?since=<last>[&limit=n]>; rel="next"` (a relative URI, as Adobe's);
 //!   responses stop before 1.5 MB (at least one event).
 //! - 204 at the end, with `retry-after` and a `next` link equal to the request; after
-//!   `latest=true`, a 204 whose `next` starts after the newest event [unverified shape].
+//!   `latest=true`, a 204 whose `next` starts after the newest event \[unverified shape].
 //! - 410 `Events at position <pos> have expired.` (text) when `since` names an event older than
 //!   the retention (virtual clock).
 //! - 400 for an unknown/invalid position or `limit`, and for `seek` (not emulated).

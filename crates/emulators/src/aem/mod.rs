@@ -14,7 +14,7 @@
 //!   (see [`sender`]).
 //!
 //! Where the reference marks Adobe behaviour as unverified, the choice made here is marked
-//! `[unverified]` in the docs of the handler concerned.
+//! `\[unverified]` in the docs of the handler concerned.
 //!
 //! Time: token expiry and journal retention follow a virtual clock (the real monotonic clock
 //! plus [`AemEmulator::advance_clock`]), so tests can expire things without sleeping.
@@ -66,7 +66,7 @@ pub struct AemEmulatorConfig {
     pub token_expires_in: u64,
     /// How long journaled events are kept (virtual clock). Default: 7 days.
     pub journal_retention: Duration,
-    /// `limit` of a journal request that sets none. Default: 100 [unverified].
+    /// `limit` of a journal request that sets none. Default: 100 \[unverified].
     pub journal_default_limit: usize,
     /// `retry-after` of a 204 journal answer, seconds. Default: 10.
     pub journal_retry_after_secs: u64,

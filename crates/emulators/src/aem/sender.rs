@@ -12,7 +12,7 @@
 //! `POST <webhook>` with `content-type: application/cloudevents+json; charset=UTF-8`,
 //! `user-agent: Adobe/1.0`, `x-adobe-delivery-id` and `x-request-id` (new per attempt),
 //! `x-adobe-event-code`, `x-adobe-event-id` (stable across attempts; for a batch, those of its
-//! first event [unverified]), `x-adobe-provider`, `x-adobe-retry-count` (absent on the first
+//! first event \[unverified]), `x-adobe-provider`, `x-adobe-retry-count` (absent on the first
 //! attempt, then 1, 2, ...), `x-adobe-digital-signature-1/-2`, `x-adobe-public-key1-path/-2-path`.
 //! A batch is a JSON array of at most 20 events (and about 2 MB).
 //!
