@@ -72,12 +72,14 @@ pub struct RecordError {
     pub what: String,
     /// The configured pointer.
     pub pointer: String,
+    /// What was found instead.
     pub detail: String,
 }
 
 /// A parsed record: the change and, when the record has a timestamp, its poll position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedRecord {
+    /// The upsert or deletion.
     pub change: ChangeKind,
     /// `(updated_at, id)` of the record; `None` for a deletion without a timestamp.
     pub cursor: Option<Cursor>,
@@ -106,7 +108,10 @@ impl RecordShape {
                 return Err(err(
                     "asset id",
                     &self.id_pointer,
-                    format!("expected a non-empty string or a number, found {}", kind(other)),
+                    format!(
+                        "expected a non-empty string or a number, found {}",
+                        kind(other)
+                    ),
                 ))
             }
             None => return Err(err("asset id", &self.id_pointer, missing(item))),
@@ -114,7 +119,11 @@ impl RecordShape {
         let updated = match item.pointer(&self.updated_pointer) {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_timestamp(v).map_err(|d| {
-                err("updated timestamp", &self.updated_pointer, format!("{d} (asset `{id}`)"))
+                err(
+                    "updated timestamp",
+                    &self.updated_pointer,
+                    format!("{d} (asset `{id}`)"),
+                )
             })?),
         };
         let deletion = match &self.deleted_pointer {
@@ -199,7 +208,11 @@ fn truthy(v: &Value) -> bool {
 const MILLIS_FROM: f64 = 1e11;
 
 fn from_unix(n: f64) -> Option<DateTime<Utc>> {
-    let millis = if n.abs() >= MILLIS_FROM { n } else { n * 1000.0 };
+    let millis = if n.abs() >= MILLIS_FROM {
+        n
+    } else {
+        n * 1000.0
+    };
     Utc.timestamp_millis_opt(millis.round() as i64).single()
 }
 
@@ -291,7 +304,8 @@ mod tests {
             }
         );
         for not_deleted in [json!(null), json!(false), json!(0), json!("no"), json!("")] {
-            let item = json!({"id": "x", "updated_at": "2026-01-01T00:00:00Z", "deleted_at": not_deleted});
+            let item =
+                json!({"id": "x", "updated_at": "2026-01-01T00:00:00Z", "deleted_at": not_deleted});
             assert!(matches!(
                 shape.parse_item(&item).unwrap(),
                 ChangeKind::Upsert { .. }

@@ -54,6 +54,7 @@ use crate::record::{
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestKind {
+    /// The generic REST adapter.
     #[default]
     Rest,
 }
@@ -68,11 +69,16 @@ pub enum DamAuth {
     #[default]
     None,
     /// `Authorization: Bearer <token>`.
-    Bearer { token: SecretString },
-    /// `<header>: <key>`. `header` default: `X-Api-Key`.
+    Bearer {
+        /// The token (secret).
+        token: SecretString,
+    },
+    /// `<header>: <key>`.
     ApiKey {
+        /// The header name. Default: `X-Api-Key`.
         #[serde(default = "default_api_key_header")]
         header: String,
+        /// The key (secret).
         key: SecretString,
     },
 }
@@ -301,7 +307,12 @@ impl RestDamConfig {
         match Url::parse(&self.base_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             Ok(u) => return cfg(format!("`base_url` must be an http(s) URL, got `{u}`")),
-            Err(e) => return cfg(format!("`base_url` is not a URL ({e}): `{}`", self.base_url)),
+            Err(e) => {
+                return cfg(format!(
+                    "`base_url` is not a URL ({e}): `{}`",
+                    self.base_url
+                ))
+            }
         }
         if self.page_size == 0 {
             return cfg("`page_size` must be at least 1".into());
@@ -366,24 +377,32 @@ pub enum DamError {
     /// `429` past the retries).
     #[error("DAM answered {status} for {url}: {message}")]
     Http {
+        /// The HTTP status.
         status: u16,
         /// The request URL without its query string.
         url: String,
+        /// The DAM's message (the start of its response body).
         message: String,
     },
     /// The DAM stayed unavailable (`5xx`, timeouts, connection failures) for every attempt.
     #[error("DAM unavailable for {url} after {attempts} attempt(s): {detail}")]
     Transient {
+        /// The request URL without its query string.
         url: String,
+        /// Attempts made (`1 + max_retries`).
         attempts: u32,
+        /// The last failure.
         detail: String,
     },
     /// A response did not have the configured shape; `pointer` is the configured JSON pointer
     /// that was missing or held the wrong thing.
     #[error("unexpected DAM response: {what} at JSON pointer `{pointer}`: {detail}")]
     Parse {
+        /// What was looked for (`items array`, `asset id`, `updated timestamp`, ...).
         what: String,
+        /// The configured JSON pointer (`""` = the whole body).
         pointer: String,
+        /// What was found instead, and where (item and page).
         detail: String,
     },
     /// The configuration is unusable.
@@ -418,6 +437,7 @@ impl From<RecordError> for DamError {
 /// One page of changes, in the DAM's `(updated_at, id)` order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DamPage {
+    /// The page's items: upserts (the whole DAM record) and deletions.
     pub changes: Vec<ChangeKind>,
     /// The cursor `(updated_at, id)` of the page's last item that has a timestamp: once the
     /// page is durable, a poller may resume after it.
@@ -765,7 +785,9 @@ impl RestDam {
                         return Err(DamError::Http {
                             status: 429,
                             url: redact(url),
-                            message: format!("still rate limited after {attempts} attempt(s): {message}"),
+                            message: format!(
+                                "still rate limited after {attempts} attempt(s): {message}"
+                            ),
                         });
                     }
                     detail = format!("{status}: {message}");
@@ -785,11 +807,7 @@ impl RestDam {
     }
 
     /// GET a JSON body, with retries (reading the body is part of an attempt).
-    async fn get_json(
-        &self,
-        url: &Url,
-        pass: &[u16],
-    ) -> Result<(Value, HeaderMap, Url), DamError> {
+    async fn get_json(&self, url: &Url, pass: &[u16]) -> Result<(Value, HeaderMap, Url), DamError> {
         let cfg = &self.inner.cfg;
         let timeout = Duration::from_secs(cfg.timeout_secs);
         let attempts = cfg.max_retries.saturating_add(1);
@@ -835,10 +853,7 @@ impl RestDam {
 fn snippet(body: &str, status: StatusCode) -> String {
     let body = body.trim();
     if body.is_empty() {
-        return status
-            .canonical_reason()
-            .unwrap_or("no message")
-            .to_owned();
+        return status.canonical_reason().unwrap_or("no message").to_owned();
     }
     let mut s: String = body.chars().take(300).collect();
     if s.len() < body.len() {
@@ -910,7 +925,9 @@ impl Pager {
             let url = match &self.next {
                 Next::Done => return Ok(None),
                 Next::Start => match &cfg.paging {
-                    Paging::PageNumber { first_page, .. } => self.first_url(Some(*first_page), None),
+                    Paging::PageNumber { first_page, .. } => {
+                        self.first_url(Some(*first_page), None)
+                    }
                     _ => self.first_url(None, None),
                 },
                 Next::Page(n) => self.first_url(Some(*n), None),
@@ -934,18 +951,27 @@ impl Pager {
                     return Err(DamError::Parse {
                         what: "items array".into(),
                         pointer: cfg.items_pointer.clone(),
-                        detail: "missing from the listing response".into(),
+                        detail: if body.is_array() {
+                            "missing: the listing response is a bare array (set `items_pointer = \"\"`)".into()
+                        } else {
+                            "missing from the listing response".into()
+                        },
                     })
                 }
             };
             let mut changes = Vec::with_capacity(items.len());
             let mut last = None;
             for (i, item) in items.iter().enumerate() {
-                let parsed = self.dam.inner.shape.parse(item).map_err(|e| DamError::Parse {
-                    what: e.what,
-                    pointer: e.pointer,
-                    detail: format!("{} (item {} of page {page_no})", e.detail, i + 1),
-                })?;
+                let parsed = self
+                    .dam
+                    .inner
+                    .shape
+                    .parse(item)
+                    .map_err(|e| DamError::Parse {
+                        what: e.what,
+                        pointer: e.pointer,
+                        detail: format!("{} (item {} of page {page_no})", e.detail, i + 1),
+                    })?;
                 if let Some(c) = parsed.cursor {
                     if !self.warned_order && self.last_seen.as_ref().is_some_and(|p| &c < p) {
                         self.warned_order = true;
@@ -1133,7 +1159,10 @@ mod tests {
             Some("/a?p=2".into())
         );
         assert_eq!(
-            next_link(&headers(&[r#"<https://x/a?page=1>; rel="first""#, "<b>; rel=next"])),
+            next_link(&headers(&[
+                r#"<https://x/a?page=1>; rel="first""#,
+                "<b>; rel=next"
+            ])),
             Some("b".into())
         );
         assert_eq!(next_link(&headers(&[r#"<https://x/a>; rel="prev""#])), None);
@@ -1176,10 +1205,18 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("base_url"));
         cfg.base_url = "http://x".into();
         cfg.id_pointer = "id".into();
-        assert!(cfg.validate().unwrap_err().to_string().contains("id_pointer"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("id_pointer"));
         cfg.id_pointer = "/id".into();
         cfg.page_size = 0;
-        assert!(cfg.validate().unwrap_err().to_string().contains("page_size"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("page_size"));
         cfg.page_size = 10;
         cfg.asset_path = Some("/assets".into());
         assert!(cfg.validate().unwrap_err().to_string().contains("{id}"));
@@ -1188,7 +1225,11 @@ mod tests {
             header: "bad header".into(),
             key: "k".into(),
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("auth.header"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.header"));
     }
 
     #[test]
@@ -1206,7 +1247,10 @@ mod tests {
     #[test]
     fn since_formats() {
         let t: DateTime<Utc> = "2026-01-01T00:00:01.250Z".parse().unwrap();
-        assert_eq!(format_since(t, SinceFormat::Rfc3339), "2026-01-01T00:00:01.250Z");
+        assert_eq!(
+            format_since(t, SinceFormat::Rfc3339),
+            "2026-01-01T00:00:01.250Z"
+        );
         assert_eq!(format_since(t, SinceFormat::UnixSeconds), "1767225601");
         assert_eq!(format_since(t, SinceFormat::UnixMillis), "1767225601250");
     }

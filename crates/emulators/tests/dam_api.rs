@@ -115,7 +115,12 @@ async fn walk(dam: &RunningDam, query: &str) -> (Vec<Value>, usize) {
 
 fn assert_ordered_and_unique(items: &[Value]) {
     for w in items.windows(2) {
-        assert!(key(&w[0]) < key(&w[1]), "{:?} !< {:?}", key(&w[0]), key(&w[1]));
+        assert!(
+            key(&w[0]) < key(&w[1]),
+            "{:?} !< {:?}",
+            key(&w[0]),
+            key(&w[1])
+        );
     }
     let ids: HashSet<&str> = items.iter().map(|v| v["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), items.len());
@@ -152,10 +157,16 @@ fn seeding_is_deterministic_and_records_look_real() {
     assert!(r["metadata"]["title_fr"].as_str().is_some());
     assert!(r["metadata"]["tags"].as_array().unwrap().len() >= 2);
     assert!(r["metadata"]["width"].as_u64().unwrap() > 0);
-    assert_eq!(ts(&r), "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    assert_eq!(
+        ts(&r),
+        "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
     // Both families are used, and some assets share a timestamp (tie-breaks by id).
     let records: Vec<Value> = ids_a.iter().map(|id| a.get(id).unwrap()).collect();
-    let families: HashSet<&str> = records.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    let families: HashSet<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
     assert_eq!(families.len(), 2);
     assert!(records.windows(2).any(|w| ts(&w[0]) == ts(&w[1])));
     assert_ordered_and_unique(&records);
@@ -169,7 +180,10 @@ async fn cursor_paging_lists_everything_once_in_order() {
     assert_eq!(items.len(), 1234);
     assert_eq!(pages, 13);
     assert_ordered_and_unique(&items);
-    let ids: Vec<String> = items.iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = items
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids, dam.ordered_ids(None, None));
     assert_eq!(dam.stats().pages_served, 13);
     assert_eq!(dam.stats().items_served, 1234);
@@ -198,10 +212,20 @@ async fn page_number_and_link_header_list_everything_once_in_order() {
     assert_eq!(body["items"].as_array().unwrap().len(), 30);
     // Link-header listings carry no Link on the last page, and the link keeps the filters.
     let dam = serve(cfg(230, PagingStyle::LinkHeader)).await;
-    let resp = get(&format!("{}/api/assets?limit=100&type=packshots", dam.base_url)).await;
+    let resp = get(&format!(
+        "{}/api/assets?limit=100&type=packshots",
+        dam.base_url
+    ))
+    .await;
     let link = resp.headers()["link"].to_str().unwrap().to_owned();
-    assert!(link.starts_with(&format!("<{}/api/assets?", dam.base_url)), "{link}");
-    assert!(link.contains("type=packshots") && link.contains("limit=100"), "{link}");
+    assert!(
+        link.starts_with(&format!("<{}/api/assets?", dam.base_url)),
+        "{link}"
+    );
+    assert!(
+        link.contains("type=packshots") && link.contains("limit=100"),
+        "{link}"
+    );
     let dam = serve(cfg(80, PagingStyle::LinkHeader)).await;
     let resp = get(&format!("{}/api/assets?limit=100", dam.base_url)).await;
     assert!(resp.headers().get("link").is_none());
@@ -235,7 +259,10 @@ async fn updated_since_is_inclusive_and_type_filters() {
         // Family filter.
         let (packshots, _) = walk(&dam, "limit=40&type=packshots").await;
         assert!(packshots.iter().all(|v| v["type"] == "packshots"));
-        assert_eq!(packshots.len(), dam.ordered_ids(None, Some("packshots")).len());
+        assert_eq!(
+            packshots.len(),
+            dam.ordered_ids(None, Some("packshots")).len()
+        );
         assert!(!packshots.is_empty() && packshots.len() < 600);
         let (none, _) = walk(&dam, "type=unknown").await;
         assert!(none.is_empty());
@@ -318,7 +345,10 @@ async fn mutations_advance_the_logical_clock_and_move_assets_to_the_end() {
     for id in &touched {
         let r = dam.get(id).unwrap();
         assert_eq!(ts(&r), t1);
-        assert!(r["metadata"]["title"].as_str().unwrap().ends_with("(v2)"), "{r}");
+        assert!(
+            r["metadata"]["title"].as_str().unwrap().ends_with("(v2)"),
+            "{r}"
+        );
     }
     let tail = dam.ordered_ids(Some(t1), None);
     let mut sorted = touched.clone();
@@ -337,7 +367,10 @@ async fn mutations_advance_the_logical_clock_and_move_assets_to_the_end() {
 
     let id = &dam.ordered_ids(None, None)[0];
     let r = dam
-        .set(id, &json!({"name": "renamed front.jpg", "metadata": {"title": "New title", "tags": null}}))
+        .set(
+            id,
+            &json!({"name": "renamed front.jpg", "metadata": {"title": "New title", "tags": null}}),
+        )
         .unwrap();
     let t3 = dam.now();
     assert!(t3 > t2);
@@ -349,8 +382,13 @@ async fn mutations_advance_the_logical_clock_and_move_assets_to_the_end() {
     assert_eq!(ts(&r), t3);
     let r = dam.set(id, &json!({"type": "lifestyle"})).unwrap();
     assert_eq!(r["type"], "lifestyle");
-    assert_eq!(dam.ordered_ids(Some(dam.now()), Some("lifestyle")), vec![id.clone()]);
-    assert!(dam.set(id, &json!({"updated_at": "2020-01-01T00:00:00Z"})).is_err());
+    assert_eq!(
+        dam.ordered_ids(Some(dam.now()), Some("lifestyle")),
+        vec![id.clone()]
+    );
+    assert!(dam
+        .set(id, &json!({"updated_at": "2020-01-01T00:00:00Z"}))
+        .is_err());
     assert!(dam.set(id, &json!({"type": "nope"})).is_err());
     assert!(dam.set("not-an-id", &json!({})).is_err());
     let before = dam.now();
@@ -359,7 +397,10 @@ async fn mutations_advance_the_logical_clock_and_move_assets_to_the_end() {
 
     dam.advance_clock(Duration::from_secs(3600));
     let later = dam.touch(1);
-    assert_eq!(ts(&dam.get(&later[0]).unwrap()), before + chrono::Duration::seconds(3601));
+    assert_eq!(
+        ts(&dam.get(&later[0]).unwrap()),
+        before + chrono::Duration::seconds(3601)
+    );
 
     // Same seed, same mutations → same results.
     let twin = DamEmulator::new(cfg(300, PagingStyle::CursorToken));
@@ -393,8 +434,15 @@ async fn cursor_paging_is_stable_under_concurrent_changes() {
     }
     let seen_set: HashSet<String> = seen.iter().cloned().collect();
     assert!(original.is_subset(&seen_set), "nothing is skipped");
-    assert_eq!(seen.len(), 500 + touched.iter().filter(|id| seen[..100].contains(id)).count());
-    assert_eq!(&seen[seen.len() - 20..], &touched[..], "touched assets come again at the end");
+    assert_eq!(
+        seen.len(),
+        500 + touched.iter().filter(|id| seen[..100].contains(id)).count()
+    );
+    assert_eq!(
+        &seen[seen.len() - 20..],
+        &touched[..],
+        "touched assets come again at the end"
+    );
 }
 
 #[tokio::test]
@@ -404,13 +452,19 @@ async fn files_are_deterministic_and_match_checksum_and_size() {
     let id = &dam.ordered_ids(None, None)[5];
     let r = dam.get(id).unwrap();
     let url = r["url"].as_str().unwrap();
-    assert!(url.starts_with(&format!("{}/files/{id}/", dam.base_url)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/files/{id}/", dam.base_url)),
+        "{url}"
+    );
     let resp = get(url).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "image/jpeg");
     let bytes = resp.bytes().await.unwrap();
     assert_eq!(bytes.len() as u64, r["size"].as_u64().unwrap());
-    assert_eq!(hex::encode(Sha1::digest(&bytes)), r["checksum"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(Sha1::digest(&bytes)),
+        r["checksum"].as_str().unwrap()
+    );
     assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
     assert_eq!(dam.file(id).unwrap(), bytes.to_vec());
     let resp = get(&format!("{}/files/{id}/other.jpg", dam.base_url)).await;
@@ -448,7 +502,12 @@ async fn auth_is_checked() {
     .await;
     let url = format!("{}/api/assets", dam.base_url);
     assert_eq!(get(&url).await.status(), 401);
-    let resp = client().get(&url).header("x-api-key", "k1").send().await.unwrap();
+    let resp = client()
+        .get(&url)
+        .header("x-api-key", "k1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     let dam = serve(DamEmulatorConfig {
@@ -456,7 +515,11 @@ async fn auth_is_checked() {
         ..cfg(10, PagingStyle::CursorToken)
     })
     .await;
-    let resp = client().get(format!("{}/api/assets", dam.base_url)).send().await.unwrap();
+    let resp = client()
+        .get(format!("{}/api/assets", dam.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -589,7 +652,14 @@ async fn control_endpoints_drive_the_emulator_over_http() {
         .json()
         .await
         .unwrap();
-    assert_eq!(now["now"].as_str().unwrap().parse::<DateTime<Utc>>().unwrap(), dam.now());
+    assert_eq!(
+        now["now"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        dam.now()
+    );
     let resp = c
         .put(format!("{base}/_emulator/faults"))
         .json(&json!({"rate_5xx": 1.0, "latency_ms": 5}))
@@ -634,16 +704,22 @@ async fn a_large_dam_lists_fast_from_anywhere() {
     dam.touch(50_000);
     let start = Instant::now();
     for page in [1, 1000, 1500, 2000] {
-        let body: Value = get(&format!("{}/api/assets?limit=100&page={page}", dam.base_url))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: Value = get(&format!(
+            "{}/api/assets?limit=100&page={page}",
+            dam.base_url
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(body["items"].as_array().unwrap().len(), 100);
         assert_eq!(body["total"], 200_000);
     }
     let late = dam.ordered_ids(None, None)[150_000].clone();
-    let since = dam.get(&late).unwrap()["updated_at"].as_str().unwrap().to_owned();
+    let since = dam.get(&late).unwrap()["updated_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let body: Value = get(&format!(
         "{}/api/assets?limit=100&page=3&updated_since={since}",
         dam.base_url
@@ -653,5 +729,9 @@ async fn a_large_dam_lists_fast_from_anywhere() {
     .await
     .unwrap();
     assert_eq!(body["items"].as_array().unwrap().len(), 100);
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -34,7 +34,11 @@ pub(super) fn router(emu: DamEmulator) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": code, "message": message.into()}))).into_response()
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -116,17 +120,23 @@ impl DamEmulator {
                     }
                 }
             };
-            (f.faults.latency, fault.map(|s| (s, f.faults.retry_after_secs)))
+            (
+                f.faults.latency,
+                fault.map(|s| (s, f.faults.retry_after_secs)),
+            )
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         if let Some((status, retry_after)) = fault {
             self.inner.stats.lock().faults_injected += 1;
-            let status =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let mut resp = if status == StatusCode::TOO_MANY_REQUESTS {
-                error(status, "too_many_requests", "rate limit exceeded, retry later")
+                error(
+                    status,
+                    "too_many_requests",
+                    "rate limit exceeded, retry later",
+                )
             } else {
                 error(status, "unavailable", "injected fault")
             };
@@ -276,7 +286,11 @@ async fn get_one(
     }
     match emu.get(&id) {
         Some(r) if r["deleted"] != Value::Bool(true) => Json(r).into_response(),
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no asset `{id}`")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no asset `{id}`"),
+        ),
     }
 }
 

@@ -132,7 +132,11 @@ impl OrderedLog {
         }
         let n = self.entries.len();
         let mut pos = 0usize;
-        let mut step = if n == 0 { 0 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
+        let mut step = if n == 0 {
+            0
+        } else {
+            1usize << (usize::BITS - 1 - n.leading_zeros())
+        };
         while step > 0 {
             let next = pos + step;
             if next <= n && (self.fen[next] as usize) < k {
@@ -180,7 +184,11 @@ mod tests {
     use super::*;
 
     fn e(t: i64, key: u64) -> LogEntry {
-        LogEntry { t, key, idx: key as u32 }
+        LogEntry {
+            t,
+            key,
+            idx: key as u32,
+        }
     }
 
     #[test]
@@ -213,7 +221,9 @@ mod tests {
         assert!(!more);
         // Brute-force cross-check of rank against the liveness bits.
         for p in 0..log.entries.len() {
-            let brute = (0..p).filter(|&q| log.live[q / 64] & (1 << (q % 64)) != 0).count();
+            let brute = (0..p)
+                .filter(|&q| log.live[q / 64] & (1 << (q % 64)) != 0)
+                .count();
             assert_eq!(log.rank(p), brute, "rank({p})");
         }
     }

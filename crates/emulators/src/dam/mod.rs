@@ -98,8 +98,13 @@ pub enum DamEmulatorAuth {
     None,
     /// `Authorization: Bearer <token>`.
     Bearer(String),
-    /// `<header>: <key>` (e.g. `X-Api-Key`).
-    ApiKey { header: String, key: String },
+    /// `<header>: <key>`.
+    ApiKey {
+        /// The header name, e.g. `X-Api-Key`.
+        header: String,
+        /// The expected key.
+        key: String,
+    },
 }
 
 impl Default for DamEmulatorAuth {
@@ -229,10 +234,13 @@ pub struct DamStats {
 /// Errors of the mutation API.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DamEmulatorError {
+    /// No such asset (or it is deleted).
     #[error("no asset `{0}`")]
     UnknownAsset(String),
+    /// A `type` that is not one of the configured families.
     #[error("unknown family `{0}`")]
     UnknownFamily(String),
+    /// A patch that is not an object, or touches a derived field.
     #[error("invalid patch: {0}")]
     InvalidPatch(String),
 }

@@ -96,8 +96,16 @@ pub(crate) struct Store {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "Classic", "Slim", "Oversized", "Organic", "Vintage", "Essential", "Premium", "Relaxed",
-    "Tailored", "Lightweight",
+    "Classic",
+    "Slim",
+    "Oversized",
+    "Organic",
+    "Vintage",
+    "Essential",
+    "Premium",
+    "Relaxed",
+    "Tailored",
+    "Lightweight",
 ];
 const COLORS: &[(&str, &str, &str)] = &[
     ("red", "rouge", "rot"),
@@ -123,8 +131,18 @@ const NOUNS: &[(&str, &str, &str)] = &[
 ];
 const VIEWS: &[&str] = &["front", "back", "side", "detail", "zoom", "top"];
 const TAGS: &[&str] = &[
-    "summer", "winter", "spring", "autumn", "red", "studio", "outdoor", "new", "sale", "eco",
-    "premium", "bestseller",
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "red",
+    "studio",
+    "outdoor",
+    "new",
+    "sale",
+    "eco",
+    "premium",
+    "bestseller",
 ];
 const SUPPLIERS: &[&str] = &[
     "Acme Textiles",
@@ -134,12 +152,25 @@ const SUPPLIERS: &[&str] = &[
     "Bright Manufacturing Ltd",
     "Casa Verde S.p.A.",
 ];
-const DIMENSIONS: &[(u32, u32)] = &[(1200, 800), (2000, 2000), (800, 1200), (1920, 1080), (3000, 2000)];
+const DIMENSIONS: &[(u32, u32)] = &[
+    (1200, 800),
+    (2000, 2000),
+    (800, 1200),
+    (1920, 1080),
+    (3000, 2000),
+];
 const SEASONS: &[&str] = &["summer", "winter", "spring", "autumn"];
 
 /// Keys whose values the emulator derives itself; `set` refuses to patch them.
-pub(crate) const DERIVED_KEYS: &[&str] =
-    &["id", "updated_at", "created_at", "deleted", "url", "checksum", "size"];
+pub(crate) const DERIVED_KEYS: &[&str] = &[
+    "id",
+    "updated_at",
+    "created_at",
+    "deleted",
+    "url",
+    "checksum",
+    "size",
+];
 
 pub(crate) fn format_id(key: u64) -> String {
     let lo = mix(key ^ 0xD1B5_4A32_D192_ED03);
@@ -252,7 +283,10 @@ impl Store {
             fam.push(*e);
         }
         store.global = OrderedLog::from_sorted(entries);
-        store.by_family = fam_entries.into_iter().map(OrderedLog::from_sorted).collect();
+        store.by_family = fam_entries
+            .into_iter()
+            .map(OrderedLog::from_sorted)
+            .collect();
         store
     }
 
@@ -420,20 +454,27 @@ impl Store {
         (record["name"].as_str() == Some(name)).then(|| self.file_bytes(slot))
     }
 
+    /// The log of one family, or the global one; `None` for an unknown family.
+    fn log_of(&self, family: Option<&str>) -> Option<&OrderedLog> {
+        match family {
+            None => Some(&self.global),
+            Some(f) => self
+                .p
+                .families
+                .iter()
+                .position(|x| x == f)
+                .map(|i| &self.by_family[i]),
+        }
+    }
+
     pub fn list(&self, q: &ListQuery) -> ListPage {
-        let log = match &q.family {
-            None => &self.global,
-            Some(f) => match self.p.families.iter().position(|x| x == f) {
-                Some(i) => &self.by_family[i],
-                None => {
-                    return ListPage {
-                        items: vec![],
-                        more: false,
-                        last: None,
-                        total: 0,
-                    }
-                }
-            },
+        let Some(log) = self.log_of(q.family.as_deref()) else {
+            return ListPage {
+                items: vec![],
+                more: false,
+                last: None,
+                total: 0,
+            };
         };
         let since_pos = q.since.map_or(0, |s| log.lower_bound_time(s));
         let start = match q.after {
@@ -451,20 +492,10 @@ impl Store {
 
     /// Ids in listing order, tombstones included.
     pub fn ordered_ids(&self, since: Option<i64>, family: Option<&str>) -> Vec<String> {
-        let q = ListQuery {
-            since,
-            family: family.map(str::to_owned),
-            limit: usize::MAX / 2,
-            ..Default::default()
+        let Some(log) = self.log_of(family) else {
+            return vec![];
         };
-        let log = match family {
-            None => &self.global,
-            Some(f) => match self.p.families.iter().position(|x| x == f) {
-                Some(i) => &self.by_family[i],
-                None => return vec![],
-            },
-        };
-        let start = q.since.map_or(0, |s| log.lower_bound_time(s));
+        let start = since.map_or(0, |s| log.lower_bound_time(s));
         let first = log.rank(start);
         (first + 1..=log.live_count())
             .filter_map(|k| log.select(k))
@@ -636,7 +667,7 @@ impl Store {
             }
         };
         if let Some(name) = obj.get("name") {
-            if !name.as_str().is_some_and(|n| !n.is_empty()) {
+            if name.as_str().is_none_or(str::is_empty) {
                 return Err(DamEmulatorError::InvalidPatch(
                     "`name` must be a non-empty string".into(),
                 ));
@@ -652,7 +683,10 @@ impl Store {
         }
         self.append(idx, t, key);
         if !obj.is_empty() {
-            self.patches.entry(idx).or_default().push(Value::Object(obj));
+            self.patches
+                .entry(idx)
+                .or_default()
+                .push(Value::Object(obj));
         }
         Ok(self.render(idx))
     }
