@@ -49,7 +49,10 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
 /// The error raised while deserializing; placed (path, span) by the innermost access that sees
 /// it, turned into a [`ConfigError`] at the end.
 #[derive(Debug)]
-pub(crate) struct DeError {
+pub(crate) struct DeError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     place: Option<Place>,
 }
@@ -108,15 +111,20 @@ impl Place {
 }
 
 impl DeError {
+    fn new(kind: ErrorKind) -> Self {
+        Self(Box::new(Inner { kind, place: None }))
+    }
+
     fn place_if_unplaced(mut self, place: impl FnOnce() -> Place) -> Self {
-        if self.place.is_none() {
-            self.place = Some(place());
+        if self.0.place.is_none() {
+            self.0.place = Some(place());
         }
         self
     }
 
     fn into_config_error(self, source: &SourceText) -> ConfigError {
-        let place = self.place.unwrap_or(Place {
+        let Inner { kind, place } = *self.0;
+        let place = place.unwrap_or(Place {
             path: Vec::new(),
             span: None,
             hidden: false,
@@ -124,7 +132,7 @@ impl DeError {
             from_file_key: None,
         });
         let mut path = place.path;
-        let message = match self.kind {
+        let message = match kind {
             ErrorKind::Value { shown, hidden } => {
                 if place.hidden {
                     scrub(&hidden, &place.fragments, true)
@@ -190,7 +198,7 @@ impl fmt::Display for DeError {
     // Only the hidden forms: this is never what the user sees (see `into_config_error`), but it
     // must not leak either.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Value { hidden, .. } => f.write_str(hidden),
             ErrorKind::Custom(m) | ErrorKind::UnknownField(m) => f.write_str(m),
             ErrorKind::MissingField(field) => write!(f, "missing required key `{field}`"),
@@ -246,43 +254,40 @@ fn one_of(names: &[&str]) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self {
-            kind: ErrorKind::Custom(msg.to_string()),
-            place: None,
-        }
+        Self::new(ErrorKind::Custom(msg.to_string()))
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
         let exp = expected(exp);
-        Self {
-            kind: ErrorKind::Value {
-                shown: format!("invalid type: {}, expected {exp}", unexpected(&unexp, false)),
-                hidden: format!("invalid type: {}, expected {exp}", unexpected(&unexp, true)),
-            },
-            place: None,
-        }
+        Self::new(ErrorKind::Value {
+            shown: format!(
+                "invalid type: {}, expected {exp}",
+                unexpected(&unexp, false)
+            ),
+            hidden: format!("invalid type: {}, expected {exp}", unexpected(&unexp, true)),
+        })
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
         let exp = expected(exp);
-        Self {
-            kind: ErrorKind::Value {
-                shown: format!("invalid value: {}, expected {exp}", unexpected(&unexp, false)),
-                hidden: format!("invalid value: {}, expected {exp}", unexpected(&unexp, true)),
-            },
-            place: None,
-        }
+        Self::new(ErrorKind::Value {
+            shown: format!(
+                "invalid value: {}, expected {exp}",
+                unexpected(&unexp, false)
+            ),
+            hidden: format!(
+                "invalid value: {}, expected {exp}",
+                unexpected(&unexp, true)
+            ),
+        })
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let expected = one_of(expected);
-        Self {
-            kind: ErrorKind::Value {
-                shown: format!("unknown variant `{variant}`, {expected}"),
-                hidden: format!("unknown variant (value hidden), {expected}"),
-            },
-            place: None,
-        }
+        Self::new(ErrorKind::Value {
+            shown: format!("unknown variant `{variant}`, {expected}"),
+            hidden: format!("unknown variant (value hidden), {expected}"),
+        })
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -291,17 +296,13 @@ impl de::Error for DeError {
         } else {
             one_of(expected)
         };
-        Self {
-            kind: ErrorKind::UnknownField(format!("unknown field `{field}`, {expected}")),
-            place: None,
-        }
+        Self::new(ErrorKind::UnknownField(format!(
+            "unknown field `{field}`, {expected}"
+        )))
     }
 
     fn missing_field(field: &'static str) -> Self {
-        Self {
-            kind: ErrorKind::MissingField(field),
-            place: None,
-        }
+        Self::new(ErrorKind::MissingField(field))
     }
 }
 
@@ -458,14 +459,11 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     ) -> Result<V::Value, DeError> {
         match &self.node.kind {
             // `toml::value::Datetime` (toml_datetime) asks for its private one-field struct.
-            Kind::Datetime(d)
-                if name == DATETIME_STRUCT && fields == [DATETIME_FIELD] =>
-            {
-                visitor.visit_map(MapDeserializer::new(std::iter::once((
+            Kind::Datetime(d) if name == DATETIME_STRUCT && fields == [DATETIME_FIELD] => visitor
+                .visit_map(MapDeserializer::new(std::iter::once((
                     DATETIME_FIELD,
                     d.to_string(),
-                ))))
-            }
+                )))),
             _ => self.deserialize_any(visitor),
         }
     }
@@ -501,10 +499,10 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
 
     fn deserialize_ignored_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.entry {
-            Some(entry) if self.strictness.reject_ignored_keys => Err(DeError {
-                kind: ErrorKind::IgnoredKey(entry.key.clone()),
-                place: Some(Place::at_key(self.path, entry)),
-            }),
+            Some(entry) if self.strictness.reject_ignored_keys => {
+                Err(DeError::new(ErrorKind::IgnoredKey(entry.key.clone()))
+                    .place_if_unplaced(|| Place::at_key(self.path, entry)))
+            }
             _ => visitor.visit_unit(),
         }
     }

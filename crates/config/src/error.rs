@@ -34,10 +34,13 @@ pub struct ConfigError {
     pub key: Option<String>,
     /// What is wrong, without the file, line or key.
     pub message: String,
-    /// The offending line and a caret line under it (see the type's docs), when the line is
-    /// known.
-    pub excerpt: Option<String>,
+    /// See [`excerpt`](Self::excerpt). Boxed: errors travel in `Result`s, keep them small.
+    excerpt: Option<Box<Excerpt>>,
 }
+
+/// The rendered excerpt (boxed in [`ConfigError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Excerpt(String);
 
 impl ConfigError {
     /// An error about the file as a whole (it cannot be read, ...).
@@ -61,7 +64,11 @@ impl ConfigError {
         let (line, column, excerpt) = match &span {
             Some(span) => {
                 let (line, column) = source.line_col(span.start);
-                (Some(line), Some(column), source.excerpt(span))
+                (
+                    Some(line),
+                    Some(column),
+                    source.excerpt(span).map(|e| Box::new(Excerpt(e))),
+                )
             }
             None => (None, None, None),
         };
@@ -73,6 +80,12 @@ impl ConfigError {
             message,
             excerpt,
         }
+    }
+
+    /// The offending line and a caret line under it (see the type's docs), when the line is
+    /// known.
+    pub fn excerpt(&self) -> Option<&str> {
+        self.excerpt.as_deref().map(|e| e.0.as_str())
     }
 
     /// The first line of the `Display` form: `file:line:column: key `path`: message`.
@@ -96,7 +109,7 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.headline())?;
-        if let Some(excerpt) = &self.excerpt {
+        if let Some(excerpt) = self.excerpt() {
             write!(f, "\n{excerpt}")?;
         }
         Ok(())

@@ -47,9 +47,9 @@ pub(crate) fn expand(
     while let Some(dollar) = rest.find('$') {
         text.push_str(&rest[..dollar]);
         let tail = &rest[dollar..];
-        if tail.starts_with("$${") {
+        if let Some(after) = tail.strip_prefix("$${") {
             text.push_str("${");
-            rest = &tail[3..];
+            rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
             let close = body.find('}').ok_or(ExpandError::Unterminated)?;
             let inner = &body[..close];
@@ -167,12 +167,7 @@ fn expand_error(
             within(&format!("${{{name}")),
         ),
     };
-    ConfigError::build(
-        source,
-        place.or(span),
-        Some(render_path(path)),
-        message,
-    )
+    ConfigError::build(source, place.or(span), Some(render_path(path)), message)
 }
 
 #[cfg(test)]

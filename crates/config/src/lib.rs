@@ -110,8 +110,8 @@ impl Default for LoadOptions<'_> {
 }
 
 /// Loads the TOML file at `path` with [`LoadOptions::default`], interpolating from the process
-/// environment; relative `*_file` paths are relative to `path`'s directory. Errors name the file
-/// as `path` is written.
+/// environment (a variable whose value is not UTF-8 counts as unset); relative `*_file` paths
+/// are relative to `path`'s directory. Errors name the file as `path` is written.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Loaded<T>, ConfigError> {
     load_with(path, LoadOptions::default())
 }

@@ -4,7 +4,9 @@ const HIDDEN: &str = "***";
 
 /// Query parameters whose value is hidden (compared without case; a name containing one of the
 /// `*_PARTS` or equal to one of `EXACT`).
-const SECRET_QUERY_PARTS: &[&str] = &["password", "passwd", "secret", "token", "apikey", "api_key", "api-key"];
+const SECRET_QUERY_PARTS: &[&str] = &[
+    "password", "passwd", "secret", "token", "apikey", "api_key", "api-key",
+];
 const SECRET_QUERY_EXACT: &[&str] = &["pwd", "pass", "sig", "signature"];
 
 /// The URL with its secrets replaced by `***`, for logs and messages:

@@ -112,9 +112,7 @@ impl SourceText {
             .get(span.start.min(self.text.len())..span.end.min(self.text.len()))
             .map(|s| s.chars().take_while(|c| *c != '\n' && *c != '\r').count())
             .unwrap_or(0);
-        let width = span_chars
-            .min(text_chars.saturating_sub(column - 1))
-            .max(1);
+        let width = span_chars.min(text_chars.saturating_sub(column - 1)).max(1);
         let gutter = line.to_string().len();
         let pad = " ".repeat(gutter);
         // Tabs keep the caret aligned under the text.

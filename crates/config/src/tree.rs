@@ -81,9 +81,7 @@ impl Node {
         );
         match &self.kind {
             Kind::Array(items) => items.iter().for_each(|n| n.collect_fragments(out)),
-            Kind::Table(entries) => entries
-                .iter()
-                .for_each(|e| e.value.collect_fragments(out)),
+            Kind::Table(entries) => entries.iter().for_each(|e| e.value.collect_fragments(out)),
             _ => {}
         }
     }

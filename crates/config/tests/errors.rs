@@ -37,7 +37,10 @@ fn syntax_error_has_line_and_column() {
 
 #[test]
 fn syntax_error_duplicate_key() {
-    let text = VALID.replace("client_id = \"1_abc\"", "client_id = \"1_abc\"\nclient_id = \"2\"");
+    let text = VALID.replace(
+        "client_id = \"1_abc\"",
+        "client_id = \"1_abc\"\nclient_id = \"2\"",
+    );
     let e = error(&text);
     assert_eq!(e.line, Some(line_of(&text, "client_id = \"2\"")));
     assert!(e.message.contains("duplicate key `client_id`"), "{e}");
@@ -45,10 +48,7 @@ fn syntax_error_duplicate_key() {
 
 #[test]
 fn unknown_key_at_depth_three_names_path_and_line() {
-    let text = VALID.replace(
-        "attribute = \"description\"",
-        "attribut = \"description\"",
-    );
+    let text = VALID.replace("attribute = \"description\"", "attribut = \"description\"");
     let e = error(&text);
     assert_eq!(e.key.as_deref(), Some("families[1].values[1].attribut"));
     assert_eq!(e.line, Some(line_of(&text, "attribut = \"description\"")));
@@ -58,6 +58,10 @@ fn unknown_key_at_depth_three_names_path_and_line() {
         "unknown field `attribut`, expected one of `attribute`, `from`, `locale`"
     );
     let line = e.line.unwrap();
+    assert_eq!(
+        e.excerpt(),
+        Some(format!("   |\n{line} | attribut = \"description\"\n   | ^^^^^^^^").as_str())
+    );
     assert_eq!(
         e.to_string(),
         format!(
@@ -79,7 +83,9 @@ fn unknown_key_in_first_element_and_top_level() {
     let e = error(&text);
     assert_eq!(e.key.as_deref(), Some("verbose"));
     assert_eq!(e.line, Some(1));
-    assert!(e.message.starts_with("unknown field `verbose`, expected one of `akeneo`"));
+    assert!(e
+        .message
+        .starts_with("unknown field `verbose`, expected one of `akeneo`"));
 }
 
 #[test]
@@ -97,10 +103,7 @@ fn wrong_type_names_key_and_value_position() {
     assert_eq!(e.key.as_deref(), Some("sync.workers"));
     assert_eq!(e.line, Some(line_of(&text, "workers = \"four\"")));
     assert_eq!(e.column, Some(11));
-    assert_eq!(
-        e.message,
-        "invalid type: string \"four\", expected u16"
-    );
+    assert_eq!(e.message, "invalid type: string \"four\", expected u16");
 }
 
 #[test]
@@ -185,7 +188,10 @@ fn invalid_value_from_the_types_own_deserialize() {
     let e = error(&text);
     assert_eq!(e.key.as_deref(), Some("families[1].code"));
     assert_eq!(e.line, Some(line_of(&text, "code = \"vid eos\"")));
-    assert_eq!(e.message, "`vid eos` is not a code (letters, digits and `_`)");
+    assert_eq!(
+        e.message,
+        "`vid eos` is not a code (letters, digits and `_`)"
+    );
 }
 
 #[test]
@@ -290,13 +296,16 @@ fn source_map_locates_key_paths() {
     assert_eq!(at.file, "assetbridge.toml");
     assert_eq!(at.line, line_of(VALID, "locale = \"en_US\""));
     assert_eq!(at.column, 1);
-    assert_eq!(
-        at.to_string(),
-        format!("assetbridge.toml:{}:1", at.line)
-    );
+    assert_eq!(at.to_string(), format!("assetbridge.toml:{}:1", at.line));
     // Tables and array elements point at their headers.
-    assert_eq!(map.locate("akeneo").unwrap().line, line_of(VALID, "[akeneo]"));
-    assert_eq!(map.locate("families").unwrap().line, line_of(VALID, "[[families]]"));
+    assert_eq!(
+        map.locate("akeneo").unwrap().line,
+        line_of(VALID, "[akeneo]")
+    );
+    assert_eq!(
+        map.locate("families").unwrap().line,
+        line_of(VALID, "[[families]]")
+    );
     let second_family = VALID
         .lines()
         .enumerate()
@@ -323,9 +332,10 @@ fn source_map_locates_key_paths() {
 #[test]
 fn error_at_for_later_validation() {
     let loaded = load_text(VALID).unwrap();
-    let e = loaded
-        .source
-        .error_at("families[1].values[0].attribute", "attribute `title` does not exist in family `videos`");
+    let e = loaded.source.error_at(
+        "families[1].values[0].attribute",
+        "attribute `title` does not exist in family `videos`",
+    );
     let line = e.line.unwrap();
     assert_eq!(e.key.as_deref(), Some("families[1].values[0].attribute"));
     assert_eq!(
@@ -349,7 +359,10 @@ fn display_snapshots() {
     insta::assert_snapshot!("wrong_type", error(&text).to_string());
     let text = VALID.replace("from = \"metadata.description\"\n", "");
     insta::assert_snapshot!("missing_key", error(&text).to_string());
-    let text = VALID.replace("[[families]]\ncode = \"videos\"", "[[families]\ncode = \"videos\"");
+    let text = VALID.replace(
+        "[[families]]\ncode = \"videos\"",
+        "[[families]\ncode = \"videos\"",
+    );
     insta::assert_snapshot!("syntax", error(&text).to_string());
 }
 
@@ -360,7 +373,11 @@ fn unreadable_and_non_utf8_files() {
     let e = assetbridge_config::load::<Config>(&path).unwrap_err();
     assert_eq!(e.file, path.display().to_string());
     assert_eq!(e.line, None);
-    assert!(e.message.starts_with("cannot read the configuration file: "), "{e}");
+    assert!(
+        e.message
+            .starts_with("cannot read the configuration file: "),
+        "{e}"
+    );
 
     let path = dir.path().join("latin1.toml");
     std::fs::write(&path, b"[akeneo]\nurl = \"caf\xe9\"\n").unwrap();

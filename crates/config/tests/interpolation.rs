@@ -94,7 +94,10 @@ fn escaped_dollar_brace_is_literal() {
 fn keys_and_literal_strings_and_arrays() {
     // Keys are never interpolated: `${X}` as a (quoted) key is just an unknown key.
     let text = format!("{TEXT}\"${{X}}\" = 1\n");
-    let e = error_env(&text, &[("PIM_HOST", "h"), ("PIM_PASSWORD", "p"), ("X", "sync")]);
+    let e = error_env(
+        &text,
+        &[("PIM_HOST", "h"), ("PIM_PASSWORD", "p"), ("X", "sync")],
+    );
     assert_eq!(e.key.as_deref(), Some("akeneo.\"${X}\""));
 
     // Literal strings and strings inside arrays and inline tables are values like any other.
@@ -109,11 +112,8 @@ ${PW}"""
 code = "${FAMILY}"
 values = [{ attribute = "${ATTR:-title}", from = "name" }]
 "#;
-    let loaded = load_text_env(
-        text,
-        &[("HOST", "h"), ("PW", "p"), ("FAMILY", "packshots")],
-    )
-    .unwrap();
+    let loaded =
+        load_text_env(text, &[("HOST", "h"), ("PW", "p"), ("FAMILY", "packshots")]).unwrap();
     assert_eq!(loaded.value.akeneo.url, "h");
     assert_eq!(loaded.value.akeneo.password.expose_secret(), "p");
     assert_eq!(loaded.value.families[0].code.0, "packshots");
@@ -130,7 +130,11 @@ fn unterminated_and_bad_names() {
 
     let text = TEXT.replace("${PIM_PASSWORD}", "${PIM PASSWORD}");
     let e = error_env(&text, &[("PIM_HOST", "h")]);
-    assert!(e.message.starts_with("`${PIM PASSWORD}` does not name an environment variable"), "{e}");
+    assert!(
+        e.message
+            .starts_with("`${PIM PASSWORD}` does not name an environment variable"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -167,7 +171,10 @@ fn interpolated_values_are_hidden_in_errors() {
     ];
     let e = error_env(&text, &vars);
     assert_eq!(e.key.as_deref(), Some("sync.workers"));
-    assert_eq!(e.message, "invalid type: string (value hidden), expected u16");
+    assert_eq!(
+        e.message,
+        "invalid type: string (value hidden), expected u16"
+    );
     assert!(!e.to_string().contains("hunter2"), "{e}");
 
     let vars = [
@@ -177,7 +184,10 @@ fn interpolated_values_are_hidden_in_errors() {
         ("MODE", "poll"),
     ];
     let e = error_env(&text, &vars);
-    assert_eq!(e.message, "invalid value: integer (value hidden), expected u16");
+    assert_eq!(
+        e.message,
+        "invalid value: integer (value hidden), expected u16"
+    );
     assert!(!e.to_string().contains("99999999"), "{e}");
 
     let vars = [
@@ -203,7 +213,10 @@ fn interpolated_values_are_hidden_in_errors() {
     ];
     let e = error_env(&text, &vars);
     assert_eq!(e.key.as_deref(), Some("families[0].code"));
-    assert_eq!(e.message, "`(value hidden)` is not a code (letters, digits and `_`)");
+    assert_eq!(
+        e.message,
+        "`(value hidden)` is not a code (letters, digits and `_`)"
+    );
     assert!(!e.to_string().contains("top secret"), "{e}");
 }
 

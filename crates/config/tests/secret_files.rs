@@ -40,21 +40,24 @@ fn relative_paths_are_relative_to_the_config_directory() {
     std::fs::write(dir.path().join("secrets/pw"), "from-relative\n").unwrap();
     let text = text_with_password_file("secrets/pw");
     let loaded = load_in(&text, dir.path(), LoadOptions::default()).unwrap();
-    assert_eq!(loaded.value.akeneo.password.expose_secret(), "from-relative");
+    assert_eq!(
+        loaded.value.akeneo.password.expose_secret(),
+        "from-relative"
+    );
 
     // Through `load`: the directory of the file given.
     let config = dir.path().join("assetbridge.toml");
     std::fs::write(&config, &text).unwrap();
     let loaded = assetbridge_config::load::<Config>(&config).unwrap();
-    assert_eq!(loaded.value.akeneo.password.expose_secret(), "from-relative");
+    assert_eq!(
+        loaded.value.akeneo.password.expose_secret(),
+        "from-relative"
+    );
     // The made key is located at the `*_file` key.
     let at = loaded.source.locate("akeneo.password").unwrap();
     assert_eq!(at.line, line_of(&text, "password_file"));
     assert_eq!(at.file, config.display().to_string());
-    assert_eq!(
-        loaded.source.locate("akeneo.password_file"),
-        Some(at)
-    );
+    assert_eq!(loaded.source.locate("akeneo.password_file"), Some(at));
 }
 
 #[test]
@@ -66,7 +69,13 @@ fn files_in_arrays_of_tables_and_inline_tables_and_option_fields() {
     let loaded = load_in(text, dir.path(), LoadOptions::default()).unwrap();
     assert_eq!(loaded.value.akeneo.password.expose_secret(), "p");
     assert_eq!(
-        loaded.value.akeneo.app_token.as_ref().unwrap().expose_secret(),
+        loaded
+            .value
+            .akeneo
+            .app_token
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "app-token"
     );
 }
@@ -77,7 +86,8 @@ fn the_path_may_be_interpolated() {
     std::fs::write(dir.path().join("pw"), "via-env\n").unwrap();
     let text = text_with_password_file("${CREDENTIALS_DIRECTORY}/pw");
     let env = test_env(&[("CREDENTIALS_DIRECTORY", &dir.path().display().to_string())]);
-    let loaded = assetbridge_config::load_str::<Config>(&text, "a.toml", &env, Path::new("")).unwrap();
+    let loaded =
+        assetbridge_config::load_str::<Config>(&text, "a.toml", &env, Path::new("")).unwrap();
     assert_eq!(loaded.value.akeneo.password.expose_secret(), "via-env");
 }
 
@@ -115,19 +125,32 @@ fn unreadable_file_names_key_line_and_path() {
     let text = text_with_password_file(".");
     let e = load_in(&text, dir.path(), LoadOptions::default()).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("akeneo.password_file"));
-    assert!(e.message.starts_with("cannot read the secret file `.`"), "{e}");
+    assert!(
+        e.message.starts_with("cannot read the secret file `.`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn non_utf8_and_oversized_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bin"), [0xff, 0xfe, 0x00]).unwrap();
-    let e = load_in(&text_with_password_file("bin"), dir.path(), LoadOptions::default()).unwrap_err();
+    let e = load_in(
+        &text_with_password_file("bin"),
+        dir.path(),
+        LoadOptions::default(),
+    )
+    .unwrap_err();
     assert!(e.message.ends_with(": it is not UTF-8 text"), "{e}");
 
     let big = vec![b'a'; assetbridge_config::MAX_SECRET_FILE_BYTES as usize + 1];
     std::fs::write(dir.path().join("big"), big).unwrap();
-    let e = load_in(&text_with_password_file("big"), dir.path(), LoadOptions::default()).unwrap_err();
+    let e = load_in(
+        &text_with_password_file("big"),
+        dir.path(),
+        LoadOptions::default(),
+    )
+    .unwrap_err();
     assert!(e.message.contains("larger than 1048576 bytes"), "{e}");
 }
 
@@ -151,7 +174,11 @@ fn literal_file_keys_are_kept() {
     let e = load_in(&text, dir.path(), LoadOptions::default()).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("akeneo.tls_cert"));
     assert_eq!(e.line, Some(line_of(&text, "tls_cert_file")));
-    assert!(e.message.starts_with("unknown field `tls_cert`, expected one of"), "{e}");
+    assert!(
+        e.message
+            .starts_with("unknown field `tls_cert`, expected one of"),
+        "{e}"
+    );
     assert!(e.message.contains("made from `tls_cert_file`"), "{e}");
     assert!(e.message.contains("LoadOptions::literal_file_keys"), "{e}");
 }
@@ -182,14 +209,20 @@ fn file_sourced_values_are_hidden_in_errors() {
     let e = load_in(&text, dir.path(), LoadOptions::default()).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("sync.workers"));
     assert_eq!(e.line, Some(line_of(&text, "workers_file")));
-    assert_eq!(e.message, "invalid type: string (value hidden), expected u16");
+    assert_eq!(
+        e.message,
+        "invalid type: string (value hidden), expected u16"
+    );
     assert!(!e.to_string().contains("forty-two"), "{e}");
 
     let text = format!("{base}[[families]]\ncode_file = \"code\"\n");
     let e = load_in(&text, dir.path(), LoadOptions::default()).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("families[0].code"));
     assert!(!e.to_string().contains("not a code!"), "{e}");
-    assert_eq!(e.message, "`(value hidden)` is not a code (letters, digits and `_`)");
+    assert_eq!(
+        e.message,
+        "`(value hidden)` is not a code (letters, digits and `_`)"
+    );
 
     // File-sourced strings fill numbers too.
     let text = format!("{base}[sync]\nworkers_file = \"n\"\n");
@@ -211,7 +244,12 @@ fn short_secrets_never_show_in_a_types_own_message() {
 fn secrets_are_not_in_debug_output() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "very-secret-pw\n").unwrap();
-    let loaded = load_in(&text_with_password_file("pw"), dir.path(), LoadOptions::default()).unwrap();
+    let loaded = load_in(
+        &text_with_password_file("pw"),
+        dir.path(),
+        LoadOptions::default(),
+    )
+    .unwrap();
     let debug = format!("{loaded:?}");
     assert!(!debug.contains("very-secret-pw"), "{debug}");
 }

@@ -21,8 +21,13 @@ enum CreateOptions {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum Source {
-    Rest { url: String },
-    Nats { subject: String, stream: Option<String> },
+    Rest {
+        url: String,
+    },
+    Nats {
+        subject: String,
+        stream: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -66,7 +71,10 @@ fn every_shape_loads() {
     ))
     .unwrap();
     let v = loaded.value;
-    assert_eq!(v.create, CreateOptions::Only(vec!["colors".into(), "sizes".into()]));
+    assert_eq!(
+        v.create,
+        CreateOptions::Only(vec!["colors".into(), "sizes".into()])
+    );
     assert_eq!(
         v.source,
         Source::Nats {
@@ -75,7 +83,10 @@ fn every_shape_loads() {
         }
     );
     assert_eq!(v.auth, Auth::None);
-    assert_eq!(v.headers.get("X-Api-Version").map(String::as_str), Some("2"));
+    assert_eq!(
+        v.headers.get("X-Api-Version").map(String::as_str),
+        Some("2")
+    );
     assert_eq!(v.since.unwrap().to_string(), "2024-05-01T10:00:00Z");
     assert_eq!(v.pair, Some((1, 2)));
     assert_eq!(
@@ -117,9 +128,15 @@ fn internally_tagged_errors_are_placed_and_hide_secrets() {
     // The tag is read as a value of the table: the error is at the tag.
     assert_eq!(e.key.as_deref(), Some("source.kind"));
     assert_eq!(e.line, Some(6));
-    assert_eq!(e.message, "unknown variant `ftp`, expected one of `rest`, `nats`");
+    assert_eq!(
+        e.message,
+        "unknown variant `ftp`, expected one of `rest`, `nats`"
+    );
 
-    let text = BASE.replace("subject = \"dam.assets\"", "subject = 7\nstream = \"${SECRET}\"");
+    let text = BASE.replace(
+        "subject = \"dam.assets\"",
+        "subject = 7\nstream = \"${SECRET}\"",
+    );
     let e = load::<Shapes>(&text).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("source"));
     assert!(e.message.contains("expected a string"), "{e}");
@@ -166,7 +183,10 @@ fn tuple_length_and_datetime_type() {
 
     let e = load::<Shapes>(&format!("since = \"yesterday\"\n{BASE}")).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("since"));
-    assert!(e.message.starts_with("invalid type: string \"yesterday\""), "{e}");
+    assert!(
+        e.message.starts_with("invalid type: string \"yesterday\""),
+        "{e}"
+    );
 }
 
 #[test]
