@@ -38,6 +38,9 @@ pub enum StoreError {
         backend: Backend,
         url: String,
         message: String,
+        /// Whether trying again later may succeed (server not reachable yet, as opposed to a
+        /// refused login or an unusable path).
+        transient: bool,
     },
 
     /// A statement or transaction failed.
@@ -95,14 +98,14 @@ impl StoreError {
     /// SQLite file, a PostgreSQL serialization failure, deadlock or shutdown.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Open { .. } => true,
+            StoreError::Open { transient, .. } => *transient,
             StoreError::Database { cause, .. } => is_transient_sqlx(cause),
             _ => false,
         }
     }
 }
 
-fn is_transient_sqlx(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient_sqlx(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {

@@ -247,7 +247,8 @@ impl Store {
 
     /// Writes `changes` into the inbox in one transaction, durable when it returns.
     ///
-    /// Redeliveries (event id seen before) are dropped; a change replaces the pending entry of
+    /// Redeliveries (event id seen before, by any source: ids are one namespace) are dropped;
+    /// a change replaces the pending entry of
     /// its asset; while the asset's entry is in flight the change waits behind it; a change
     /// older (by the DAM's time) than what the inbox holds for the asset is dropped as stale.
     /// Wakes idle workers (in this process, and on PostgreSQL in every process).
@@ -436,7 +437,8 @@ impl Store {
     /// Tries to become the one poller of `family`. `None`: someone else holds it.
     ///
     /// PostgreSQL: a session advisory lock on a dedicated connection owned by the returned
-    /// [`FamilyLock`], exclusive across processes. SQLite: exclusive within this process per
+    /// [`FamilyLock`], exclusive across processes (keyed by a 32-bit hash of the family name:
+    /// two families whose names collide share a lock, which only serialises them). SQLite: exclusive within this process per
     /// database file (SQLite serves one process). Released by [`FamilyLock::unlock`] or on drop.
     pub async fn try_lock_family(&self, family: &str) -> Result<Option<FamilyLock>, StoreError> {
         match &self.inner.db {
@@ -462,6 +464,10 @@ impl Store {
     /// Waits until work may have arrived in the inbox (an enqueue, release or dead-letter retry
     /// — on PostgreSQL from any process, via `LISTEN/NOTIFY`) or `timeout` passed. Spurious
     /// wake-ups are possible: callers claim and, finding nothing, wait again.
+    ///
+    /// PostgreSQL: the first call starts a background listener (one extra connection, re-made
+    /// after a connection loss); a notification sent before it listens is not seen, which the
+    /// timeout covers.
     pub async fn wait_for_work(&self, timeout: Duration) {
         if let Db::Postgres(p) = &self.inner.db {
             p.ensure_listener(self.inner.wake.clone());

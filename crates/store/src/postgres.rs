@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
-use crate::error::{is_unique_violation, scrub, Backend, StoreError};
+use crate::error::{is_transient_sqlx, is_unique_violation, scrub, Backend, StoreError};
 use crate::model::*;
 use crate::plan;
 use crate::{cursor_from_columns, cursor_to_text, dur_micros};
@@ -168,13 +168,14 @@ impl PgStore {
         let password = url::Url::parse(url)
             .ok()
             .and_then(|u| u.password().map(|p| p.to_owned()));
-        let open_err = |message: String| StoreError::Open {
+        let open_err = |e: sqlx::Error| StoreError::Open {
             backend: B,
             url: shown_url.to_owned(),
-            message: scrub(message, password.as_deref()),
+            message: scrub(e.to_string(), password.as_deref()),
+            transient: is_transient_sqlx(&e),
         };
         let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| open_err(e.to_string()))?
+            .map_err(open_err)?
             .application_name("assetbridge")
             .options([(
                 "statement_timeout",
@@ -185,7 +186,7 @@ impl PgStore {
             .acquire_timeout(options.connect_timeout)
             .connect_with(connect.clone())
             .await
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(open_err)?;
         let store = Self {
             pool,
             connect,

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::error::{Backend, StoreError};
+use crate::error::{is_transient_sqlx, Backend, StoreError};
 use crate::model::*;
 use crate::plan::{self, may_replace};
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
@@ -146,11 +146,13 @@ impl SqliteStore {
         options: &StoreOptions,
         shown_url: &str,
     ) -> Result<Self, StoreError> {
-        let open_err = |message: String| StoreError::Open {
+        let open_err = |message: String, transient: bool| StoreError::Open {
             backend: B,
             url: shown_url.to_owned(),
             message,
+            transient,
         };
+        let connect_err = |e: sqlx::Error| open_err(e.to_string(), is_transient_sqlx(&e));
         let base = SqliteConnectOptions::new()
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
@@ -166,13 +168,16 @@ impl SqliteStore {
                     .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
                     .connect_with(base.in_memory(true))
                     .await
-                    .map_err(|e| open_err(e.to_string()))?;
+                    .map_err(connect_err)?;
                 (pool.clone(), pool)
             }
             SqliteTarget::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                        open_err(format!("cannot create directory {}: {e}", parent.display()))
+                        open_err(
+                            format!("cannot create directory {}: {e}", parent.display()),
+                            false,
+                        )
                     })?;
                 }
                 let file = base
@@ -190,13 +195,13 @@ impl SqliteStore {
                     .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
                     .connect_with(file.clone())
                     .await
-                    .map_err(|e| open_err(e.to_string()))?;
+                    .map_err(connect_err)?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(options.max_connections.max(1))
                     .acquire_timeout(options.connect_timeout)
                     .connect_with(file)
                     .await
-                    .map_err(|e| open_err(e.to_string()))?;
+                    .map_err(connect_err)?;
                 (writer, reader)
             }
         };

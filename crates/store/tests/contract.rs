@@ -1257,6 +1257,15 @@ async fn errors_never_show_the_password() {
         msg.contains("PostgreSQL") && msg.contains("app:***@127.0.0.1:1"),
         "{msg}"
     );
+    assert!(e.is_transient(), "nothing listening yet: worth retrying");
+    // A refusal (here: no such database) is not worth retrying.
+    let mut missing = url::Url::parse(&admin_url()).unwrap();
+    missing.set_path("/ab_store_no_such_database");
+    let e = Store::open(missing.as_str())
+        .await
+        .expect_err("no such database");
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
     let e = Store::open("redis://x").await.expect_err("unsupported");
     assert!(e.to_string().contains("unsupported scheme"), "{e}");
 }
