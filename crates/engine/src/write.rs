@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use assetbridge_akeneo::{AkeneoError, DeleteOutcome, ItemOutcome};
 use assetbridge_core::{content_hash, AssetChange, ChangeKind, ContentHash, PimAsset};
-use assetbridge_store::DeadLetterReason;
+use assetbridge_store::{DeadLetterReason, WrittenAsset};
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
 
@@ -167,8 +167,7 @@ impl Engine {
         };
         drop(assets);
 
-        let mut written_hashes: Vec<(String, ContentHash)> = Vec::with_capacity(changed.len());
-        let mut written_codes: Vec<(String, String)> = Vec::with_capacity(changed.len());
+        let mut written: Vec<WrittenAsset> = Vec::with_capacity(changed.len());
         let mut by_code: HashMap<String, Mapped> = changed
             .into_iter()
             .map(|m| (m.asset.code.clone(), m))
@@ -185,8 +184,11 @@ impl Engine {
                     } else {
                         report.updated += 1;
                     }
-                    written_codes.push((m.item.change.dam_id().to_owned(), m.asset.code.clone()));
-                    written_hashes.push((m.asset.code, m.hash));
+                    written.push(WrittenAsset {
+                        dam_id: m.item.change.dam_id().to_owned(),
+                        code: m.asset.code,
+                        hash: m.hash,
+                    });
                     if let Some(id) = m.item.inbox_id {
                         done.push(id);
                     }
@@ -212,11 +214,8 @@ impl Engine {
             self.retry(m.item, "the PIM gave no result for this asset", report)
                 .await?;
         }
-        if !written_hashes.is_empty() {
-            self.store.put_hashes(&plan.code, &written_hashes).await?;
-            self.store
-                .put_asset_codes(&plan.code, &written_codes)
-                .await?;
+        if !written.is_empty() {
+            self.store.record_written(&plan.code, &written).await?;
         }
         Ok(())
     }
@@ -293,15 +292,13 @@ impl Engine {
                 .buffer_unordered(self.options.pages_in_flight.max(1))
                 .collect()
                 .await;
-        let mut removed = Vec::new();
         let mut forgotten = Vec::new();
         for (d, code, r) in results {
             match r {
                 Ok(_) => {
                     // Deleted now, or already gone (404): either way the PIM no longer holds it.
                     report.deleted += 1;
-                    removed.push(code);
-                    forgotten.push(d.change.dam_id().to_owned());
+                    forgotten.push((d.change.dam_id().to_owned(), code));
                     if let Some(id) = d.inbox_id {
                         done.push(id);
                     }
@@ -316,10 +313,10 @@ impl Engine {
                 }
             }
         }
-        if !removed.is_empty() {
-            self.store.remove_hashes(family, &removed).await?;
-            // A tombstone seen again (poll overlap) then finds no code: nothing more to delete.
-            self.store.remove_asset_codes(family, &forgotten).await?;
+        if !forgotten.is_empty() {
+            // Hashes and codes go together: a tombstone seen again (poll overlap) then finds
+            // no code, so there is nothing more to delete.
+            self.store.forget_assets(family, &forgotten).await?;
         }
         Ok(())
     }

@@ -1,0 +1,324 @@
+//! The engine end to end: a DAM emulator and an Akeneo emulator over real HTTP on 127.0.0.1, a
+//! SQLite state file, and the real clients in between.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
+use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
+use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
+use assetbridge_dam::rest::{DamAuth, Paging, RestDam, RestDamConfig};
+use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
+use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, PagingStyle, RunningDam};
+use assetbridge_engine::{DeletionPolicy, Engine, FamilyPlan, SyncOptions, SyncReport};
+use assetbridge_store::Store;
+use secrecy::SecretString;
+use serde_json::json;
+
+const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
+
+struct TestApp {
+    dam: DamEmulator,
+    akeneo: AkeneoEmulator,
+    engine: Engine,
+    _dam_server: RunningDam,
+    _akeneo_server: RunningEmulator,
+    _dir: tempfile::TempDir,
+}
+
+fn structure(code: &str, prefix: &str) -> FamilyStructure {
+    let mut media = AssetAttribute::new("media", AttributeType::MediaLink);
+    media.prefix = Some(prefix.to_owned());
+    let mut title = AssetAttribute::new("title", AttributeType::Text);
+    title.value_per_locale = true;
+    let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
+    tags.options = Some(
+        [
+            "summer", "winter", "spring", "autumn", "red", "studio", "outdoor", "new", "sale",
+            "eco", "premium", "bestseller",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    let width = AssetAttribute::new("width", AttributeType::Number);
+    let sku = AssetAttribute::new("sku", AttributeType::Text);
+    FamilyStructure {
+        code: code.to_owned(),
+        attribute_as_main_media: Some("media".into()),
+        attributes: [media, title, tags, width, sku]
+            .into_iter()
+            .map(|a| (a.code.clone(), a))
+            .collect(),
+    }
+}
+
+fn rule(attribute: &str, from: &str, locale: Option<&str>) -> ValueRule {
+    ValueRule {
+        attribute: attribute.into(),
+        from: Some(from.into()),
+        template: None,
+        value: None,
+        default: None,
+        locale: locale.map(str::to_owned),
+        channel: None,
+    }
+}
+
+fn mapping() -> FamilyMapping {
+    FamilyMapping {
+        asset_code: "{{ dam_id }}".into(),
+        values: vec![
+            rule("media", "/url", None),
+            rule("title", "/metadata/title", Some("en_US")),
+            rule("tags", "/metadata/tags", None),
+            rule("width", "/metadata/width", None),
+            rule("sku", "/metadata/sku", None),
+        ],
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+impl TestApp {
+    async fn start(assets: usize, paging: PagingStyle, options: SyncOptions) -> Self {
+        Self::start_with(assets, paging, options, mapping()).await
+    }
+
+    async fn start_with(
+        assets: usize,
+        paging: PagingStyle,
+        options: SyncOptions,
+        mapping: FamilyMapping,
+    ) -> Self {
+        let dam = DamEmulator::new(DamEmulatorConfig {
+            assets,
+            paging,
+            families: FAMILIES.iter().map(|s| s.to_string()).collect(),
+            ..DamEmulatorConfig::default()
+        });
+        let dam_server = dam.serve(localhost()).await.unwrap();
+        let akeneo = AkeneoEmulator::new(AkeneoEmulatorConfig::default());
+        let akeneo_server = akeneo.serve(localhost()).await.unwrap();
+        let prefix = format!("{}/files/", dam_server.base_url);
+        for f in FAMILIES {
+            akeneo.add_asset_family(structure(f, &prefix));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
+            .await
+            .unwrap();
+        let pim = AkeneoClient::new(AkeneoConfig::new(
+            akeneo_server.base_url.clone(),
+            "assetbridge",
+            "secret",
+            "admin",
+            "admin",
+        ))
+        .unwrap();
+        let mut dam_cfg = RestDamConfig::new(dam_server.base_url.clone());
+        dam_cfg.auth = DamAuth::Bearer {
+            token: SecretString::from("dam-token".to_owned()),
+        };
+        dam_cfg.family_param = Some("type".into());
+        dam_cfg.paging = match paging {
+            PagingStyle::PageNumber => Paging::PageNumber {
+                page_param: "page".into(),
+                first_page: 1,
+            },
+            PagingStyle::CursorToken => Paging::Cursor {
+                cursor_param: "cursor".into(),
+                next_cursor_pointer: "/next_cursor".into(),
+            },
+            PagingStyle::LinkHeader => Paging::LinkHeader,
+        };
+        if paging == PagingStyle::LinkHeader {
+            dam_cfg.items_pointer = String::new();
+        }
+        let rest = RestDam::new(dam_cfg).unwrap();
+        let mut plans = Vec::new();
+        for f in FAMILIES {
+            let s = pim.family_structure(f).await.unwrap();
+            plans.push(FamilyPlan {
+                code: f.to_owned(),
+                query: rest.family_query(f),
+                mapping: Arc::new(CompiledMapping::new(&mapping, Some(&s)).unwrap()),
+            });
+        }
+        let engine = Engine::new(pim, store, rest, plans, options);
+        Self {
+            dam,
+            akeneo,
+            engine,
+            _dam_server: dam_server,
+            _akeneo_server: akeneo_server,
+            _dir: dir,
+        }
+    }
+
+    async fn sync(&self) -> SyncReport {
+        let mut total = SyncReport::default();
+        for plan in self.engine.families() {
+            total += &self.engine.sync_family(plan, false).await.unwrap();
+        }
+        total += &self.engine.drain_inbox("test").await.unwrap();
+        total
+    }
+
+    fn pim_count(&self) -> usize {
+        FAMILIES.iter().map(|f| self.akeneo.asset_count(f)).sum()
+    }
+
+    /// Write requests Akeneo received, from its own request log.
+    fn pim_writes(&self) -> usize {
+        self.akeneo
+            .request_log()
+            .iter()
+            .filter(|r| r.method != "GET" && !r.path.contains("/oauth/"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn full_sync_then_nothing_changed_makes_zero_pim_writes() {
+    let app = TestApp::start(1_000, PagingStyle::CursorToken, SyncOptions::default()).await;
+    let first = app.sync().await;
+    assert_eq!(first.created, 1_000, "{first:?}");
+    assert_eq!(first.failed + first.retrying, 0, "{first:?}");
+    assert_eq!(app.pim_count(), 1_000);
+    // 1 000 assets in two families: ⌈n/100⌉ batch requests per family.
+    let writes_first = app.pim_writes();
+    assert!(writes_first <= 12, "{writes_first} write requests for 1 000 assets");
+
+    // The PIM holds what the mapping says.
+    let some_id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
+    let record = app.dam.get(&some_id).unwrap();
+    let code = assetbridge_core::sanitize_code(&some_id);
+    let held = app.akeneo.asset("packshots", &code).expect("asset written");
+    assert_eq!(held["values"]["title"][0]["data"], record["metadata"]["title"]);
+    assert_eq!(held["values"]["title"][0]["locale"], json!("en_US"));
+    assert_eq!(held["values"]["width"][0]["data"], json!(record["metadata"]["width"].to_string()));
+    let url = record["url"].as_str().unwrap();
+    let media = held["values"]["media"][0]["data"].as_str().unwrap();
+    assert!(url.ends_with(media) && url.len() > media.len(), "prefix stripped: {media}");
+
+    app.akeneo.reset_log();
+    let second = app.sync().await;
+    assert_eq!(app.pim_writes(), 0, "nothing changed, yet the PIM was written to");
+    assert_eq!(second.created + second.updated, 0, "{second:?}");
+}
+
+#[tokio::test]
+async fn incremental_sync_writes_only_what_changed() {
+    let options = SyncOptions {
+        deletions: DeletionPolicy::Delete,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(600, PagingStyle::CursorToken, options).await;
+    app.sync().await;
+    let touched = app.dam.touch(30);
+    let added = app.dam.add(7);
+    let deleted = app.dam.delete(&touched[..3]);
+    app.akeneo.reset_log();
+    let r = app.sync().await;
+    assert_eq!(r.updated, 27, "{r:?}");
+    assert_eq!(r.created, 7, "{r:?}");
+    assert_eq!(r.deleted, 3, "{r:?}");
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+    // Each family: at most one batch PATCH (≤ 100 changed) plus one DELETE per deleted asset.
+    let log = app.akeneo.request_log();
+    let patched: usize = log
+        .iter()
+        .filter(|l| l.method == "PATCH" && l.path.ends_with("/assets"))
+        .count();
+    assert!(patched <= 2, "{patched} batch requests for 34 changes");
+    assert_eq!(log.iter().filter(|l| l.method == "DELETE").count(), 3);
+    assert_eq!(app.pim_count(), app.dam.count());
+    for id in &deleted {
+        let code = assetbridge_core::sanitize_code(id);
+        assert!(FAMILIES.iter().all(|f| app.akeneo.asset(f, &code).is_none()));
+    }
+    let _ = added;
+}
+
+#[tokio::test]
+async fn deletions_are_kept_by_default_and_counted() {
+    let app = TestApp::start(200, PagingStyle::CursorToken, SyncOptions::default()).await;
+    app.sync().await;
+    let gone = app.dam.delete_some(5);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 0);
+    assert!(r.kept >= 5, "{r:?}");
+    assert_eq!(app.pim_count(), 200, "nothing deleted silently");
+    assert_eq!(gone.len(), 5);
+}
+
+async fn paging_style_syncs_everything(paging: PagingStyle) {
+    let app = TestApp::start(450, paging, SyncOptions::default()).await;
+    let r = app.sync().await;
+    assert_eq!(r.created, 450, "{paging:?}: {r:?}");
+    assert_eq!(app.pim_count(), 450, "{paging:?}");
+    app.dam.touch(12);
+    let r2 = app.sync().await;
+    assert_eq!(r2.updated, 12, "{paging:?}: {r2:?}");
+}
+
+#[tokio::test]
+async fn page_number_paging() {
+    paging_style_syncs_everything(PagingStyle::PageNumber).await;
+}
+
+#[tokio::test]
+async fn cursor_paging() {
+    paging_style_syncs_everything(PagingStyle::CursorToken).await;
+}
+
+#[tokio::test]
+async fn link_header_paging() {
+    paging_style_syncs_everything(PagingStyle::LinkHeader).await;
+}
+
+#[tokio::test]
+async fn codes_that_sanitise_alike_stay_distinct() {
+    // Asset codes from the file name: `a-b.jpg` and `a b.jpg` both sanitise to `a_b_jpg`, which
+    // is also a third asset's (valid) name: they must remain three assets.
+    let mut m = mapping();
+    m.asset_code = "{{ name }}".into();
+    let app = TestApp::start_with(3, PagingStyle::CursorToken, SyncOptions::default(), m).await;
+    let ids = app.dam.ordered_ids(None, None);
+    for (id, name) in ids.iter().zip(["a-b.jpg", "a b.jpg", "a_b_jpg"]) {
+        app.dam.set(id, &json!({ "name": name })).unwrap();
+    }
+    let r = app.sync().await;
+    assert_eq!(r.created, 3, "{r:?}");
+    assert_eq!(app.pim_count(), 3);
+    let codes: Vec<String> = FAMILIES
+        .iter()
+        .flat_map(|f| app.akeneo.assets(f))
+        .map(|a| a["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(codes.contains(&"a_b_jpg".to_owned()), "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| c.starts_with("a_b_jpg_")).count(), 2, "{codes:?}");
+    let unique: std::collections::BTreeSet<_> = codes.iter().collect();
+    assert_eq!(unique.len(), 3, "{codes:?}");
+}
+
+#[tokio::test]
+async fn rejected_assets_go_to_dead_letters_and_the_rest_is_written() {
+    // `width` must be numeric: make three assets' width text; the PIM would refuse them, the
+    // mapping already does, naming the attribute.
+    let app = TestApp::start(120, PagingStyle::CursorToken, SyncOptions::default()).await;
+    let ids = app.dam.ordered_ids(None, None);
+    for id in &ids[..3] {
+        app.dam
+            .set(id, &json!({"metadata": {"width": "very wide"}}))
+            .unwrap();
+    }
+    let r = app.sync().await;
+    assert_eq!(r.created, 117, "{r:?}");
+    assert_eq!(r.failed, 3, "{r:?}");
+    let dead = app.engine.store().dead_letter_count().await.unwrap();
+    assert_eq!(dead, 3);
+}
