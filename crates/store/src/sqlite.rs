@@ -1220,3 +1220,34 @@ fn dead_letter_from_row(r: &SqliteRow, op: &'static str) -> Result<DeadLetter, S
         failed_at: from_micros(r.get("failed_at")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_are_durable_wal_with_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = SqliteTarget::File(dir.path().join("s.db"));
+        let store = SqliteStore::open(target, &StoreOptions::default(), "test")
+            .await
+            .unwrap();
+        for pool in [&store.writer, &store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(sync, 2, "synchronous=FULL");
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(busy, 5000);
+        }
+    }
+}
