@@ -15,8 +15,8 @@ use serde_json::{json, Map, Value};
 use super::codec::{self, Data};
 use super::http::{
     base_url, check_code, check_code_response, cursor_decode, cursor_encode, empty, error,
-    error_with, family_not_found, invalid_json, json, link, param, parse_json, php_type,
-    query_pairs, require_content_type, with_items, JSON,
+    error_with, family_not_found, invalid_json, json, json_text, link, ordered, param, parse_json,
+    php_type, query_pairs, require_content_type, with_items, JSON,
 };
 use super::state::{bump, iso, Catalog, Family, Shared, StoredAsset};
 use super::validate::{self, Rejected, BUSINESS_RULES, INVALID_FORMAT};
@@ -222,7 +222,10 @@ fn date_time(v: &Value, path: &str, errors: &mut Vec<(String, String)>) -> Optio
         Some(s) => match DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.timestamp()),
             Err(_) => {
-                errors.push((path.into(), "The data must match the 'date-time' format".into()));
+                errors.push((
+                    path.into(),
+                    "The data must match the 'date-time' format".into(),
+                ));
                 None
             }
         },
@@ -266,7 +269,10 @@ fn parse_filters(v: &Value, now: i64) -> Result<AssetFilter, Vec<(String, String
                         continue;
                     };
                     let (Some(op), Some(value)) = (c.get("operator"), c.get("value")) else {
-                        errors.push((path, "The required properties (operator, value) are missing".into()));
+                        errors.push((
+                            path,
+                            "The required properties (operator, value) are missing".into(),
+                        ));
                         continue;
                     };
                     let vpath = format!("{path}/value");
@@ -296,13 +302,20 @@ fn parse_filters(v: &Value, now: i64) -> Result<AssetFilter, Vec<(String, String
                                 vpath,
                                 format!(
                                     "Array should have {} 2 items, {} found",
-                                    if pair.len() < 2 { "at least" } else { "at most" },
+                                    if pair.len() < 2 {
+                                        "at least"
+                                    } else {
+                                        "at most"
+                                    },
                                     pair.len()
                                 ),
                             )),
                             None => errors.push((
                                 vpath,
-                                format!("The data ({}) must match the type: array", opis_type(value)),
+                                format!(
+                                    "The data ({}) must match the type: array",
+                                    opis_type(value)
+                                ),
                             )),
                         },
                         Some("SINCE LAST N DAYS") => match value.as_i64() {
@@ -352,7 +365,9 @@ fn parse_filters(v: &Value, now: i64) -> Result<AssetFilter, Vec<(String, String
                             // Several IN conditions: intersection.
                             out.codes = Some(match out.codes.take() {
                                 None => codes,
-                                Some(prev) => prev.into_iter().filter(|c| codes.contains(c)).collect(),
+                                Some(prev) => {
+                                    prev.into_iter().filter(|c| codes.contains(c)).collect()
+                                }
                             });
                         }
                         _ => errors.push((
@@ -404,10 +419,10 @@ fn page<'a>(
         }
         let mut candidates: Vec<&Arc<str>> = Vec::new();
         let mut overflow = false;
-        for (t, code) in f
-            .by_updated
-            .range((Bound::Included((lo, Arc::<str>::from(""))), Bound::Unbounded))
-        {
+        for (t, code) in f.by_updated.range((
+            Bound::Included((lo, Arc::<str>::from(""))),
+            Bound::Unbounded,
+        )) {
             if *t > hi {
                 break;
             }
@@ -435,7 +450,10 @@ fn page<'a>(
             .range::<str, _>((Bound::Excluded(a), Bound::Unbounded)),
         None => f.assets.range::<str, _>(..),
     };
-    range.filter(|(_, a)| filter.matches(a)).take(limit).collect()
+    range
+        .filter(|(_, a)| filter.matches(a))
+        .take(limit)
+        .collect()
 }
 
 /// `GET /api/rest/v1/asset-families/{family}/assets` (§4.2, §5.9), checks in the order of CE
@@ -493,8 +511,8 @@ pub(crate) async fn list_assets(
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
-                        "Asset code may contain only letters, numbers and underscores. \"{raw}\" given"
-                    ),
+                    "Asset code may contain only letters, numbers and underscores. \"{raw}\" given"
+                ),
                 )
             }
         },
@@ -545,7 +563,11 @@ pub(crate) async fn list_assets(
         .collect();
     let path = format!("/api/rest/v1/asset-families/{family}/assets");
     let mut echo: Vec<(&str, &str)> = Vec::new();
-    for (k, v) in [("channel", channel_raw), ("locales", locales_raw), ("search", search)] {
+    for (k, v) in [
+        ("channel", channel_raw),
+        ("locales", locales_raw),
+        ("search", search),
+    ] {
         if let Some(v) = v {
             echo.push((k, v));
         }
@@ -592,7 +614,15 @@ pub(crate) async fn get_asset(
     match f.assets.get(code.as_str()) {
         Some(a) => json(
             StatusCode::OK,
-            &render_asset(&f, &catalog, &base, &code, a, &ValueFilter::default(), false),
+            &render_asset(
+                &f,
+                &catalog,
+                &base,
+                &code,
+                a,
+                &ValueFilter::default(),
+                false,
+            ),
         ),
         None => error(
             StatusCode::NOT_FOUND,
@@ -678,13 +708,17 @@ pub(crate) async fn patch_asset(
         Err(rej) => {
             bump(&s.counters.asset_items_rejected);
             match rej {
-                Rejected::Format(e) => {
-                    error_with(StatusCode::UNPROCESSABLE_ENTITY, INVALID_FORMAT, e.to_json())
-                }
+                Rejected::Format(e) => error_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    INVALID_FORMAT,
+                    e.to_json(),
+                ),
                 Rejected::Message(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
-                Rejected::Business(e) => {
-                    error_with(StatusCode::UNPROCESSABLE_ENTITY, BUSINESS_RULES, e.to_json())
-                }
+                Rejected::Business(e) => error_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    BUSINESS_RULES,
+                    e.to_json(),
+                ),
             }
         }
     }
@@ -754,47 +788,57 @@ pub(crate) async fn patch_assets(
         );
     }
     bump(&s.counters.asset_batch_requests);
-    let mut results = Vec::with_capacity(items.len());
+    // One `{code, status_code[, message][, errors]}` per item, keys in the server's order.
+    let mut results: Vec<String> = Vec::with_capacity(items.len());
     let mut f = fam.write();
     for item in &items {
         let obj = item.as_object().expect("checked above");
         let raw_code = obj.get("code").cloned();
-        match upsert_one(&s, &mut f, obj) {
+        let line = match upsert_one(&s, &mut f, obj) {
             Ok(w) => {
                 count_written(&s, &w);
                 let status = match w {
                     Written::Created => 201,
                     Written::Updated => 204,
                 };
-                let code = raw_code.unwrap_or_default();
-                results.push(json!({"code": code, "status_code": status}));
+                ordered(&[
+                    ("code", raw_code.unwrap_or_default()),
+                    ("status_code", status.into()),
+                ])
             }
             Err(rej) => {
                 bump(&s.counters.asset_items_rejected);
-                results.push(match rej {
-                    Rejected::Format(e) => json!({
-                        "code": raw_code.unwrap_or_else(|| Value::String(String::new())),
-                        "status_code": 422,
-                        "message": INVALID_FORMAT,
-                        "errors": e.to_json(),
-                    }),
-                    Rejected::Message(m) => json!({
-                        "code": raw_code.unwrap_or(Value::Null),
-                        "status_code": 422,
-                        "message": m,
-                    }),
-                    Rejected::Business(e) => json!({
-                        "code": raw_code.unwrap_or(Value::Null),
-                        "status_code": 422,
-                        "message": BUSINESS_RULES,
-                        "errors": e.to_json(),
-                    }),
-                });
+                match rej {
+                    Rejected::Format(e) => ordered(&[
+                        (
+                            "code",
+                            raw_code.unwrap_or_else(|| Value::String(String::new())),
+                        ),
+                        ("status_code", 422.into()),
+                        ("message", INVALID_FORMAT.into()),
+                        ("errors", e.to_json()),
+                    ]),
+                    Rejected::Message(m) => ordered(&[
+                        ("code", raw_code.unwrap_or(Value::Null)),
+                        ("status_code", 422.into()),
+                        ("message", m.into()),
+                    ]),
+                    Rejected::Business(e) => ordered(&[
+                        ("code", raw_code.unwrap_or(Value::Null)),
+                        ("status_code", 422.into()),
+                        ("message", BUSINESS_RULES.into()),
+                        ("errors", e.to_json()),
+                    ]),
+                }
             }
-        }
+        };
+        results.push(line);
     }
     drop(f);
-    with_items(json(StatusCode::OK, &Value::Array(results)), items.len())
+    with_items(
+        json_text(StatusCode::OK, format!("[{}]", results.join(","))),
+        items.len(),
+    )
 }
 
 /// `DELETE .../assets/{code}` (§5.13).

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
 
+use super::products::ProductAttribute;
+
 /// The `media` link prefix of [`demo_structure`].
 pub const DEMO_MEDIA_PREFIX: &str = "https://dam.local/files/";
 
@@ -45,7 +47,12 @@ pub fn demo_structure_with_prefix(media_prefix: &str) -> Vec<FamilyStructure> {
             description.max_characters = Some(500);
             add(description);
             let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
-            tags.options = Some(DEMO_TAGS.iter().map(|t| t.to_string()).collect::<BTreeSet<_>>());
+            tags.options = Some(
+                DEMO_TAGS
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<BTreeSet<_>>(),
+            );
             add(tags);
             for dim in ["width", "height"] {
                 let mut n = AssetAttribute::new(dim, AttributeType::Number);
@@ -64,4 +71,13 @@ pub fn demo_structure_with_prefix(media_prefix: &str) -> Vec<FamilyStructure> {
             }
         })
         .collect()
+}
+
+/// Product attributes linking products to the demo asset families: asset collections
+/// `packshots` and `lifestyle` (`reference_data_name` = the family of the same code).
+pub fn demo_product_attributes() -> Vec<ProductAttribute> {
+    vec![
+        ProductAttribute::asset_collection("packshots", "packshots"),
+        ProductAttribute::asset_collection("lifestyle", "lifestyle"),
+    ]
 }

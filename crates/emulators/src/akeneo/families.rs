@@ -82,7 +82,8 @@ pub(crate) async fn list_families(
     }
     let path = "/api/rest/v1/asset-families";
     let mut links = Map::new();
-    let self_params: Vec<(&str, &str)> = after_raw.map(|a| ("search_after", a)).into_iter().collect();
+    let self_params: Vec<(&str, &str)> =
+        after_raw.map(|a| ("search_after", a)).into_iter().collect();
     links.insert("self".into(), link(&base, path, &self_params));
     links.insert("first".into(), link(&base, path, &[]));
     if items.len() == FAMILIES_PER_PAGE {
@@ -121,7 +122,8 @@ fn validate_family_format(body: &Value) -> Errors {
                 e.check_type("code", v, &[Ty::String]);
             }
             "labels" => {
-                if e.check_type("labels", v, &[Ty::Object]) {
+                let is_object = e.check_type("labels", v, &[Ty::Object]);
+                if is_object {
                     for (l, t) in v.as_object().into_iter().flatten() {
                         e.check_type(&prop("labels", l), t, &[Ty::String, Ty::Null]);
                     }
@@ -346,7 +348,11 @@ const ATTRIBUTE_TYPES: [&str; 9] = [
 fn validate_attribute_format(obj: &Map<String, Value>, kind: &str, creating: bool) -> Errors {
     let mut e = Errors::default();
     if creating {
-        e.check_required("", obj, &["code", "type", "value_per_locale", "value_per_channel"]);
+        e.check_required(
+            "",
+            obj,
+            &["code", "type", "value_per_locale", "value_per_channel"],
+        );
     }
     let mut allowed: Vec<&str> = vec![
         "code",
@@ -379,15 +385,20 @@ fn validate_attribute_format(obj: &Map<String, Value>, kind: &str, creating: boo
                 e.check_type(k, v, &[Ty::String]);
             }
             "type" => {
-                if e.check_type(k, v, &[Ty::String]) {
+                let is_string = e.check_type(k, v, &[Ty::String]);
+                if is_string {
                     e.check_enum(k, v, &ATTRIBUTE_TYPES);
                 }
             }
             "labels" | "_links" => {
                 e.check_type(k, v, &[Ty::Object]);
             }
-            "value_per_locale" | "value_per_channel" | "is_required_for_completeness"
-            | "is_read_only" | "is_textarea" | "decimals_allowed" => {
+            "value_per_locale"
+            | "value_per_channel"
+            | "is_required_for_completeness"
+            | "is_read_only"
+            | "is_textarea"
+            | "decimals_allowed" => {
                 e.check_type(k, v, &[Ty::Boolean]);
             }
             "is_rich_text_editor" => {
@@ -397,19 +408,26 @@ fn validate_attribute_format(obj: &Map<String, Value>, kind: &str, creating: boo
                 e.check_type(k, v, &[Ty::Integer, Ty::Null]);
             }
             "validation_rule" => {
-                if e.check_type(k, v, &[Ty::String, Ty::Null]) && v.is_string() {
+                let typed = e.check_type(k, v, &[Ty::String, Ty::Null]);
+                if typed && v.is_string() {
                     e.check_enum(k, v, &["email", "url", "regular_expression", "none"]);
                 }
             }
-            "validation_regexp" | "max_file_size" | "prefix" | "suffix" | "min_value"
-            | "max_value" | "reference_entity_code" => {
+            "validation_regexp"
+            | "max_file_size"
+            | "prefix"
+            | "suffix"
+            | "min_value"
+            | "max_value"
+            | "reference_entity_code" => {
                 e.check_type(k, v, &[Ty::String, Ty::Null]);
             }
             "media_type" => {
                 e.check_type(k, v, &[Ty::String]);
             }
             "allowed_extensions" => {
-                if e.check_type(k, v, &[Ty::Array]) {
+                let is_array = e.check_type(k, v, &[Ty::Array]);
+                if is_array {
                     for (i, x) in v.as_array().into_iter().flatten().enumerate() {
                         e.check_type(&format!("{k}[{i}]"), x, &[Ty::String]);
                     }
@@ -509,11 +527,17 @@ pub(crate) async fn patch_attribute(
                     json!([{"property": "", "message": format!("You cannot create the attribute \"{code}\" because you have reached the limit of {MAX_ATTRIBUTES} attributes for this asset family")}]),
                 );
             }
-            let kind: AttributeType =
-                serde_json::from_value(Value::String(kind.to_owned())).unwrap_or(AttributeType::Unknown);
+            let kind: AttributeType = serde_json::from_value(Value::String(kind.to_owned()))
+                .unwrap_or(AttributeType::Unknown);
             let mut a = Attribute::new(&code, kind);
-            a.value_per_locale = obj.get("value_per_locale").and_then(Value::as_bool).unwrap_or(false);
-            a.value_per_channel = obj.get("value_per_channel").and_then(Value::as_bool).unwrap_or(false);
+            a.value_per_locale = obj
+                .get("value_per_locale")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            a.value_per_channel = obj
+                .get("value_per_channel")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if matches!(kind, AttributeType::MediaFile | AttributeType::MediaLink) {
                 a.media_type = Some("image".into());
             }
@@ -538,14 +562,29 @@ pub(crate) async fn patch_attribute(
             }
             // Immutable properties (§5.6): type, value_per_locale, value_per_channel.
             let mut immutable = Errors::default();
-            if obj.get("type").is_some_and(|t| t.as_str() != Some(kind.as_str())) {
+            if obj
+                .get("type")
+                .is_some_and(|t| t.as_str() != Some(kind.as_str()))
+            {
                 immutable.push("type", "The property type is immutable.");
             }
-            if obj.get("value_per_locale").is_some_and(|v| v.as_bool() != Some(a.value_per_locale)) {
-                immutable.push("value_per_locale", "The property value_per_locale is immutable.");
+            if obj
+                .get("value_per_locale")
+                .is_some_and(|v| v.as_bool() != Some(a.value_per_locale))
+            {
+                immutable.push(
+                    "value_per_locale",
+                    "The property value_per_locale is immutable.",
+                );
             }
-            if obj.get("value_per_channel").is_some_and(|v| v.as_bool() != Some(a.value_per_channel)) {
-                immutable.push("value_per_channel", "The property value_per_channel is immutable.");
+            if obj
+                .get("value_per_channel")
+                .is_some_and(|v| v.as_bool() != Some(a.value_per_channel))
+            {
+                immutable.push(
+                    "value_per_channel",
+                    "The property value_per_channel is immutable.",
+                );
             }
             if !immutable.is_empty() {
                 return error_with(
@@ -627,7 +666,9 @@ pub(crate) async fn get_option(
         Some(labels) => json(StatusCode::OK, &option_json(&option, labels)),
         None => error(
             StatusCode::NOT_FOUND,
-            format!("Attribute option \"{option}\" does not exist for the attribute \"{attribute}\"."),
+            format!(
+                "Attribute option \"{option}\" does not exist for the attribute \"{attribute}\"."
+            ),
         ),
     }
 }

@@ -235,6 +235,10 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
 pub(crate) async fn not_found(req: Request) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        format!("No route found for \"{} {}\"", req.method(), req.uri().path()),
+        format!(
+            "No route found for \"{} {}\"",
+            req.method(),
+            req.uri().path()
+        ),
     )
 }

@@ -29,6 +29,31 @@ pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
     r
 }
 
+/// A JSON object written with its keys in the given order (the PHP server's order; the
+/// workspace's `serde_json` sorts object keys).
+pub(crate) fn ordered(pairs: &[(&str, Value)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out.push('}');
+    out
+}
+
+/// A JSON response from already-serialised text.
+pub(crate) fn json_text(status: StatusCode, text: String) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    r
+}
+
 /// The generic error body `{"code":<status>,"message":...}` (§3.2).
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(
@@ -39,9 +64,13 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 
 /// An error body with `errors` (§3.2).
 pub(crate) fn error_with(status: StatusCode, message: &str, errors: Value) -> Response {
-    json(
+    json_text(
         status,
-        &json!({"code": status.as_u16(), "message": message, "errors": errors}),
+        ordered(&[
+            ("code", status.as_u16().into()),
+            ("message", message.into()),
+            ("errors", errors),
+        ]),
     )
 }
 
@@ -65,7 +94,11 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
 
 /// The media type of a header value without parameters, lower-cased.
 pub(crate) fn essence(v: &str) -> String {
-    v.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    v.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The 415 checks of §3.1: `expected` must be the Content-Type (parameters ignored).
@@ -73,7 +106,9 @@ pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Resul
     match headers.get(CONTENT_TYPE) {
         None => Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("The 'Content-type' header is missing. '{expected}' has to specified as value."),
+            format!(
+                "The 'Content-type' header is missing. '{expected}' has to specified as value."
+            ),
         )),
         Some(v) => {
             let raw = String::from_utf8_lossy(v.as_bytes()).into_owned();

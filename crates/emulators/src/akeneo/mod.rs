@@ -28,12 +28,17 @@
 //! # Ok(()) }
 //! ```
 
+// Handlers return `Result<_, Response>` so that a failed check is the HTTP answer itself; the
+// error path is cold and the size of `Response` does not matter there.
+#![allow(clippy::result_large_err)]
+
 mod assets;
 mod codec;
 mod demo;
 mod families;
 mod gate;
 mod http;
+mod media;
 mod products;
 mod routes;
 mod schema;
@@ -51,7 +56,11 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
-pub use demo::{demo_structure, demo_structure_with_prefix, DEMO_MEDIA_PREFIX, DEMO_TAGS};
+pub use demo::{
+    demo_product_attributes, demo_structure, demo_structure_with_prefix, DEMO_MEDIA_PREFIX,
+    DEMO_TAGS,
+};
+pub use products::ProductAttribute;
 pub use routes::{
     ASSET as ROUTE_ASSET, ASSETS as ROUTE_ASSETS, ATTRIBUTE as ROUTE_ATTRIBUTE,
     ATTRIBUTES as ROUTE_ATTRIBUTES, FAMILIES as ROUTE_FAMILIES, FAMILY as ROUTE_FAMILY,
@@ -436,6 +445,69 @@ impl AkeneoEmulator {
     /// Codes of the asset families, sorted.
     pub fn family_codes(&self) -> Vec<String> {
         self.shared.families.read().keys().cloned().collect()
+    }
+
+    /// One uploaded media file (metadata, and bytes when kept).
+    pub fn media_file(&self, code: &str) -> Option<MediaFileInfo> {
+        self.shared.media.read().files.get(code).cloned()
+    }
+
+    /// Number of uploaded media files.
+    pub fn media_file_count(&self) -> usize {
+        self.shared.media.read().files.len()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Products
+
+    /// Adds (or replaces) a product attribute. A fresh emulator has `sku` (identifier), `name`
+    /// (text, per locale) and `description` (textarea, per locale and channel).
+    pub fn add_product_attribute(&self, attribute: ProductAttribute) {
+        self.shared.products.write().add_attribute(attribute);
+    }
+
+    /// The product attributes.
+    pub fn product_attributes(&self) -> Vec<ProductAttribute> {
+        self.shared.products.read().attributes.clone()
+    }
+
+    /// Creates or updates a product from products-uuid JSON (`uuid` generated when absent; the
+    /// identifier comes from the identifier attribute's value or a top-level `identifier`),
+    /// with the API's validation. Returns the uuid.
+    pub fn add_product(&self, product: Value) -> Result<String, SeedError> {
+        let Value::Object(obj) = product else {
+            return Err(SeedError("a product must be a JSON object".into()));
+        };
+        let catalog = self.shared.catalog.read();
+        let now = self.shared.now();
+        self.shared
+            .products
+            .write()
+            .seed(obj, &catalog, now)
+            .map_err(SeedError)
+    }
+
+    /// All products as `GET /api/rest/v1/products-uuid/{uuid}` returns them (uuid order).
+    pub fn products(&self) -> Vec<Value> {
+        let base = self.public_base.read().clone();
+        self.shared.products.read().all(&base)
+    }
+
+    /// One product by uuid.
+    pub fn product(&self, uuid: &str) -> Option<Value> {
+        let base = self.public_base.read().clone();
+        self.shared.products.read().one(uuid, &base)
+    }
+
+    /// One product by identifier.
+    pub fn product_by_identifier(&self, identifier: &str) -> Option<Value> {
+        let uuid = self.shared.products.read().uuid_of(identifier)?;
+        self.product(&uuid)
+    }
+
+    /// Number of products.
+    pub fn product_count(&self) -> usize {
+        self.shared.products.read().len()
     }
 
     // -----------------------------------------------------------------------------------------

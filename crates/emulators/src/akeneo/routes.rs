@@ -8,7 +8,7 @@ use axum::Router;
 use http::Method;
 
 use super::state::Shared;
-use super::{assets, families, gate, token};
+use super::{assets, families, gate, media, products, token};
 
 pub const TOKEN: &str = "/api/oauth/v1/token";
 pub const ROOT: &str = "/api/rest/v1";
@@ -85,33 +85,52 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(FAMILIES, get(families::list_families))
         .route(
             FAMILY,
-            get(families::get_family)
-                .patch(families::patch_family),
+            get(families::get_family).patch(families::patch_family),
         )
         .route(ATTRIBUTES, get(families::list_attributes))
         .route(
             ATTRIBUTE,
-            get(families::get_attribute)
-                .patch(families::patch_attribute),
+            get(families::get_attribute).patch(families::patch_attribute),
         )
         .route(OPTIONS, get(families::list_options))
         .route(
             OPTION,
-            get(families::get_option)
-                .patch(families::patch_option),
+            get(families::get_option).patch(families::patch_option),
         )
-        .route(
-            ASSETS,
-            get(assets::list_assets)
-                .patch(assets::patch_assets),
-        )
+        .route(ASSETS, get(assets::list_assets).patch(assets::patch_assets))
         .route(
             ASSET,
             get(assets::get_asset)
                 .patch(assets::patch_asset)
                 .delete(assets::delete_asset),
         )
-        // LATER_ROUTES
+        .route(
+            MEDIA_FILES,
+            post(media::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(MEDIA_FILE, get(media::download))
+        .route(
+            PRODUCTS_UUID,
+            get(products::list_uuid).patch(products::batch_uuid),
+        )
+        .route(
+            PRODUCT_UUID,
+            get(products::get_uuid)
+                .patch(products::patch_uuid)
+                .delete(products::delete_uuid),
+        )
+        .route(
+            PRODUCTS,
+            get(products::list_identifier).patch(products::batch_identifier),
+        )
+        .route(
+            PRODUCT,
+            get(products::get_identifier)
+                .patch(products::patch_identifier)
+                .delete(products::delete_identifier),
+        )
+        .route(PRODUCT_ATTRIBUTES, get(products::list_attributes))
+        .route(PRODUCT_ATTRIBUTE, get(products::get_attribute))
         .fallback(gate::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(

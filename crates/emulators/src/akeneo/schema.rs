@@ -16,7 +16,6 @@ pub(crate) enum Ty {
     Object,
     Boolean,
     Integer,
-    Number,
 }
 
 impl Ty {
@@ -28,7 +27,6 @@ impl Ty {
             Ty::Object => "an object",
             Ty::Boolean => "a boolean",
             Ty::Integer => "an integer",
-            Ty::Number => "a number",
         }
     }
 
@@ -40,7 +38,6 @@ impl Ty {
             Ty::Object => v.is_object(),
             Ty::Boolean => v.is_boolean(),
             Ty::Integer => v.is_i64() || v.is_u64(),
-            Ty::Number => v.is_number(),
         }
     }
 }

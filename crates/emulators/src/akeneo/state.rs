@@ -494,9 +494,7 @@ impl Tokens {
     }
 
     pub fn access_valid(&self, token: &str) -> bool {
-        self.access
-            .get(token)
-            .is_some_and(|e| *e > Instant::now())
+        self.access.get(token).is_some_and(|e| *e > Instant::now())
     }
 }
 

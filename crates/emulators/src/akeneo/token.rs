@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::http::{base_url, error, essence, json};
+use super::http::{base_url, error, essence, json, json_text, ordered};
 use super::routes;
 use super::state::{bump, Shared};
 
@@ -124,7 +124,8 @@ pub(crate) async fn token(
     match content_type.as_deref().map(essence).as_deref() {
         None => {}
         Some("application/json") => {
-            if !body.iter().all(u8::is_ascii_whitespace) {
+            let blank = body.iter().all(u8::is_ascii_whitespace);
+            if !blank {
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(m)) => {
                         for (k, v) in m {
@@ -222,15 +223,15 @@ fn issue(s: &Shared, used_refresh: Option<String>) -> Response {
         t.access.insert(access.clone(), now + ttl);
         t.refresh.insert(refresh.clone(), now + refresh_ttl);
     }
-    let mut r = json(
+    let mut r = json_text(
         StatusCode::OK,
-        &json!({
-            "access_token": access,
-            "expires_in": ttl.as_secs(),
-            "token_type": "bearer",
-            "scope": null,
-            "refresh_token": refresh,
-        }),
+        ordered(&[
+            ("access_token", access.into()),
+            ("expires_in", ttl.as_secs().into()),
+            ("token_type", "bearer".into()),
+            ("scope", Value::Null),
+            ("refresh_token", refresh.into()),
+        ]),
     );
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

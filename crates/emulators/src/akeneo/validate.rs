@@ -103,8 +103,7 @@ fn value_structure(e: &mut Errors, path: &str, a: &Attribute, v: &Value) {
     }
     if let Some(d) = obj.get("data") {
         let dpath = prop(path, "data");
-        if e.check_type(&dpath, d, data_types(a.kind)) && a.kind == AttributeType::MultipleOptions
-        {
+        if e.check_type(&dpath, d, data_types(a.kind)) && a.kind == AttributeType::MultipleOptions {
             for (j, x) in d.as_array().into_iter().flatten().enumerate() {
                 e.check_type(&idx(&dpath, j), x, &[Ty::String]);
             }
@@ -165,7 +164,9 @@ fn php_is_numeric(s: &str) -> bool {
 fn number_errors(a: &Attribute, s: &str, out: &mut Vec<String>) {
     if a.decimals_allowed.unwrap_or(false) {
         if !php_is_numeric(s) {
-            out.push("This field should be a numeric value with the right decimal separator".into());
+            out.push(
+                "This field should be a numeric value with the right decimal separator".into(),
+            );
             return;
         }
     } else {
