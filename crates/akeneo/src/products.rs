@@ -102,16 +102,22 @@ impl AkeneoClient {
             }
             list.join(",")
         });
-        let urls: Vec<Url> = ids
+        let urls: Vec<(Url, usize)> = ids
             .chunks(MAX_BATCH)
             .map(|chunk| {
                 let search = json!({ id_attr.as_str(): [{"operator": "IN", "value": chunk}] });
-                self.products_url(&search, attributes.as_deref())
+                (
+                    self.products_url(&search, attributes.as_deref()),
+                    chunk.len(),
+                )
             })
             .collect();
         let pages: Vec<Vec<Value>> = stream::iter(urls)
-            .map(|url| {
+            .map(|(url, n)| {
+                // Identifiers are unique: n identifiers match at most n products, so a full
+                // page needs no look at the (empty) next one.
                 self.pages("search products", VecDeque::from([url]))
+                    .take(n)
                     .try_collect::<Vec<Value>>()
             })
             .buffered(self.inner.config.max_concurrency)
