@@ -1,1 +1,866 @@
-//! (being built)
+//! The shape of a change message — a webhook body or a queue message body — and how it becomes
+//! [`AssetChange`]s.
+//!
+//! Every DAM words its notifications differently, so the shape is configuration
+//! ([`MessageShape`]), read with JSON pointers. The rules, in order:
+//!
+//! 1. **Envelopes.** A body that is a [CloudEvent](https://cloudevents.io) (a JSON object with
+//!    `specversion`) is unwrapped: its `data` is the document, its `id` the envelope's event id,
+//!    its `type` decides deletions ([`MessageShape::deleted_types`]) and its `time` is the
+//!    fallback deletion time. A JSON array whose elements are all CloudEvents (the CloudEvents
+//!    JSON batch format) is several envelopes. Any other body is one envelope whose document is
+//!    the body itself.
+//! 2. **Items.** [`MessageShape::items_pointer`] points into the document at the change(s): an
+//!    object is one change, an array is one change per element (an empty array is a message
+//!    with no change). `""` (the default) is the document itself.
+//! 3. **Records.** Each item is read with the record pointers (`id_pointer`, `updated_pointer`,
+//!    `deleted_pointer`: an [`assetbridge_dam::record::RecordShape`]): an upsert carries the
+//!    whole item as the asset's record; a truthy deletion marker (or a CloudEvent type listed in
+//!    `deleted_types`) makes it a deletion, which needs only the id.
+//! 4. **Family.** A fixed [`family`](MessageShape::family), or the value at
+//!    [`family_pointer`](MessageShape::family_pointer) in the item — used as the family code, or
+//!    translated through [`family_map`](MessageShape::family_map). A value the map does not
+//!    know (or an item without a value when a map is set) is [`ParsedChange::Skipped`]: counted
+//!    and acknowledged, not an error.
+//! 5. **Event id** (the delivery id, for deduplication of redeliveries): the value at
+//!    [`event_id_pointer`](MessageShape::event_id_pointer) in the item when it is there; else
+//!    the envelope's id — a CloudEvent's `id`, or for a plain body whose items are below the
+//!    body (`items_pointer` not `""`) the value at `event_id_pointer` in the body; else the id
+//!    a transport gave (`header_event_id`: an HTTP header, an AMQP `message_id`, a NATS
+//!    `Nats-Msg-Id`). When an envelope- or transport-level id covers several changes, change
+//!    number `i` (0-based, in message order) gets the id `"{id}#{i}"`, so that each change is
+//!    deduplicated on its own and a redelivery of the same message yields the same ids. No id
+//!    anywhere: the change has no event id (only per-asset deduplication applies).
+//!
+//! A body that is not JSON, or an item without the configured fields, is a [`MessageError`]
+//! naming the pointer and what was found; nothing of such a message should be stored.
+//!
+//! ```toml
+//! # a DAM posting {"event_id": "...", "assets": [{"uuid": "...", "modified": "...", ...}]}
+//! items_pointer = "/assets"
+//! id_pointer = "/uuid"
+//! updated_pointer = "/modified"
+//! deleted_pointer = "/trashed"
+//! event_id_pointer = "/event_id"
+//! family_pointer = "/folder"
+//! family_map = { "Packshots" = "packshots", "Lifestyle" = "lifestyle_images" }
+//! ```
+
+use std::collections::BTreeMap;
+
+use assetbridge_core::{AssetChange, ChangeKind};
+use assetbridge_dam::record::{parse_timestamp, RecordError, RecordShape};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+fn default_id_pointer() -> String {
+    "/id".to_owned()
+}
+fn default_updated_pointer() -> String {
+    "/updated_at".to_owned()
+}
+fn default_deleted_pointer() -> Option<String> {
+    Some("/deleted".to_owned())
+}
+
+/// `""` (or absent, for an `Option` with a `None` default) → `None`.
+fn empty_is_none<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// Where the changes are in a message and how to read them (see the [module docs](self) for
+/// the rules). Deserialised from a TOML/JSON table; unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MessageShapeDef")]
+pub struct MessageShape {
+    /// JSON pointer to the change(s) in the document (an object, or an array of them).
+    /// Default: `""` (the document itself).
+    pub items_pointer: String,
+    /// JSON pointer to the asset id in an item. Default: `"/id"`.
+    pub id_pointer: String,
+    /// JSON pointer to the item's last-change time (RFC 3339, or unix seconds/millis).
+    /// Default: `"/updated_at"`.
+    pub updated_pointer: String,
+    /// JSON pointer to the item's deletion marker (truthy = deleted); `""` = items are never
+    /// deletions. Default: `"/deleted"`.
+    pub deleted_pointer: Option<String>,
+    /// JSON pointer to the delivery's event id (in the item, else in the body). Default: none.
+    pub event_id_pointer: Option<String>,
+    /// The fixed asset family code of every change. Exactly one of `family` and
+    /// `family_pointer` must be set.
+    pub family: Option<String>,
+    /// JSON pointer (in the item) to a value naming the family.
+    pub family_pointer: Option<String>,
+    /// DAM value at `family_pointer` → asset family code. Unmatched values are skipped.
+    /// Default: none (the value is the family code itself).
+    pub family_map: Option<BTreeMap<String, String>>,
+    /// CloudEvent `type`s that mean "deleted" (e.g. `com.example.asset.deleted`).
+    /// Default: none.
+    pub deleted_types: Vec<String>,
+}
+
+/// The serialised form of [`MessageShape`], checked by [`MessageShape::validate`] on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageShapeDef {
+    #[serde(default)]
+    items_pointer: String,
+    #[serde(default = "default_id_pointer")]
+    id_pointer: String,
+    #[serde(default = "default_updated_pointer")]
+    updated_pointer: String,
+    #[serde(
+        default = "default_deleted_pointer",
+        deserialize_with = "empty_is_none"
+    )]
+    deleted_pointer: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
+    event_id_pointer: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
+    family: Option<String>,
+    #[serde(default, deserialize_with = "empty_is_none")]
+    family_pointer: Option<String>,
+    #[serde(default)]
+    family_map: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    deleted_types: Vec<String>,
+}
+
+impl TryFrom<MessageShapeDef> for MessageShape {
+    type Error = String;
+
+    fn try_from(d: MessageShapeDef) -> Result<Self, String> {
+        let shape = MessageShape {
+            items_pointer: d.items_pointer,
+            id_pointer: d.id_pointer,
+            updated_pointer: d.updated_pointer,
+            deleted_pointer: d.deleted_pointer,
+            event_id_pointer: d.event_id_pointer,
+            family: d.family,
+            family_pointer: d.family_pointer,
+            family_map: d.family_map,
+            deleted_types: d.deleted_types,
+        };
+        shape.validate()?;
+        Ok(shape)
+    }
+}
+
+impl MessageShape {
+    /// A shape with every default and a fixed family.
+    pub fn with_family(family: impl Into<String>) -> Self {
+        Self {
+            items_pointer: String::new(),
+            id_pointer: default_id_pointer(),
+            updated_pointer: default_updated_pointer(),
+            deleted_pointer: default_deleted_pointer(),
+            event_id_pointer: None,
+            family: Some(family.into()),
+            family_pointer: None,
+            family_map: None,
+            deleted_types: Vec::new(),
+        }
+    }
+
+    /// Checks the shape: pointers are `""` or start with `/` (the id and updated pointers must
+    /// not be empty), exactly one of `family` / `family_pointer`, `family_map` only with
+    /// `family_pointer`, no empty family code.
+    pub fn validate(&self) -> Result<(), String> {
+        let pointer = |name: &str, p: &str, may_be_empty: bool| {
+            if p.is_empty() && !may_be_empty {
+                Err(format!("`{name}` must not be empty"))
+            } else if !p.is_empty() && !p.starts_with('/') {
+                Err(format!(
+                    "`{name}` = \"{p}\" is not a JSON pointer (it must start with `/`, e.g. \"/{p}\")"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        pointer("items_pointer", &self.items_pointer, true)?;
+        pointer("id_pointer", &self.id_pointer, false)?;
+        pointer("updated_pointer", &self.updated_pointer, false)?;
+        for (name, p) in [
+            ("deleted_pointer", &self.deleted_pointer),
+            ("event_id_pointer", &self.event_id_pointer),
+            ("family_pointer", &self.family_pointer),
+        ] {
+            if let Some(p) = p {
+                pointer(name, p, true)?;
+            }
+        }
+        match (&self.family, &self.family_pointer) {
+            (Some(_), Some(_)) => {
+                return Err("set either `family` or `family_pointer`, not both".into())
+            }
+            (None, None) => {
+                return Err("set `family` (a fixed asset family code) or `family_pointer`".into())
+            }
+            (Some(f), None) if f.trim().is_empty() => return Err("`family` is empty".into()),
+            _ => {}
+        }
+        if self.family_map.is_some() && self.family_pointer.is_none() {
+            return Err("`family_map` needs `family_pointer`".into());
+        }
+        if let Some(map) = &self.family_map {
+            if let Some((k, _)) = map.iter().find(|(_, v)| v.trim().is_empty()) {
+                return Err(format!("`family_map` maps \"{k}\" to an empty family code"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The record pointers as a [`RecordShape`].
+    pub fn record_shape(&self) -> RecordShape {
+        RecordShape {
+            id_pointer: self.id_pointer.clone(),
+            updated_pointer: self.updated_pointer.clone(),
+            deleted_pointer: self.deleted_pointer.clone(),
+        }
+    }
+
+    /// Parses a message body into its changes (see the [module docs](self)). `source` becomes
+    /// each change's [`AssetChange::source`]; `header_event_id` is the transport's delivery id,
+    /// if any.
+    pub fn parse(
+        &self,
+        body: &[u8],
+        source: &str,
+        header_event_id: Option<&str>,
+    ) -> Result<Vec<ParsedChange>, MessageError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+        self.parse_value(&value, source, header_event_id)
+    }
+
+    /// [`parse`](Self::parse) of an already decoded body.
+    pub fn parse_value(
+        &self,
+        body: &Value,
+        source: &str,
+        header_event_id: Option<&str>,
+    ) -> Result<Vec<ParsedChange>, MessageError> {
+        self.validate().map_err(MessageError::Config)?;
+        let record = self.record_shape();
+        let header_event_id = header_event_id.map(str::trim).filter(|s| !s.is_empty());
+
+        let envelopes = envelopes(body)?;
+        let several_envelopes = envelopes.len() > 1;
+        let mut out = Vec::new();
+        for (envelope_index, envelope) in envelopes.into_iter().enumerate() {
+            let items = self.items(&envelope, envelope_index, several_envelopes)?;
+            // The id that covers the whole envelope: a CloudEvent's `id`, a body-level pointer
+            // (when the items are below the body), else the transport's.
+            let envelope_id: Option<String> = match &envelope.cloud_event {
+                Some(ce) => ce.id.clone(),
+                None => (!self.items_pointer.is_empty())
+                    .then(|| {
+                        self.event_id_pointer
+                            .as_deref()
+                            .and_then(|p| id_at(envelope.document, p))
+                    })
+                    .flatten(),
+            }
+            .or_else(|| {
+                // A batch of CloudEvents shares one transport id: never reuse it per envelope.
+                (!several_envelopes)
+                    .then(|| header_event_id.map(str::to_owned))
+                    .flatten()
+            });
+            let shared = items.len() > 1;
+            for (i, item) in items.iter().enumerate() {
+                let at = |e: MessageError| e.at_item(envelope_index, several_envelopes, i, shared);
+                let item_id = self
+                    .event_id_pointer
+                    .as_deref()
+                    .and_then(|p| id_at(item, p));
+                let event_id = item_id.or_else(|| {
+                    envelope_id.as_ref().map(|id| {
+                        if shared {
+                            format!("{id}#{i}")
+                        } else {
+                            id.clone()
+                        }
+                    })
+                });
+                let family = match self.family_of(item).map_err(at)? {
+                    FamilyOutcome::Family(f) => f,
+                    FamilyOutcome::Skip(reason) => {
+                        out.push(ParsedChange::Skipped {
+                            dam_id: id_at(item, &self.id_pointer),
+                            event_id,
+                            reason,
+                        });
+                        continue;
+                    }
+                };
+                let deleted_by_type = envelope.cloud_event.as_ref().is_some_and(|ce| {
+                    ce.event_type
+                        .as_deref()
+                        .is_some_and(|t| self.deleted_types.iter().any(|d| d == t))
+                });
+                let kind = if deleted_by_type {
+                    let dam_id = id_at(item, &self.id_pointer).ok_or_else(|| {
+                        at(MessageError::Record(RecordError {
+                            what: "asset id".into(),
+                            pointer: self.id_pointer.clone(),
+                            detail: "missing or not a non-empty string/number".into(),
+                        }))
+                    })?;
+                    let deleted_at = item
+                        .pointer(&self.updated_pointer)
+                        .and_then(|v| parse_timestamp(v).ok())
+                        .or(envelope.cloud_event.as_ref().and_then(|ce| ce.time));
+                    ChangeKind::Delete { dam_id, deleted_at }
+                } else {
+                    match record.parse_item(item) {
+                        Ok(kind) => kind,
+                        Err(e) => return Err(at(MessageError::Record(e))),
+                    }
+                };
+                out.push(ParsedChange::Change(AssetChange {
+                    family,
+                    event_id,
+                    source: source.to_owned(),
+                    kind,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    fn items<'a>(
+        &self,
+        envelope: &Envelope<'a>,
+        envelope_index: usize,
+        several: bool,
+    ) -> Result<Vec<&'a Value>, MessageError> {
+        let wrap = |e: MessageError| {
+            if several {
+                MessageError::InEnvelope {
+                    envelope: envelope_index,
+                    error: Box::new(e),
+                }
+            } else {
+                e
+            }
+        };
+        let found = envelope
+            .document
+            .pointer(&self.items_pointer)
+            .ok_or_else(|| {
+                wrap(MessageError::Shape {
+                    what: "changes".into(),
+                    pointer: self.items_pointer.clone(),
+                    detail: describe_missing(envelope.document),
+                })
+            })?;
+        match found {
+            Value::Object(_) => Ok(vec![found]),
+            Value::Array(items) => {
+                if let Some((i, other)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
+                    return Err(wrap(MessageError::Shape {
+                        what: format!("change {i}"),
+                        pointer: self.items_pointer.clone(),
+                        detail: format!("expected an object, found {}", kind_of(other)),
+                    }));
+                }
+                Ok(items.iter().collect())
+            }
+            other => Err(wrap(MessageError::Shape {
+                what: "changes".into(),
+                pointer: self.items_pointer.clone(),
+                detail: format!(
+                    "expected an object or an array of objects, found {}",
+                    kind_of(other)
+                ),
+            })),
+        }
+    }
+
+    fn family_of(&self, item: &Value) -> Result<FamilyOutcome, MessageError> {
+        if let Some(f) = &self.family {
+            return Ok(FamilyOutcome::Family(f.clone()));
+        }
+        let pointer = self.family_pointer.as_deref().unwrap_or_default();
+        let value = match item.pointer(pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            None | Some(Value::Null) => None,
+            Some(Value::String(_)) => None,
+            Some(other) => {
+                return Err(MessageError::Shape {
+                    what: "family".into(),
+                    pointer: pointer.to_owned(),
+                    detail: format!("expected a string or a number, found {}", kind_of(other)),
+                })
+            }
+        };
+        match (&self.family_map, value) {
+            (None, Some(v)) => Ok(FamilyOutcome::Family(v)),
+            (None, None) => Err(MessageError::Shape {
+                what: "family".into(),
+                pointer: pointer.to_owned(),
+                detail: describe_missing(item),
+            }),
+            (Some(map), Some(v)) => Ok(match map.get(&v) {
+                Some(code) => FamilyOutcome::Family(code.clone()),
+                None => FamilyOutcome::Skip(format!(
+                    "family value \"{v}\" at `{pointer}` is not in family_map"
+                )),
+            }),
+            (Some(_), None) => Ok(FamilyOutcome::Skip(format!(
+                "no family value at `{pointer}`"
+            ))),
+        }
+    }
+}
+
+enum FamilyOutcome {
+    Family(String),
+    Skip(String),
+}
+
+/// One change of a message, or why an item was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedChange {
+    /// A change to store.
+    Change(AssetChange),
+    /// An item that maps to no asset family ([`MessageShape::family_map`] does not know its
+    /// value): acknowledged and counted, not stored.
+    Skipped {
+        /// The item's asset id, when it has one.
+        dam_id: Option<String>,
+        /// The item's event id, when it has one.
+        event_id: Option<String>,
+        /// Why (names the pointer and the value).
+        reason: String,
+    },
+}
+
+impl ParsedChange {
+    /// The change, when it is one.
+    pub fn change(&self) -> Option<&AssetChange> {
+        match self {
+            ParsedChange::Change(c) => Some(c),
+            ParsedChange::Skipped { .. } => None,
+        }
+    }
+
+    /// Splits parsed changes into the changes to store and the number skipped.
+    pub fn split(parsed: Vec<ParsedChange>) -> (Vec<AssetChange>, usize) {
+        let mut changes = Vec::with_capacity(parsed.len());
+        let mut skipped = 0;
+        for p in parsed {
+            match p {
+                ParsedChange::Change(c) => changes.push(c),
+                ParsedChange::Skipped { .. } => skipped += 1,
+            }
+        }
+        (changes, skipped)
+    }
+}
+
+/// A message that does not have the configured shape. Its `Display` names the item, the pointer
+/// and what was found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MessageError {
+    /// The body is not JSON.
+    #[error("the message is not JSON: {0}")]
+    NotJson(String),
+    /// The body (or a CloudEvent) is not of the configured shape.
+    #[error("{what} at JSON pointer `{pointer}`: {detail}")]
+    Shape {
+        /// What was looked for (`changes`, `family`, `CloudEvent data`, ...).
+        what: String,
+        /// The pointer (or CloudEvent attribute) concerned.
+        pointer: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// An item lacks a record field (id, timestamp).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// An error in change `item` of a message with several changes.
+    #[error("change {item}: {error}")]
+    InItem {
+        /// 0-based index of the change in its envelope.
+        item: usize,
+        /// The error.
+        error: Box<MessageError>,
+    },
+    /// An error in CloudEvent `envelope` of a batch.
+    #[error("CloudEvent {envelope} of the batch: {error}")]
+    InEnvelope {
+        /// 0-based index of the CloudEvent in the batch.
+        envelope: usize,
+        /// The error.
+        error: Box<MessageError>,
+    },
+    /// The shape itself is invalid (see [`MessageShape::validate`]).
+    #[error("message shape configuration: {0}")]
+    Config(String),
+}
+
+impl MessageError {
+    fn at_item(self, envelope: usize, several: bool, item: usize, shared: bool) -> MessageError {
+        let e = if shared {
+            MessageError::InItem {
+                item,
+                error: Box::new(self),
+            }
+        } else {
+            self
+        };
+        if several {
+            MessageError::InEnvelope {
+                envelope,
+                error: Box::new(e),
+            }
+        } else {
+            e
+        }
+    }
+}
+
+struct CloudEventInfo {
+    id: Option<String>,
+    event_type: Option<String>,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+struct Envelope<'a> {
+    document: &'a Value,
+    cloud_event: Option<CloudEventInfo>,
+}
+
+fn is_cloud_event(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| o.contains_key("specversion"))
+}
+
+fn unwrap_cloud_event(ce: &Value) -> Result<Envelope<'_>, MessageError> {
+    {
+        let s = |k: &str| {
+            ce.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let document = match ce.get("data") {
+            Some(d @ (Value::Object(_) | Value::Array(_))) => d,
+            Some(other) => {
+                return Err(MessageError::Shape {
+                    what: "CloudEvent data".into(),
+                    pointer: "/data".into(),
+                    detail: format!(
+                        "expected a JSON object or array, found {} (data_base64 is not supported)",
+                        kind_of(other)
+                    ),
+                })
+            }
+            None => {
+                return Err(MessageError::Shape {
+                    what: "CloudEvent data".into(),
+                    pointer: "/data".into(),
+                    detail: "missing".into(),
+                })
+            }
+        };
+        Ok(Envelope {
+            document,
+            cloud_event: Some(CloudEventInfo {
+                id: s("id"),
+                event_type: s("type"),
+                time: s("time")
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
+            }),
+        })
+    }
+}
+
+fn envelopes(body: &Value) -> Result<Vec<Envelope<'_>>, MessageError> {
+    let unwrap = unwrap_cloud_event;
+    match body {
+        v if is_cloud_event(v) => Ok(vec![unwrap(v)?]),
+        Value::Array(items) if !items.is_empty() && items.iter().all(is_cloud_event) => items
+            .iter()
+            .enumerate()
+            .map(|(i, ce)| {
+                unwrap(ce).map_err(|e| MessageError::InEnvelope {
+                    envelope: i,
+                    error: Box::new(e),
+                })
+            })
+            .collect(),
+        other => Ok(vec![Envelope {
+            document: other,
+            cloud_event: None,
+        }]),
+    }
+}
+
+/// A non-empty string, or a number as a string, at `pointer`.
+fn id_at(v: &Value, pointer: &str) -> Option<String> {
+    match v.pointer(pointer)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe_missing(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let keys: Vec<&str> = m.keys().take(12).map(String::as_str).collect();
+            format!("missing (the document has keys: {})", keys.join(", "))
+        }
+        other => format!("missing (the document is {})", kind_of(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use assetbridge_core::DamAsset;
+    use serde_json::json;
+
+    fn t(s: &str) -> chrono::DateTime<chrono::Utc> {
+        s.parse().unwrap()
+    }
+
+    fn changes(p: Vec<ParsedChange>) -> Vec<AssetChange> {
+        let (c, skipped) = ParsedChange::split(p);
+        assert_eq!(skipped, 0);
+        c
+    }
+
+    #[test]
+    fn defaults_read_one_object_or_an_array() {
+        let shape = MessageShape::with_family("packshots");
+        let one = json!({"id": "a1", "updated_at": "2026-01-01T00:00:00Z"});
+        let c = changes(
+            shape
+                .parse(one.to_string().as_bytes(), "webhook", Some("h1"))
+                .unwrap(),
+        );
+        assert_eq!(
+            c,
+            vec![AssetChange {
+                family: "packshots".into(),
+                event_id: Some("h1".into()),
+                source: "webhook".into(),
+                kind: ChangeKind::Upsert {
+                    asset: DamAsset {
+                        id: "a1".into(),
+                        updated_at: t("2026-01-01T00:00:00Z"),
+                        record: one.clone()
+                    }
+                }
+            }]
+        );
+        let many = json!([one, {"id": 2, "deleted": true}]);
+        let c = changes(
+            shape
+                .parse(many.to_string().as_bytes(), "amqp", Some("m1"))
+                .unwrap(),
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].event_id.as_deref(), Some("m1#0"));
+        assert_eq!(c[1].event_id.as_deref(), Some("m1#1"));
+        assert_eq!(
+            c[1].kind,
+            ChangeKind::Delete {
+                dam_id: "2".into(),
+                deleted_at: None
+            }
+        );
+        assert!(changes(shape.parse(b"[]", "amqp", None).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn item_and_envelope_event_ids() {
+        let mut shape = MessageShape::with_family("f");
+        shape.items_pointer = "/assets".into();
+        shape.event_id_pointer = Some("/event_id".into());
+        let body = json!({"event_id": "env-1", "assets": [
+            {"id": "a", "updated_at": 1_767_225_600, "event_id": "own"},
+            {"id": "b", "updated_at": 1_767_225_600}
+        ]});
+        let c = changes(
+            shape
+                .parse(body.to_string().as_bytes(), "webhook", Some("hdr"))
+                .unwrap(),
+        );
+        assert_eq!(c[0].event_id.as_deref(), Some("own"));
+        assert_eq!(c[1].event_id.as_deref(), Some("env-1#1"));
+        // Without an envelope id the header is used.
+        let body = json!({"assets": {"id": "a", "updated_at": 1_767_225_600}});
+        let c = changes(
+            shape
+                .parse(body.to_string().as_bytes(), "webhook", Some("hdr"))
+                .unwrap(),
+        );
+        assert_eq!(c[0].event_id.as_deref(), Some("hdr"));
+        let c = changes(
+            shape
+                .parse(body.to_string().as_bytes(), "webhook", None)
+                .unwrap(),
+        );
+        assert_eq!(c[0].event_id, None);
+    }
+
+    #[test]
+    fn cloud_events_are_unwrapped() {
+        let mut shape = MessageShape::with_family("f");
+        shape.deleted_types = vec!["com.example.asset.deleted".into()];
+        let ce = |id: &str, ty: &str, data: Value| {
+            json!({"specversion": "1.0", "id": id, "type": ty, "source": "/dam",
+                   "time": "2026-03-01T10:00:00Z", "data": data})
+        };
+        let up = ce(
+            "ce-1",
+            "com.example.asset.updated",
+            json!({"id": "a", "updated_at": "2026-03-01T09:00:00Z"}),
+        );
+        let c = changes(
+            shape
+                .parse(up.to_string().as_bytes(), "nats", Some("hdr"))
+                .unwrap(),
+        );
+        assert_eq!(c[0].event_id.as_deref(), Some("ce-1"));
+        assert!(matches!(&c[0].kind, ChangeKind::Upsert { asset } if asset.record == up["data"]));
+        let del = ce("ce-2", "com.example.asset.deleted", json!({"id": "b"}));
+        let batch = json!([up, del]);
+        let c = changes(
+            shape
+                .parse(batch.to_string().as_bytes(), "webhook", Some("hdr"))
+                .unwrap(),
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].event_id.as_deref(), Some("ce-2"));
+        assert_eq!(
+            c[1].kind,
+            ChangeKind::Delete {
+                dam_id: "b".into(),
+                deleted_at: Some(t("2026-03-01T10:00:00Z"))
+            }
+        );
+        let bad = json!({"specversion": "1.0", "id": "x", "type": "t", "data": "text"});
+        let e = shape
+            .parse(bad.to_string().as_bytes(), "nats", None)
+            .unwrap_err();
+        assert!(e.to_string().contains("/data"), "{e}");
+    }
+
+    #[test]
+    fn family_pointer_and_map() {
+        let shape: MessageShape = serde_json::from_value(json!({
+            "family_pointer": "/folder",
+            "family_map": {"Packshots": "packshots"}
+        }))
+        .unwrap();
+        let body = json!([
+            {"id": "a", "updated_at": "2026-01-01T00:00:00Z", "folder": "Packshots"},
+            {"id": "b", "updated_at": "2026-01-01T00:00:00Z", "folder": "Other"},
+            {"id": "c", "updated_at": "2026-01-01T00:00:00Z"}
+        ]);
+        let parsed = shape
+            .parse(body.to_string().as_bytes(), "webhook", None)
+            .unwrap();
+        assert_eq!(parsed[0].change().unwrap().family, "packshots");
+        match &parsed[1] {
+            ParsedChange::Skipped { dam_id, reason, .. } => {
+                assert_eq!(dam_id.as_deref(), Some("b"));
+                assert!(
+                    reason.contains("\"Other\"") && reason.contains("/folder"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parsed[2], ParsedChange::Skipped { .. }));
+        // Without a map the value is the family code; a missing value is an error.
+        let shape: MessageShape =
+            serde_json::from_value(json!({"family_pointer": "/folder"})).unwrap();
+        let c = changes(
+            shape
+                .parse(body[0].to_string().as_bytes(), "webhook", None)
+                .unwrap(),
+        );
+        assert_eq!(c[0].family, "Packshots");
+        let e = shape
+            .parse(body[2].to_string().as_bytes(), "webhook", None)
+            .unwrap_err();
+        assert!(e.to_string().contains("`/folder`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_bodies_name_what_is_wrong() {
+        let mut shape = MessageShape::with_family("f");
+        let e = shape.parse(b"{nope", "webhook", None).unwrap_err();
+        assert!(matches!(e, MessageError::NotJson(_)), "{e}");
+        let e = shape
+            .parse(
+                br#"[{"id":"a","updated_at":"2026-01-01T00:00:00Z"},{"id":"b"}]"#,
+                "w",
+                None,
+            )
+            .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("change 1") && s.contains("/updated_at"), "{s}");
+        let e = shape.parse(b"[1]", "w", None).unwrap_err();
+        assert!(e.to_string().contains("expected an object"), "{e}");
+        shape.items_pointer = "/items".into();
+        let e = shape.parse(br#"{"data": []}"#, "w", None).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("`/items`") && s.contains("keys: data"), "{s}");
+        let e = shape.parse(br#"{"items": "x"}"#, "w", None).unwrap_err();
+        assert!(e.to_string().contains("found a string"), "{e}");
+    }
+
+    #[test]
+    fn shapes_are_validated_when_deserialised() {
+        for (bad, want) in [
+            (json!({}), "set `family`"),
+            (json!({"family": "a", "family_pointer": "/f"}), "not both"),
+            (
+                json!({"family": "a", "family_map": {"x": "y"}}),
+                "needs `family_pointer`",
+            ),
+            (
+                json!({"family": "a", "id_pointer": "id"}),
+                "not a JSON pointer",
+            ),
+            (json!({"family": "a", "idpointer": "/id"}), "unknown field"),
+        ] {
+            let e = serde_json::from_value::<MessageShape>(bad.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let s: MessageShape =
+            serde_json::from_value(json!({"family": "a", "deleted_pointer": ""})).unwrap();
+        assert_eq!(s.deleted_pointer, None);
+        assert_eq!(s.id_pointer, "/id");
+        assert_eq!(s.items_pointer, "");
+        // Round trip.
+        let back: MessageShape = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
