@@ -88,6 +88,10 @@ pub struct SyncConfig {
     /// `keep` (default) or `delete`: what a deletion in the DAM does in the PIM.
     #[serde(default)]
     pub deletions: DeletionPolicy,
+    /// Backpressure: while the inbox holds this many changes or more, the pollers read no
+    /// further DAM page until it drains (`0`: no bound). Default: 100000.
+    #[serde(default = "d_backlog_limit")]
+    pub backlog_limit: u64,
 }
 
 fn d_overlap() -> u64 {
@@ -111,6 +115,9 @@ fn d_claim() -> usize {
 fn d_lease() -> u64 {
     300
 }
+fn d_backlog_limit() -> u64 {
+    100_000
+}
 
 impl Default for SyncConfig {
     fn default() -> Self {
@@ -123,6 +130,7 @@ impl Default for SyncConfig {
             claim_size: d_claim(),
             claim_lease_secs: d_lease(),
             deletions: DeletionPolicy::default(),
+            backlog_limit: d_backlog_limit(),
         }
     }
 }
@@ -138,6 +146,7 @@ impl SyncConfig {
             claim_size: self.claim_size.max(1),
             claim_lease: Duration::from_secs(self.claim_lease_secs.max(1)),
             deletions: self.deletions,
+            backlog_limit: self.backlog_limit,
         }
     }
 }
@@ -205,7 +214,9 @@ impl FamilyConfig {
 }
 
 /// Loads and validates the file; every error names the file, line and key.
-pub fn load(path: &Path) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
+pub fn load(
+    path: &Path,
+) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
     let loaded = assetbridge_config::load::<AppConfig>(path)?;
     validate(&loaded)?;
     Ok(loaded)
@@ -219,18 +230,27 @@ pub fn validate(
     let cfg = &loaded.value;
     let err = |key: String, message: String| loaded.source.error_at(&key, message);
     if cfg.families.is_empty() {
-        return Err(err("families".into(), "at least one [[families]] table is needed".into()));
+        return Err(err(
+            "families".into(),
+            "at least one [[families]] table is needed".into(),
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, f) in cfg.families.iter().enumerate() {
         if !assetbridge_core::code::is_valid_code(&f.code) {
             return Err(err(
                 format!("families[{i}].code"),
-                format!("`{}` is not an Akeneo code (letters, digits and `_`, at most 255)", f.code),
+                format!(
+                    "`{}` is not an Akeneo code (letters, digits and `_`, at most 255)",
+                    f.code
+                ),
             ));
         }
         if !seen.insert(f.code.clone()) {
-            return Err(err(format!("families[{i}].code"), format!("family `{}` is configured twice", f.code)));
+            return Err(err(
+                format!("families[{i}].code"),
+                format!("family `{}` is configured twice", f.code),
+            ));
         }
         if let Err(e) = f.schedule() {
             return Err(err(format!("families[{i}].schedule"), e));
@@ -249,4 +269,123 @@ pub fn validate(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load_text(
+        text: &str,
+    ) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
+        let env = |name: &str| match name {
+            "AKENEO_CLIENT_ID" | "AKENEO_SECRET" | "AKENEO_USERNAME" | "DAM_TOKEN" => {
+                Some("x".to_owned())
+            }
+            _ => None,
+        };
+        let loaded = assetbridge_config::load_str::<AppConfig>(
+            text,
+            "assetbridge.toml",
+            &env,
+            Path::new("."),
+        )?;
+        validate(&loaded)?;
+        Ok(loaded)
+    }
+
+    const MINIMAL: &str = r#"
+[akeneo]
+url = "http://127.0.0.1:1"
+client_id = "c"
+secret = "s"
+username = "u"
+password = "p"
+
+[dam]
+base_url = "http://127.0.0.1:2"
+
+[[families]]
+code = "packshots"
+values = [
+  { attribute = "media", from = "/url" },
+  { attribute = "title", from = "/metadata/title", locale = "en_US" },
+]
+"#;
+
+    #[test]
+    fn a_minimal_file_loads_with_defaults() {
+        let c = load_text(MINIMAL).unwrap().value;
+        assert_eq!(c.state.url, "sqlite://assetbridge-state.db");
+        assert_eq!(c.sync.pages_in_flight, 4);
+        assert_eq!(c.families[0].schedule, "5m");
+        assert_eq!(c.families[0].asset_code, "{{ dam_id }}");
+        assert_eq!(c.akeneo.max_concurrency, 4);
+    }
+
+    #[test]
+    fn a_typo_in_a_value_rule_names_the_line_and_the_key() {
+        let bad = MINIMAL.replace(
+            r#"{ attribute = "title", from"#,
+            r#"{ attribut = "title", from"#,
+        );
+        let e = load_text(&bad).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.line, Some(16), "{shown}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].values[1].attribut"),
+            "{shown}"
+        );
+        assert!(shown.starts_with("assetbridge.toml:16:5:"), "{shown}");
+        assert!(shown.contains("attribut"), "{shown}");
+    }
+
+    #[test]
+    fn an_unknown_table_and_a_wrong_type_are_errors_with_lines() {
+        let e = load_text(&format!("{MINIMAL}\n[sinc]\noverlap_secs = 1\n")).unwrap_err();
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.to_string().contains("sinc"), "{e}");
+        let e = load_text(&MINIMAL.replace("[dam]", "[sync]\npages_in_flight = \"many\"\n\n[dam]"))
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.pages_in_flight"), "{e}");
+        assert_eq!(e.line, Some(10), "{e}");
+    }
+
+    #[test]
+    fn bad_schedules_templates_and_duplicate_families_point_at_their_key() {
+        let e = load_text(&MINIMAL.replace(
+            r#"code = "packshots""#,
+            "code = \"packshots\"\nschedule = \"soon\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[0].schedule"), "{e}");
+        assert_eq!(e.line, Some(14), "{e}");
+        let e =
+            load_text(&MINIMAL.replace(r#"from = "/url""#, r#"template = "{{ oops""#)).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[0].values[0]"), "{e}");
+        let twice = format!("{MINIMAL}\n[[families]]\ncode = \"packshots\"\n");
+        let e = load_text(&twice).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[1].code"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/assetbridge.toml"
+        ))
+        .unwrap();
+        // `password_file` points at a secret file that does not exist here: drop that one line.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("password_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = load_text(&text).unwrap().value;
+        assert_eq!(c.families.len(), 2);
+        assert!(c.families.iter().all(|f| f.schedule().is_ok()));
+    }
 }

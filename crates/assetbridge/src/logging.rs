@@ -14,10 +14,7 @@ pub struct LogArgs {
 
 /// Installs the global subscriber once. Later calls are no-ops.
 pub fn init(args: &LogArgs, file: Option<&LogConfig>) {
-    let format = args
-        .format
-        .or(file.map(|f| f.format))
-        .unwrap_or_default();
+    let format = args.format.or(file.map(|f| f.format)).unwrap_or_default();
     let level = args
         .level
         .clone()

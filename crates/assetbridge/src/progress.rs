@@ -11,7 +11,10 @@ use tracing::info;
 
 /// Shows progress per family.
 pub struct Progress {
-    bars: Option<(MultiProgress, Mutex<HashMap<String, (ProgressBar, SyncReport)>>)>,
+    bars: Option<(
+        MultiProgress,
+        Mutex<HashMap<String, (ProgressBar, SyncReport)>>,
+    )>,
 }
 
 impl Progress {
@@ -80,7 +83,16 @@ pub fn summary(rows: &[(String, SyncReport)]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>10}\n",
-        "family", "seen", "created", "updated", "unchanged", "deleted", "kept", "failed", "retrying", "pim writes"
+        "family",
+        "seen",
+        "created",
+        "updated",
+        "unchanged",
+        "deleted",
+        "kept",
+        "failed",
+        "retrying",
+        "pim writes"
     ));
     let mut total = SyncReport::default();
     for (family, r) in rows {
@@ -96,6 +108,15 @@ pub fn summary(rows: &[(String, SyncReport)]) -> String {
 fn row(name: &str, r: &SyncReport) -> String {
     format!(
         "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>10}\n",
-        name, r.seen, r.created, r.updated, r.unchanged, r.deleted, r.kept, r.failed, r.retrying, r.pim_writes
+        name,
+        r.seen,
+        r.created,
+        r.updated,
+        r.unchanged,
+        r.deleted,
+        r.kept,
+        r.failed,
+        r.retrying,
+        r.pim_writes
     )
 }

@@ -70,9 +70,15 @@ mod tests {
 
     #[test]
     fn intervals() {
-        assert!(matches!(Schedule::parse("5m"), Ok(Schedule::Every(d)) if d == Duration::from_secs(300)));
-        assert!(matches!(Schedule::parse("1h"), Ok(Schedule::Every(d)) if d == Duration::from_secs(3600)));
-        assert!(matches!(Schedule::parse("1 week"), Ok(Schedule::Every(d)) if d == Duration::from_secs(604_800)));
+        assert!(
+            matches!(Schedule::parse("5m"), Ok(Schedule::Every(d)) if d == Duration::from_secs(300))
+        );
+        assert!(
+            matches!(Schedule::parse("1h"), Ok(Schedule::Every(d)) if d == Duration::from_secs(3600))
+        );
+        assert!(
+            matches!(Schedule::parse("1 week"), Ok(Schedule::Every(d)) if d == Duration::from_secs(604_800))
+        );
         assert!(Schedule::parse("0s").is_err());
         assert!(Schedule::parse("soon").is_err());
     }

@@ -33,8 +33,8 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
     let store = open_store(cfg).await?;
     let pim = AkeneoClient::new(cfg.akeneo.clone())
         .map_err(|e| loaded.source.error_at("akeneo", e.to_string()))?;
-    let dam = RestDam::new(cfg.dam.clone())
-        .map_err(|e| loaded.source.error_at("dam", e.to_string()))?;
+    let dam =
+        RestDam::new(cfg.dam.clone()).map_err(|e| loaded.source.error_at("dam", e.to_string()))?;
     let mut plans = plans(loaded, &pim).await?;
     for p in &mut plans {
         if p.query.is_empty() {
@@ -48,13 +48,18 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
 /// Reads each family's structure from the PIM and compiles its mapping against it. A mapping
 /// that does not fit the family (unknown attribute, locale on a non-localizable attribute…) is a
 /// configuration error naming the line of the rule.
-pub async fn plans(loaded: &Loaded<AppConfig>, pim: &AkeneoClient) -> Result<Vec<FamilyPlan>, Failure> {
+pub async fn plans(
+    loaded: &Loaded<AppConfig>,
+    pim: &AkeneoClient,
+) -> Result<Vec<FamilyPlan>, Failure> {
     let mut plans = Vec::new();
     for (i, f) in loaded.value.families.iter().enumerate() {
-        let structure = pim
-            .family_structure(&f.code)
-            .await
-            .with_context(|| format!("cannot read the structure of asset family `{}` from Akeneo", f.code))?;
+        let structure = pim.family_structure(&f.code).await.with_context(|| {
+            format!(
+                "cannot read the structure of asset family `{}` from Akeneo",
+                f.code
+            )
+        })?;
         let mapping = CompiledMapping::new(&f.mapping(), Some(&structure)).map_err(|e| {
             let key = match &e.attribute {
                 Some(a) => f
@@ -65,11 +70,19 @@ pub async fn plans(loaded: &Loaded<AppConfig>, pim: &AkeneoClient) -> Result<Vec
                     .unwrap_or_else(|| format!("families[{i}]")),
                 None => format!("families[{i}].asset_code"),
             };
-            Failure::from(loaded.source.error_at(&key, format!("does not fit the PIM: {e}")))
+            Failure::from(
+                loaded
+                    .source
+                    .error_at(&key, format!("does not fit the PIM: {e}")),
+            )
         })?;
         plans.push(FamilyPlan {
             code: f.code.clone(),
-            query: f.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            query: f
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             mapping: Arc::new(mapping),
         });
     }

@@ -11,13 +11,13 @@
 //!   dead letter with the PIM's message; transient failure → back to the inbox with backoff.
 
 mod options;
-mod report;
-mod write;
 mod poll;
+mod report;
 mod worker;
+mod write;
 
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
-pub use report::{SyncObserver, SyncReport, NoopObserver};
+pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
 
 use std::sync::Arc;

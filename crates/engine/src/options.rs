@@ -37,6 +37,11 @@ pub struct SyncOptions {
     pub claim_lease: Duration,
     /// Deleted DAM assets. Default: keep.
     pub deletions: DeletionPolicy,
+    /// Backpressure of the poller: while the inbox holds this many entries or more (pending and
+    /// in flight), a polling pass reads no further DAM page (it stops early; the cursor stays
+    /// after the last page written) and a new pass does not start, so a PIM outage cannot make
+    /// the poller pile up retries without bound. `0` disables the check. Default: 100 000.
+    pub backlog_limit: u64,
 }
 
 impl Default for SyncOptions {
@@ -50,6 +55,7 @@ impl Default for SyncOptions {
             claim_size: 500,
             claim_lease: Duration::from_secs(300),
             deletions: DeletionPolicy::Keep,
+            backlog_limit: 100_000,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Polling: one pass over what changed in the DAM since a family's cursor.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use assetbridge_core::{AssetChange, Cursor};
 use futures::StreamExt;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{Engine, EngineError, FamilyPlan, SyncReport, WriteItem};
 
@@ -15,12 +18,23 @@ impl Engine {
     /// durable in the inbox. Memory is bounded by `pages_in_flight` pages, whatever the size of
     /// the DAM. With `full`, the pass starts from the beginning of the DAM (the cursor never
     /// moves backwards).
+    ///
+    /// Backpressure: while the inbox holds [`SyncOptions::backlog_limit`](crate::SyncOptions)
+    /// entries or more, a pass does not start, and a pass under way reads no further page (the
+    /// pages already read are finished and the cursor moves past them only); the next pass
+    /// resumes from the cursor once the inbox has drained below the bound.
     pub async fn sync_family(
         &self,
         plan: &FamilyPlan,
         full: bool,
     ) -> Result<SyncReport, EngineError> {
         self.observer.family_started(&plan.code);
+        let gate = BacklogGate::new(self.clone(), &plan.code);
+        if !gate.clone().open().await {
+            self.observer
+                .family_finished(&plan.code, &SyncReport::default());
+            return Ok(SyncReport::default());
+        }
         let stored = self.store.cursor(&plan.code).await?;
         let since = if full {
             None
@@ -28,7 +42,10 @@ impl Engine {
             stored.as_ref().map(|c| c.since(self.options.overlap))
         };
         info!(family = %plan.code, since = ?since, "polling the DAM");
-        let pages = self.dam.changes(since, &plan.query);
+        let pages = self
+            .dam
+            .changes(since, &plan.query)
+            .take_while(move |_| gate.clone().open());
         // Each page is written by its own task: the pages in flight keep making progress while
         // this loop awaits the store to advance the cursor (a page suspended halfway through a
         // store transaction would otherwise hold the SQLite writer that the cursor needs).
@@ -76,5 +93,62 @@ impl Engine {
     /// The cursor of a family, as stored.
     pub async fn cursor(&self, family: &str) -> Result<Option<Cursor>, EngineError> {
         Ok(self.store.cursor(family).await?)
+    }
+}
+
+/// How long a backlog reading is reused by a pass (one count query per interval, not per page).
+const BACKLOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The poller's backpressure check: open while the inbox is below `backlog_limit`.
+#[derive(Clone)]
+struct BacklogGate {
+    engine: Engine,
+    family: String,
+    /// When the backlog was last read, and whether it was over the limit then.
+    last: Arc<Mutex<Option<(Instant, bool)>>>,
+}
+
+impl BacklogGate {
+    fn new(engine: Engine, family: &str) -> Self {
+        Self {
+            engine,
+            family: family.to_owned(),
+            last: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether the poller may read another page. A store error counts as open: the writes that
+    /// follow meet the same error and report it.
+    async fn open(self) -> bool {
+        let limit = self.engine.options.backlog_limit;
+        if limit == 0 {
+            return true;
+        }
+        if let Some((at, over)) = *self.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < BACKLOG_CHECK_EVERY {
+                return !over;
+            }
+        }
+        let over = match self.engine.store.backlog().await {
+            Ok(b) => {
+                let size = b.pending + b.in_flight;
+                let over = size >= limit;
+                if over {
+                    warn!(
+                        family = %self.family,
+                        backlog = size,
+                        backlog_limit = limit,
+                        "the inbox is over its bound: the poller reads no further DAM page until it drains"
+                    );
+                }
+                over
+            }
+            Err(e) => {
+                warn!(family = %self.family, error = %e, "cannot read the inbox size");
+                false
+            }
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), over));
+        !over
     }
 }

@@ -65,10 +65,12 @@ impl Engine {
             }
         }
         let mut results = stream::iter(chunks)
-            .map(|(plan, chunk): (crate::FamilyPlan, Vec<WriteItem>)| async move {
-                let r = self.write_changes(&plan, chunk).await;
-                (plan, r)
-            })
+            .map(
+                |(plan, chunk): (crate::FamilyPlan, Vec<WriteItem>)| async move {
+                    let r = self.write_changes(&plan, chunk).await;
+                    (plan, r)
+                },
+            )
             .buffer_unordered(self.options.pages_in_flight.max(1));
         let mut first_error = None;
         while let Some((plan, r)) = results.next().await {

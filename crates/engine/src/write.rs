@@ -98,6 +98,19 @@ impl Engine {
         if !done.is_empty() {
             self.store.complete(&done).await?;
         }
+        // Per-minute outcome counters for `assetbridge status` (the recent error rate). A
+        // failure to count is not a failure to write: it is logged, not returned.
+        let succeeded = report.written();
+        let failed = report.failed + report.retrying;
+        if succeeded + failed > 0 {
+            if let Err(e) = self
+                .store
+                .record_outcomes(&plan.code, succeeded, failed)
+                .await
+            {
+                warn!(family = %plan.code, error = %e, "cannot record write outcomes");
+            }
+        }
         Ok(report)
     }
 
@@ -204,8 +217,12 @@ impl Engine {
                     self.fail(m.item, why, report).await?;
                 }
                 ItemOutcome::Failed(f) => {
-                    self.retry(m.item, &format!("PIM status {}: {}", f.status, f.message), report)
-                        .await?;
+                    self.retry(
+                        m.item,
+                        &format!("PIM status {}: {}", f.status, f.message),
+                        report,
+                    )
+                    .await?;
                 }
             }
         }
@@ -237,8 +254,12 @@ impl Engine {
             if transient {
                 self.retry(m.item, &message, report).await?;
             } else {
-                self.fail(m.item, reason("pim_request_rejected", message.clone()), report)
-                    .await?;
+                self.fail(
+                    m.item,
+                    reason("pim_request_rejected", message.clone()),
+                    report,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -363,7 +384,9 @@ impl Engine {
                     .await?
             }
             None => {
-                self.store.enqueue(std::slice::from_ref(&item.change)).await?;
+                self.store
+                    .enqueue(std::slice::from_ref(&item.change))
+                    .await?;
             }
         }
         Ok(())

@@ -34,8 +34,18 @@ fn structure(code: &str, prefix: &str) -> FamilyStructure {
     let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
     tags.options = Some(
         [
-            "summer", "winter", "spring", "autumn", "red", "studio", "outdoor", "new", "sale",
-            "eco", "premium", "bestseller",
+            "summer",
+            "winter",
+            "spring",
+            "autumn",
+            "red",
+            "studio",
+            "outdoor",
+            "new",
+            "sale",
+            "eco",
+            "premium",
+            "bestseller",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -107,9 +117,12 @@ impl TestApp {
             akeneo.add_asset_family(structure(f, &prefix));
         }
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
-            .await
-            .unwrap();
+        let store = Store::open(&format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
+        .await
+        .unwrap();
         let pim = AkeneoClient::new(AkeneoConfig::new(
             akeneo_server.base_url.clone(),
             "assetbridge",
@@ -190,23 +203,39 @@ async fn full_sync_then_nothing_changed_makes_zero_pim_writes() {
     assert_eq!(app.pim_count(), 1_000);
     // 1 000 assets in two families: ⌈n/100⌉ batch requests per family.
     let writes_first = app.pim_writes();
-    assert!(writes_first <= 12, "{writes_first} write requests for 1 000 assets");
+    assert!(
+        writes_first <= 12,
+        "{writes_first} write requests for 1 000 assets"
+    );
 
     // The PIM holds what the mapping says.
     let some_id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
     let record = app.dam.get(&some_id).unwrap();
     let code = assetbridge_core::sanitize_code(&some_id);
     let held = app.akeneo.asset("packshots", &code).expect("asset written");
-    assert_eq!(held["values"]["title"][0]["data"], record["metadata"]["title"]);
+    assert_eq!(
+        held["values"]["title"][0]["data"],
+        record["metadata"]["title"]
+    );
     assert_eq!(held["values"]["title"][0]["locale"], json!("en_US"));
-    assert_eq!(held["values"]["width"][0]["data"], json!(record["metadata"]["width"].to_string()));
+    assert_eq!(
+        held["values"]["width"][0]["data"],
+        json!(record["metadata"]["width"].to_string())
+    );
     let url = record["url"].as_str().unwrap();
     let media = held["values"]["media"][0]["data"].as_str().unwrap();
-    assert!(url.ends_with(media) && url.len() > media.len(), "prefix stripped: {media}");
+    assert!(
+        url.ends_with(media) && url.len() > media.len(),
+        "prefix stripped: {media}"
+    );
 
     app.akeneo.reset_log();
     let second = app.sync().await;
-    assert_eq!(app.pim_writes(), 0, "nothing changed, yet the PIM was written to");
+    assert_eq!(
+        app.pim_writes(),
+        0,
+        "nothing changed, yet the PIM was written to"
+    );
     assert_eq!(second.created + second.updated, 0, "{second:?}");
 }
 
@@ -238,7 +267,9 @@ async fn incremental_sync_writes_only_what_changed() {
     assert_eq!(app.pim_count(), app.dam.count());
     for id in &deleted {
         let code = assetbridge_core::sanitize_code(id);
-        assert!(FAMILIES.iter().all(|f| app.akeneo.asset(f, &code).is_none()));
+        assert!(FAMILIES
+            .iter()
+            .all(|f| app.akeneo.asset(f, &code).is_none()));
     }
     let _ = added;
 }
@@ -300,7 +331,11 @@ async fn codes_that_sanitise_alike_stay_distinct() {
         .map(|a| a["code"].as_str().unwrap().to_owned())
         .collect();
     assert!(codes.contains(&"a_b_jpg".to_owned()), "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| c.starts_with("a_b_jpg_")).count(), 2, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| c.starts_with("a_b_jpg_")).count(),
+        2,
+        "{codes:?}"
+    );
     let unique: std::collections::BTreeSet<_> = codes.iter().collect();
     assert_eq!(unique.len(), 3, "{codes:?}");
 }

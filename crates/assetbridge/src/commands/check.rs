@@ -56,8 +56,11 @@ pub async fn run(args: CheckArgs, log: LogArgs) -> CliResult {
     let dam = RestDam::new(cfg.dam.clone())
         .map_err(|e| Failure::from(loaded.source.error_at("dam", e.to_string())))?;
     for f in &cfg.families {
-        let mut query: Vec<(String, String)> =
-            f.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut query: Vec<(String, String)> = f
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if query.is_empty() {
             query = dam.family_query(&f.code);
         }
@@ -80,6 +83,9 @@ pub async fn run(args: CheckArgs, log: LogArgs) -> CliResult {
     }
     let store = wiring::open_store(cfg).await?;
     drop(store);
-    println!("✓ state store `{}` opens", assetbridge_config::redact_url(&cfg.state.url));
+    println!(
+        "✓ state store `{}` opens",
+        assetbridge_config::redact_url(&cfg.state.url)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -60,17 +60,31 @@ pub fn family_structure(code: &str, media_prefix: &str) -> FamilyStructure {
     let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
     // Only the seasons exist up front: the connector creates the other tags it meets
     // (`create_missing_options = ["tags"]`).
-    tags.options = Some(["summer", "winter", "spring", "autumn"].iter().map(|s| s.to_string()).collect());
+    tags.options = Some(
+        ["summer", "winter", "spring", "autumn"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
     let mut width = AssetAttribute::new("width", AttributeType::Number);
     width.decimals_allowed = Some(false);
     let mut height = AssetAttribute::new("height", AttributeType::Number);
     height.decimals_allowed = Some(false);
     let sku = AssetAttribute::new("sku", AttributeType::Text);
     let supplier = AssetAttribute::new("supplier", AttributeType::Text);
-    let attributes = [media, title, description, tags, width, height, sku, supplier]
-        .into_iter()
-        .map(|a| (a.code.clone(), a))
-        .collect();
+    let attributes = [
+        media,
+        title,
+        description,
+        tags,
+        width,
+        height,
+        sku,
+        supplier,
+    ]
+    .into_iter()
+    .map(|a| (a.code.clone(), a))
+    .collect();
     FamilyStructure {
         code: code.to_owned(),
         attribute_as_main_media: Some("media".to_owned()),
@@ -136,7 +150,10 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> CliResult {
         families: FAMILIES.iter().map(|s| s.to_string()).collect(),
         ..DamEmulatorConfig::default()
     });
-    let dam_server = dam.serve(localhost).await.context("cannot start the DAM emulator")?;
+    let dam_server = dam
+        .serve(localhost)
+        .await
+        .context("cannot start the DAM emulator")?;
     let akeneo = AkeneoEmulator::new(AkeneoEmulatorConfig::default());
     let akeneo_server = akeneo
         .serve(localhost)
@@ -147,8 +164,18 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> CliResult {
         akeneo.add_asset_family(family_structure(f, &media_prefix));
     }
     println!("assetbridge demo");
-    println!("  DAM emulator     {}  ({} assets in {} families, seed {})", dam_server.base_url, args.assets, FAMILIES.len(), args.seed);
-    println!("  Akeneo emulator  {}  (asset families: {})", akeneo_server.base_url, FAMILIES.join(", "));
+    println!(
+        "  DAM emulator     {}  ({} assets in {} families, seed {})",
+        dam_server.base_url,
+        args.assets,
+        FAMILIES.len(),
+        args.seed
+    );
+    println!(
+        "  Akeneo emulator  {}  (asset families: {})",
+        akeneo_server.base_url,
+        FAMILIES.join(", ")
+    );
 
     let dir = tempfile::Builder::new()
         .prefix("assetbridge-demo-")
@@ -158,14 +185,20 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> CliResult {
     let config_path = dir.path().join("assetbridge.toml");
     std::fs::write(
         &config_path,
-        demo_config(&akeneo_server.base_url, &dam_server.base_url, &state.display().to_string()),
+        demo_config(
+            &akeneo_server.base_url,
+            &dam_server.base_url,
+            &state.display().to_string(),
+        ),
     )
     .context("cannot write the demo configuration")?;
     println!("  configuration    {}", config_path.display());
     println!("  state            {}", state.display());
 
     let loaded = config::load(&config_path)?;
-    let engine = wiring::engine(&loaded).await?.with_observer(Arc::new(Progress::auto()));
+    let engine = wiring::engine(&loaded)
+        .await?
+        .with_observer(Arc::new(Progress::auto()));
 
     // 1. Full sync.
     println!("\n1. First sync: every DAM asset becomes an Akeneo asset");
@@ -195,13 +228,22 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> CliResult {
     let in_dam = dam.count();
     println!("\nChecks");
     let mut ok = true;
-    ok &= check(in_pim == in_dam, &format!("Akeneo holds {in_pim} assets; the DAM holds {in_dam} live assets"));
-    ok &= check(full.created as usize == args.assets, &format!("first sync created {} assets", full.created));
+    ok &= check(
+        in_pim == in_dam,
+        &format!("Akeneo holds {in_pim} assets; the DAM holds {in_dam} live assets"),
+    );
+    ok &= check(
+        full.created as usize == args.assets,
+        &format!("first sync created {} assets", full.created),
+    );
     // An asset updated (or added) and then deleted before the sync is only a deletion (or
     // nothing at all): the sync sees the DAM as it is, not its history.
     let gone: std::collections::HashSet<&String> = deleted.iter().collect();
     let new: std::collections::HashSet<&String> = added.iter().collect();
-    let want_updated = updated.iter().filter(|id| !gone.contains(id) && !new.contains(id)).count();
+    let want_updated = updated
+        .iter()
+        .filter(|id| !gone.contains(id) && !new.contains(id))
+        .count();
     let want_created = added.iter().filter(|id| !gone.contains(id)).count();
     let want_deleted = deleted.iter().filter(|id| !new.contains(id)).count();
     ok &= check(
@@ -212,8 +254,17 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> CliResult {
             incremental.updated, incremental.created, incremental.deleted
         ),
     );
-    ok &= check(idle.pim_writes == 0, &format!("the sync with nothing changed made {} write requests to Akeneo (its request log)", idle.pim_writes));
-    ok &= check(full.failed + incremental.failed + idle.failed == 0, "no asset failed");
+    ok &= check(
+        idle.pim_writes == 0,
+        &format!(
+            "the sync with nothing changed made {} write requests to Akeneo (its request log)",
+            idle.pim_writes
+        ),
+    );
+    ok &= check(
+        full.failed + incremental.failed + idle.failed == 0,
+        "no asset failed",
+    );
     println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
     println!(
         "\nTry it for real:\n  1. Copy examples/assetbridge.toml, point [akeneo] at your PIM (a Connection's client id, secret,\n     username, password) and [dam] at your DAM's API; map your fields in [[families]].\n  2. assetbridge check --config assetbridge.toml    # validates the file, the PIM and the DAM\n  3. assetbridge sync  --config assetbridge.toml    # one pass\n  4. assetbridge run   --config assetbridge.toml    # keeps them in step\n  The configuration this demo ran with is a working example: {}",

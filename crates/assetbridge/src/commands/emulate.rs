@@ -114,7 +114,10 @@ pub async fn run(args: EmulateArgs, log: LogArgs) -> CliResult {
             for f in ["packshots", "lifestyle"] {
                 emu.add_asset_family(super::demo::family_structure(f, &a.media_prefix));
             }
-            let running = emu.serve(a.listen).await.context("cannot start the Akeneo emulator")?;
+            let running = emu
+                .serve(a.listen)
+                .await
+                .context("cannot start the Akeneo emulator")?;
             info!(url = %running.base_url, "Akeneo emulator listening (client id assetbridge, secret secret, user admin/admin)");
             println!("Akeneo emulator on {}", running.base_url);
             wait_for_signal().await;
@@ -131,7 +134,10 @@ pub async fn run(args: EmulateArgs, log: LogArgs) -> CliResult {
                 latency: Duration::from_millis(d.latency_ms),
                 ..DamEmulatorConfig::default()
             });
-            let running = emu.serve(d.listen).await.context("cannot start the DAM emulator")?;
+            let running = emu
+                .serve(d.listen)
+                .await
+                .context("cannot start the DAM emulator")?;
             info!(url = %running.base_url, "DAM emulator listening (Authorization: Bearer dam-token)");
             println!("DAM emulator on {}", running.base_url);
             wait_for_signal().await;

@@ -55,10 +55,17 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         let name = format!("{}-{}-worker-{i}", hostname(), std::process::id());
         tasks.spawn(async move { engine.run_worker(&name, Duration::from_secs(1), stop).await });
     }
-    info!(families = engine.families().len(), workers = args.workers, "assetbridge is running");
+    info!(
+        families = engine.families().len(),
+        workers = args.workers,
+        "assetbridge is running"
+    );
 
     shutdown.cancelled().await;
-    info!(grace_secs = args.shutdown_grace, "shutting down: finishing work in flight");
+    info!(
+        grace_secs = args.shutdown_grace,
+        "shutting down: finishing work in flight"
+    );
     let grace = Duration::from_secs(args.shutdown_grace);
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
         .await
@@ -71,18 +78,38 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn poll_loop(engine: Arc<Engine>, family: String, schedule: Schedule, stop: CancellationToken) {
+async fn poll_loop(
+    engine: Arc<Engine>,
+    family: String,
+    schedule: Schedule,
+    stop: CancellationToken,
+) {
     while !stop.is_cancelled() {
         let plan = engine.family(&family).expect("configured family").clone();
         match engine.store().try_lock_family(&family).await {
             Ok(Some(lock)) => {
                 match engine.sync_family(&plan, false).await {
-                    Ok(r) => info!(family, seen = r.seen, created = r.created, updated = r.updated, unchanged = r.unchanged, deleted = r.deleted, failed = r.failed, retrying = r.retrying, "poll done"),
-                    Err(e) => warn!(family, error = %e, "poll failed; the cursor stays where it was"),
+                    Ok(r) => info!(
+                        family,
+                        seen = r.seen,
+                        created = r.created,
+                        updated = r.updated,
+                        unchanged = r.unchanged,
+                        deleted = r.deleted,
+                        failed = r.failed,
+                        retrying = r.retrying,
+                        "poll done"
+                    ),
+                    Err(e) => {
+                        warn!(family, error = %e, "poll failed; the cursor stays where it was")
+                    }
                 }
                 drop(lock);
             }
-            Ok(None) => info!(family, "another instance polls this family; skipping this round"),
+            Ok(None) => info!(
+                family,
+                "another instance polls this family; skipping this round"
+            ),
             Err(e) => warn!(family, error = %e, "cannot take the family lock"),
         }
         let delay = schedule.delay_from(chrono::Utc::now());
@@ -105,7 +132,9 @@ pub fn spawn_signal_handler(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let mut term = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");

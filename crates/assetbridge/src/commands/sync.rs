@@ -43,7 +43,9 @@ pub async fn run(args: SyncArgs, log: LogArgs) -> CliResult {
     logging::init(&log, Some(&loaded.value.log));
     for f in &args.families {
         if !loaded.value.families.iter().any(|c| &c.code == f) {
-            return Err(Failure::Config(format!("--family {f}: no such family in the configuration")));
+            return Err(Failure::Config(format!(
+                "--family {f}: no such family in the configuration"
+            )));
         }
     }
     let progress: Arc<dyn SyncObserver> = if args.no_progress {
