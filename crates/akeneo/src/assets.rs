@@ -1,6 +1,7 @@
 //! Asset Manager assets: batch upsert with per-item results, list, get, delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use assetbridge_core::validate::{is_valid_code, validate_asset, ValueViolation, ViolationKind};
 use assetbridge_core::PimAsset;
@@ -192,6 +193,33 @@ impl AkeneoClient {
             .iter()
             .map(|a| validate_asset(a, &structure))
             .collect();
+        // Unknown attribute or option with a structure that is not fresh: the family may have
+        // changed in the PIM; look again before refusing.
+        let unknown = violations.iter().flatten().any(|v| {
+            matches!(
+                v.kind,
+                ViolationKind::UnknownAttribute | ViolationKind::UnknownOption { .. }
+            )
+        });
+        if unknown {
+            let recheck = Duration::from_secs(self.inner.config.structure_recheck_secs);
+            if self
+                .structure_age(family)
+                .await
+                .is_some_and(|age| age >= recheck)
+            {
+                tracing::debug!(
+                    family,
+                    "unknown attribute or option; fetching the structure again"
+                );
+                self.invalidate_structure(family);
+                structure = self.family_structure(family).await?;
+                violations = assets
+                    .iter()
+                    .map(|a| validate_asset(a, &structure))
+                    .collect();
+            }
+        }
         let mut refused: HashMap<usize, ItemFailure> = HashMap::new();
 
         // Unknown options we may create: only when they are the asset's only problems.

@@ -91,6 +91,11 @@ pub struct AkeneoConfig {
     /// Default: 600.
     #[serde(default = "default_structure_ttl_secs")]
     pub structure_ttl_secs: u64,
+    /// When an upsert meets an attribute or option the cached structure does not know, and the
+    /// cached structure is older than this many seconds, the structure is fetched again before
+    /// the asset is refused (the family may have changed in the PIM). Default: 30.
+    #[serde(default = "default_structure_recheck_secs")]
+    pub structure_recheck_secs: u64,
     /// Attribute codes whose missing option codes are created in the PIM (instead of failing
     /// the asset) when an upsert references them. `["*"]` (or `true` in the config file) means
     /// every option attribute; `false` means none. Default: empty (never create options).
@@ -145,6 +150,9 @@ fn default_max_retry_after_ms() -> u64 {
 }
 fn default_structure_ttl_secs() -> u64 {
     600
+}
+fn default_structure_recheck_secs() -> u64 {
+    30
 }
 fn default_option_writes_per_second() -> f64 {
     3.0
@@ -204,6 +212,7 @@ impl AkeneoConfig {
             retry_max_ms: default_retry_max_ms(),
             max_retry_after_ms: default_max_retry_after_ms(),
             structure_ttl_secs: default_structure_ttl_secs(),
+            structure_recheck_secs: default_structure_recheck_secs(),
             create_missing_options: Vec::new(),
             option_writes_per_second: default_option_writes_per_second(),
             media_max_bytes: default_media_max_bytes(),

@@ -53,6 +53,13 @@ impl AkeneoClient {
         Ok(s)
     }
 
+    /// How long ago the cached structure of `family` was fetched (`None` when not cached).
+    pub(crate) async fn structure_age(&self, family: &str) -> Option<Duration> {
+        let slot = self.inner.structures.lock().get(family).cloned()?;
+        let cell = slot.cell.lock().await;
+        cell.as_ref().map(|(_, at)| at.elapsed())
+    }
+
     /// Forgets the cached structure of `family`; the next use fetches it again.
     pub fn invalidate_structure(&self, family: &str) {
         self.inner.structures.lock().remove(family);

@@ -128,6 +128,52 @@ async fn structure_matches_the_emulator() {
 }
 
 #[tokio::test]
+async fn an_attribute_added_in_the_pim_is_seen_before_refusing() {
+    let env = env(AkeneoEmulatorConfig::default()).await;
+    let mut config = env.config();
+    config.structure_recheck_secs = 0;
+    let client = AkeneoClient::new(config).unwrap();
+    client.family_structure(FAMILY).await.unwrap();
+    // The PIM gains an attribute after the client cached the structure.
+    let mut s = env.emulator.family_structure(FAMILY).unwrap();
+    s.attributes.insert(
+        "photographer".into(),
+        assetbridge_core::AssetAttribute::new(
+            "photographer",
+            assetbridge_core::AttributeType::Text,
+        ),
+    );
+    env.emulator.add_asset_family(s);
+    let mut a = asset("new_attr", "x");
+    a.push_value(
+        "photographer",
+        PimValue {
+            locale: None,
+            channel: None,
+            data: json!("Ann"),
+        },
+    );
+    all_succeeded(&client.upsert_assets(FAMILY, &[a]).await.unwrap());
+    assert_eq!(client.stats().structure_fetches, 2);
+    // A truly unknown attribute is still refused without sending.
+    let mut b = asset("bad_attr", "x");
+    b.push_value(
+        "nope",
+        PimValue {
+            locale: None,
+            channel: None,
+            data: json!("x"),
+        },
+    );
+    let r = client.upsert_assets(FAMILY, &[b]).await.unwrap();
+    assert!(
+        matches!(&r[0].outcome, ItemOutcome::Failed(f) if f.message.contains("`nope` does not exist")),
+        "{r:?}"
+    );
+    assert_eq!(env.emulator.counters().asset_writes, 1);
+}
+
+#[tokio::test]
 async fn token_expiry_and_revocation_mid_run() {
     let env = env(AkeneoEmulatorConfig {
         token_ttl: Duration::from_secs(1),
