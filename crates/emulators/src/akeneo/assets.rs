@@ -134,6 +134,8 @@ pub(crate) fn render_asset(
 // ---------------------------------------------------------------------------------------------
 // Search filters (§5.9)
 
+/// Conditions on `updated`, bounds in milliseconds (filter dates may have fractions of a
+/// second; stored timestamps are whole seconds, like Akeneo's).
 #[derive(Debug, Clone, Copy)]
 enum Updated {
     Gt(i64),
@@ -144,7 +146,8 @@ enum Updated {
 }
 
 impl Updated {
-    fn holds(self, t: i64) -> bool {
+    fn holds(self, secs: i64) -> bool {
+        let t = secs.saturating_mul(1000);
         match self {
             Updated::Gt(x) => t > x,
             Updated::Lt(x) => t < x,
@@ -153,6 +156,11 @@ impl Updated {
             Updated::Since(x) => t >= x,
         }
     }
+}
+
+/// Smallest whole second `s` with `s * 1000 >= ms`.
+fn ceil_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
 }
 
 #[derive(Default)]
@@ -166,7 +174,7 @@ impl AssetFilter {
         self.updated.iter().all(|c| c.holds(a.updated))
     }
 
-    /// Inclusive bounds on `updated` implied by the conditions, if any.
+    /// Inclusive bounds (whole seconds) on `updated` implied by the conditions, if any.
     fn updated_bounds(&self) -> Option<(i64, i64)> {
         let mut lo = i64::MIN;
         let mut hi = i64::MAX;
@@ -174,20 +182,20 @@ impl AssetFilter {
         for c in &self.updated {
             match *c {
                 Updated::Gt(x) => {
-                    lo = lo.max(x.saturating_add(1));
+                    lo = lo.max(x.div_euclid(1000) + 1);
                     any = true
                 }
                 Updated::Since(x) => {
-                    lo = lo.max(x);
+                    lo = lo.max(ceil_secs(x));
                     any = true
                 }
                 Updated::Lt(x) => {
-                    hi = hi.min(x.saturating_sub(1));
+                    hi = hi.min(ceil_secs(x) - 1);
                     any = true
                 }
                 Updated::Between(a, b) => {
-                    lo = lo.max(a);
-                    hi = hi.min(b);
+                    lo = lo.max(ceil_secs(a));
+                    hi = hi.min(b.div_euclid(1000));
                     any = true
                 }
                 Updated::NotBetween(..) => {}
@@ -220,7 +228,7 @@ fn date_time(v: &Value, path: &str, errors: &mut Vec<(String, String)>) -> Optio
             None
         }
         Some(s) => match DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Some(t.timestamp()),
+            Ok(t) => Some(t.timestamp_millis()),
             Err(_) => {
                 errors.push((
                     path.into(),
@@ -320,7 +328,7 @@ fn parse_filters(v: &Value, now: i64) -> Result<AssetFilter, Vec<(String, String
                         },
                         Some("SINCE LAST N DAYS") => match value.as_i64() {
                             Some(n) if n >= 0 => {
-                                out.updated.push(Updated::Since(now - n * 86_400));
+                                out.updated.push(Updated::Since((now - n * 86_400) * 1000));
                             }
                             _ => errors.push((
                                 vpath,
@@ -554,8 +562,9 @@ pub(crate) async fn list_assets(
         return family_not_found(&family);
     };
     let base = base_url(&headers);
-    let catalog = s.catalog.read();
+    // Lock order everywhere: family, then catalog, then media.
     let f = fam.read();
+    let catalog = s.catalog.read();
     let rows = page(&f, &filter, after.as_deref(), ASSETS_PER_PAGE);
     let items: Vec<Value> = rows
         .iter()
@@ -609,8 +618,9 @@ pub(crate) async fn get_asset(
         return family_not_found(&family);
     };
     let base = base_url(&headers);
-    let catalog = s.catalog.read();
+    // Lock order everywhere: family, then catalog, then media.
     let f = fam.read();
+    let catalog = s.catalog.read();
     match f.assets.get(code.as_str()) {
         Some(a) => json(
             StatusCode::OK,
@@ -862,5 +872,32 @@ pub(crate) async fn delete_asset(
             StatusCode::NOT_FOUND,
             format!("Resource `{code}` does not exist."),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractional_bounds() {
+        assert_eq!(ceil_secs(10_000), 10);
+        assert_eq!(ceil_secs(10_500), 11);
+        assert_eq!(ceil_secs(-500), 0);
+        let f = AssetFilter {
+            updated: vec![Updated::Lt(10_500), Updated::Gt(8_999)],
+            codes: None,
+        };
+        // 9 and 10 qualify (9000 > 8999, 10000 < 10500)
+        assert_eq!(f.updated_bounds(), Some((9, 10)));
+        assert!(Updated::Lt(10_500).holds(10));
+        assert!(!Updated::Gt(10_000).holds(10));
+        assert!(Updated::Between(9_500, 10_000).holds(10));
+        assert!(!Updated::Between(9_500, 10_000).holds(9));
+        let between = AssetFilter {
+            updated: vec![Updated::Between(9_500, 10_999)],
+            codes: None,
+        };
+        assert_eq!(between.updated_bounds(), Some((10, 10)));
     }
 }

@@ -257,6 +257,17 @@ impl AkeneoEmulator {
         }
     }
 
+    /// Adds the demo structure: the asset families of [`demo_structure`] and the product
+    /// attributes of [`demo_product_attributes`].
+    pub fn add_demo_structure(&self) {
+        for family in demo_structure() {
+            self.add_asset_family(family);
+        }
+        for attribute in demo_product_attributes() {
+            self.add_product_attribute(attribute);
+        }
+    }
+
     /// Adds an option (with labels) to a single/multiple options attribute. Returns false when
     /// the family or attribute is unknown.
     pub fn add_asset_attribute_option(
@@ -398,8 +409,8 @@ impl AkeneoEmulator {
             return Vec::new();
         };
         let base = self.public_base.read().clone();
-        let catalog = self.shared.catalog.read();
         let f = f.read();
+        let catalog = self.shared.catalog.read();
         f.assets
             .iter()
             .map(|(code, a)| {
@@ -420,8 +431,8 @@ impl AkeneoEmulator {
     pub fn asset(&self, family: &str, code: &str) -> Option<Value> {
         let f = self.shared.family(family)?;
         let base = self.public_base.read().clone();
-        let catalog = self.shared.catalog.read();
         let f = f.read();
+        let catalog = self.shared.catalog.read();
         let a = f.assets.get(code)?;
         Some(assets::render_asset(
             &f,

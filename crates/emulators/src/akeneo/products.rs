@@ -41,16 +41,20 @@ const DOC_FILTER: &str = "http://api.akeneo.com/documentation/filter.html";
 /// to find asset-collection attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProductAttribute {
+    /// Attribute code.
     pub code: String,
     /// Akeneo type: `pim_catalog_identifier`, `pim_catalog_text`, `pim_catalog_textarea`,
     /// `pim_catalog_number`, `pim_catalog_boolean`, `pim_catalog_simpleselect`,
     /// `pim_catalog_multiselect`, `pim_catalog_asset_collection`, ...
     #[serde(rename = "type")]
     pub kind: String,
+    /// One value per locale.
     pub localizable: bool,
+    /// One value per channel (`scope`).
     pub scopable: bool,
     /// For `pim_catalog_asset_collection`: the asset family code.
     pub reference_data_name: Option<String>,
+    /// Labels per locale.
     pub labels: BTreeMap<String, String>,
 }
 

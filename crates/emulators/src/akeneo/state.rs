@@ -530,8 +530,9 @@ pub struct Counters {
     pub product_writes: u64,
     /// NDJSON product batch requests that reached line processing.
     pub product_batch_requests: u64,
-    /// Successful media uploads and their total bytes.
+    /// Successful media uploads.
     pub media_uploads: u64,
+    /// Total bytes of successful media uploads.
     pub media_upload_bytes: u64,
     /// All 429 responses (concurrency cap and injected).
     pub throttled: u64,
@@ -661,6 +662,7 @@ impl CounterCells {
 /// One request as the emulator saw it.
 #[derive(Debug, Clone)]
 pub struct LoggedRequest {
+    /// The HTTP method.
     pub method: Method,
     /// The URI path as sent (percent-encoded).
     pub path: String,
@@ -673,8 +675,9 @@ pub struct LoggedRequest {
     pub status: Option<u16>,
     /// Items in the request body for batch writes (assets or product lines), when parsed.
     pub items: Option<u32>,
-    /// When the request reached the emulator and when its answer was ready.
+    /// When the request reached the emulator.
     pub started: Instant,
+    /// When its answer was ready (or the connection dropped).
     pub ended: Instant,
 }
 
