@@ -49,7 +49,7 @@ impl Engine {
         // Each page is written by its own task: the pages in flight keep making progress while
         // this loop awaits the store to advance the cursor (a page suspended halfway through a
         // store transaction would otherwise hold the SQLite writer that the cursor needs).
-        let mut written = pages
+        let written = pages
             .map(|page| {
                 let engine = self.clone();
                 let plan = plan.clone();
@@ -72,6 +72,7 @@ impl Engine {
                 })
             })
             .buffered(self.options.pages_in_flight.max(1));
+        let mut written = std::pin::pin!(written);
 
         let mut total = SyncReport::default();
         let mut cursor = stored;
