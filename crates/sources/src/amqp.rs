@@ -1,1 +1,590 @@
-//! (being built)
+//! RabbitMQ (AMQP 0-9-1) consumer: change messages from a queue into the durable inbox.
+//!
+//! One connection, one channel, one consumer with manual acknowledgement and a bounded
+//! prefetch (`basic.qos`). Deliveries are taken in batches — what arrived within
+//! [`AmqpConfig::batch_wait_ms`] of the first one, at most [`AmqpConfig::prefetch`] — written to
+//! the inbox with one [`Store::enqueue`] call, and only then acknowledged with one
+//! `basic.ack(multiple = true)` up to the batch's last delivery tag. The rules shared with the
+//! NATS consumer (dead letters, store failures, backpressure, reconnects) are in
+//! [`crate::queue`].
+//!
+//! A message's delivery id (for deduplication of redeliveries) is its AMQP `message_id`
+//! property; the [`MessageShape`] may name one in the body instead (see
+//! [`crate::message`] for which wins).
+//!
+//! ```toml
+//! [[queues.amqp]]
+//! url = "amqp://assetbridge:${RABBITMQ_PASSWORD}@rabbitmq:5672/%2f"
+//! queue = "dam.asset-changes"
+//! declare = true              # declare the queue (durable) if it does not exist
+//! prefetch = 200
+//! [queues.amqp.shape]
+//! family = "packshots"
+//! id_pointer = "/asset/id"
+//! updated_pointer = "/asset/modified"
+//! ```
+//!
+//! TLS (`amqps://`) is not built in: the client is built without a TLS stack; connect through
+//! a local TLS terminator if the broker requires it.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assetbridge_store::{redact_url, Store};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::FieldTable;
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::message::MessageShape;
+use crate::queue::{
+    sleep_or_shutdown, Backoff, Backpressure, Incoming, InboxWriter, QueueStats, SourceError,
+};
+
+const TRANSPORT: &str = "amqp";
+/// Timeout of one broker operation after connecting (declare, qos, consume, ack, close).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn default_prefetch() -> u16 {
+    200
+}
+fn default_batch_wait_ms() -> u64 {
+    10
+}
+fn default_backlog_limit() -> u64 {
+    100_000
+}
+fn default_reconnect_min_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_secs() -> u64 {
+    10
+}
+
+/// One RabbitMQ consumer (`[[queues.amqp]]`). Unknown keys are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// The broker URL, `amqp://user:password@host:5672/vhost` (the default vhost `/` is
+    /// `%2f`). Secret: it carries the password; logs show it with the password as `***`.
+    /// Required.
+    pub url: SecretString,
+    /// The queue to consume. Required.
+    pub queue: String,
+    /// Declare the queue (durable, not exclusive, not auto-delete) when it does not exist.
+    /// When `false` the queue must exist: a missing queue stops the consumer at start.
+    /// Default: `false`.
+    #[serde(default)]
+    pub declare: bool,
+    /// Most unacknowledged messages the broker sends this consumer (`basic.qos`), which also
+    /// bounds a batch. 1–65 535. Default: 200.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// The consumer tag shown in the broker's management UI; `""` lets the broker choose one.
+    /// Default: `""`.
+    #[serde(default)]
+    pub consumer_tag: String,
+    /// How long to wait for more messages after the first one of a batch, in milliseconds
+    /// (0–1 000). Default: 10.
+    #[serde(default = "default_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// Pause consuming while the inbox holds more pending changes than this. Default: 100 000.
+    #[serde(default = "default_backlog_limit")]
+    pub backlog_limit: u64,
+    /// First delay before reconnecting (and before giving a batch back after a store
+    /// failure), in milliseconds; doubles per consecutive failure, with jitter. Default: 500.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest such delay, in milliseconds. Default: 30 000.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Timeout of connecting (TCP + AMQP handshake), in seconds. Default: 10.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// How a message body becomes changes. Required (`[queues.amqp.shape]`).
+    pub shape: MessageShape,
+}
+
+impl AmqpConfig {
+    /// A configuration with every default.
+    pub fn new(url: impl Into<String>, queue: impl Into<String>, shape: MessageShape) -> Self {
+        Self {
+            url: SecretString::from(url.into()),
+            queue: queue.into(),
+            declare: false,
+            prefetch: default_prefetch(),
+            consumer_tag: String::new(),
+            batch_wait_ms: default_batch_wait_ms(),
+            backlog_limit: default_backlog_limit(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+            connect_timeout_secs: default_connect_timeout_secs(),
+            shape,
+        }
+    }
+
+    /// The URL with its password replaced by `***`, fit for logs.
+    pub fn display_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+
+    /// Checks the configuration (URL, bounds, message shape) without connecting.
+    pub fn validate(&self) -> Result<(), SourceError> {
+        self.parsed_uri().map(|_| ())
+    }
+
+    fn parsed_uri(&self) -> Result<AMQPUri, SourceError> {
+        let config = |message: String| SourceError::Config {
+            transport: TRANSPORT,
+            message,
+        };
+        // lapin's own parse error repeats the whole URL (password included): never show it.
+        let uri = AMQPUri::from_str(self.url.expose_secret()).map_err(|_| {
+            config(format!(
+                "`url` = `{}` is not an AMQP URL (amqp://user:password@host:port/vhost)",
+                self.display_url()
+            ))
+        })?;
+        if uri.scheme == AMQPScheme::AMQPS {
+            return Err(config(
+                "`url`: amqps:// (TLS) is not supported by this build; use amqp:// (through a \
+                 local TLS terminator if the broker requires TLS)"
+                    .into(),
+            ));
+        }
+        if self.queue.trim().is_empty() {
+            return Err(config("`queue` is empty".into()));
+        }
+        if self.prefetch == 0 {
+            return Err(config(
+                "`prefetch` must be at least 1 (0 would mean unbounded)".into(),
+            ));
+        }
+        if self.batch_wait_ms > 1_000 {
+            return Err(config("`batch_wait_ms` must be at most 1000".into()));
+        }
+        if self.backlog_limit == 0 {
+            return Err(config("`backlog_limit` must be at least 1".into()));
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return Err(config(
+                "`reconnect_min_ms` must be at least 1 and at most `reconnect_max_ms`".into(),
+            ));
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err(config("`connect_timeout_secs` must be at least 1".into()));
+        }
+        self.shape
+            .validate()
+            .map_err(|e| config(format!("`shape`: {e}")))?;
+        Ok(uri)
+    }
+}
+
+/// Consumes `config.queue` into `store` until `shutdown` fires (see [`run_with_stats`]).
+pub async fn run(
+    config: AmqpConfig,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), SourceError> {
+    run_with_stats(config, store, Arc::new(QueueStats::default()), shutdown).await
+}
+
+/// Consumes `config.queue` into `store` until `shutdown` fires, counting into `stats`.
+///
+/// Returns `Ok(())` after a graceful shutdown: no new message is taken, the batch in hand is
+/// written and acknowledged, the channel is closed (unprocessed prefetched messages go back
+/// to the queue) and the connection closed. Returns an error for an invalid configuration, or
+/// when the broker refuses the *first* connection for good (wrong credentials, missing queue,
+/// queue declared with other arguments); every later loss is retried with backoff.
+pub async fn run_with_stats(
+    config: AmqpConfig,
+    store: Store,
+    stats: Arc<QueueStats>,
+    shutdown: CancellationToken,
+) -> Result<(), SourceError> {
+    let uri = config.parsed_uri()?;
+    let shown_url = config.display_url();
+    let writer = InboxWriter {
+        store,
+        shape: config.shape.clone(),
+        source: TRANSPORT,
+        stats: stats.clone(),
+    };
+    let mut consumer = AmqpConsumer {
+        config: &config,
+        uri,
+        shown_url: &shown_url,
+        writer,
+        shutdown: &shutdown,
+        backoff: Backoff::new(
+            Duration::from_millis(config.reconnect_min_ms),
+            Duration::from_millis(config.reconnect_max_ms),
+        ),
+        store_backoff: Backoff::new(
+            Duration::from_millis(config.reconnect_min_ms),
+            Duration::from_millis(config.reconnect_max_ms),
+        ),
+        backpressure: Backpressure::new(config.backlog_limit),
+        connected_once: false,
+    };
+    consumer.run().await
+}
+
+struct AmqpConsumer<'a> {
+    config: &'a AmqpConfig,
+    uri: AMQPUri,
+    shown_url: &'a str,
+    writer: InboxWriter,
+    shutdown: &'a CancellationToken,
+    backoff: Backoff,
+    store_backoff: Backoff,
+    backpressure: Backpressure,
+    connected_once: bool,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// A failed broker operation: permanent (configuration, credentials) or worth retrying.
+struct BrokerFailure {
+    permanent: bool,
+    message: String,
+}
+
+impl BrokerFailure {
+    fn from_lapin(what: &str, e: &lapin::Error) -> Self {
+        let permanent = match e {
+            lapin::Error::ProtocolError(amqp) => matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(
+                    AMQPSoftError::ACCESSREFUSED
+                        | AMQPSoftError::NOTFOUND
+                        | AMQPSoftError::PRECONDITIONFAILED
+                ) | AMQPErrorKind::Hard(_)
+            ),
+            lapin::Error::InvalidProtocolVersion(_) => true,
+            _ => false,
+        };
+        Self {
+            permanent,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn transient(message: String) -> Self {
+        Self {
+            permanent: false,
+            message,
+        }
+    }
+}
+
+/// Runs a broker operation with [`OPERATION_TIMEOUT`].
+async fn op<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerFailure> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BrokerFailure::from_lapin(what, &e)),
+        Err(_) => Err(BrokerFailure::transient(format!(
+            "{what}: no answer within {OPERATION_TIMEOUT:?}"
+        ))),
+    }
+}
+
+impl AmqpConsumer<'_> {
+    async fn run(&mut self) -> Result<(), SourceError> {
+        let queue = self.config.queue.as_str();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let reason = match self.connect().await {
+                Ok((connection, channel, consumer)) => {
+                    if !self.connected_once {
+                        tracing::info!(url = self.shown_url, queue, "consuming");
+                    } else {
+                        tracing::info!(url = self.shown_url, queue, "reconnected; consuming");
+                    }
+                    self.connected_once = true;
+                    self.backoff.reset();
+                    let end = self.consume(consumer).await;
+                    close(&connection, &channel).await;
+                    match end {
+                        SessionEnd::Shutdown => return Ok(()),
+                        SessionEnd::Lost(reason) => reason,
+                    }
+                }
+                Err(f) if f.permanent && !self.connected_once => {
+                    return Err(SourceError::Broker {
+                        transport: TRANSPORT,
+                        url: self.shown_url.to_owned(),
+                        message: f.message,
+                    });
+                }
+                Err(f) => f.message,
+            };
+            self.writer.stats.add_reconnect();
+            let delay = self.backoff.next_delay();
+            tracing::warn!(
+                url = self.shown_url,
+                queue,
+                error = %reason,
+                retry_in_ms = delay.as_millis() as u64,
+                "AMQP connection lost or refused; reconnecting"
+            );
+            if !sleep_or_shutdown(delay, self.shutdown).await {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel, Consumer), BrokerFailure> {
+        let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        let properties = ConnectionProperties::default().with_connection_name("assetbridge".into());
+        let connection = match tokio::time::timeout(
+            timeout,
+            Connection::connect_uri(self.uri.clone(), properties),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(BrokerFailure::from_lapin("connect", &e)),
+            Err(_) => {
+                return Err(BrokerFailure::transient(format!(
+                    "connect: no answer within {timeout:?}"
+                )))
+            }
+        };
+        let setup = async {
+            let channel = op("open channel", connection.create_channel()).await?;
+            op(
+                "basic.qos",
+                channel.basic_qos(self.config.prefetch, BasicQosOptions { global: false }),
+            )
+            .await?;
+            let declare = QueueDeclareOptions {
+                passive: !self.config.declare,
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            let what = if self.config.declare {
+                "declare queue"
+            } else {
+                "check queue (declare = false: it must exist)"
+            };
+            op(
+                what,
+                channel.queue_declare(&self.config.queue, declare, FieldTable::default()),
+            )
+            .await?;
+            let consumer = op(
+                "basic.consume",
+                channel.basic_consume(
+                    &self.config.queue,
+                    &self.config.consumer_tag,
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            Ok::<_, BrokerFailure>((channel, consumer))
+        };
+        match setup.await {
+            Ok((channel, consumer)) => Ok((connection, channel, consumer)),
+            Err(f) => {
+                let _ = tokio::time::timeout(OPERATION_TIMEOUT, connection.close(200, "setup failed"))
+                    .await;
+                Err(f)
+            }
+        }
+    }
+
+    /// Takes batches until the connection is lost or shutdown fires.
+    async fn consume(&mut self, mut consumer: Consumer) -> SessionEnd {
+        let origin = self.config.queue.as_str();
+        let max_batch = usize::from(self.config.prefetch);
+        let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
+        loop {
+            if !self
+                .backpressure
+                .wait(
+                    &self.writer.store,
+                    &self.writer.stats,
+                    self.shutdown,
+                    origin,
+                )
+                .await
+            {
+                return SessionEnd::Shutdown;
+            }
+            let first = tokio::select! {
+                _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+                d = consumer.next() => d,
+            };
+            let mut batch = match first {
+                Some(Ok(d)) => vec![d],
+                Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+            };
+            let mut lost = None;
+            let deadline = tokio::time::Instant::now() + batch_wait;
+            while batch.len() < max_batch {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Err(_) => break,
+                    Ok(Some(Ok(d))) => batch.push(d),
+                    Ok(Some(Err(e))) => {
+                        lost = Some(e.to_string());
+                        break;
+                    }
+                    Ok(None) => {
+                        lost = Some("the broker cancelled the consumer".into());
+                        break;
+                    }
+                }
+            }
+            self.writer.stats.add_received(batch.len() as u64);
+            if let Err(reason) = self.handle(batch).await {
+                return SessionEnd::Lost(reason);
+            }
+            if let Some(reason) = lost {
+                return SessionEnd::Lost(reason);
+            }
+        }
+    }
+
+    /// Writes one batch, then acks it (or gives it back). `Err` when the channel is gone.
+    async fn handle(&mut self, batch: Vec<lapin::message::Delivery>) -> Result<(), String> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let items: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|d| Incoming {
+                body: &d.data,
+                message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
+                redelivered: d.redelivered,
+            })
+            .collect();
+        match self.writer.write(&items).await {
+            Ok(written) => {
+                self.store_backoff.reset();
+                self.backpressure.accepted(written.accepted);
+                op(
+                    "basic.ack",
+                    last.acker.ack(BasicAckOptions { multiple: true }),
+                )
+                .await
+                .map_err(|f| f.message)?;
+                self.writer.stats.add_acked(batch.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                self.writer.stats.add_store_failure();
+                let delay = self.store_backoff.next_delay();
+                tracing::error!(
+                    queue = self.config.queue.as_str(),
+                    error = %e,
+                    messages = batch.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot write to the inbox; the messages go back to the queue"
+                );
+                // Hold the messages (unacknowledged: the broker sends nothing more beyond the
+                // prefetch) for the pause, then requeue them for redelivery.
+                sleep_or_shutdown(delay, self.shutdown).await;
+                op(
+                    "basic.nack",
+                    last.acker.nack(BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    }),
+                )
+                .await
+                .map_err(|f| f.message)
+            }
+        }
+    }
+}
+
+/// Closes the channel (the broker requeues what was delivered and not acknowledged) and the
+/// connection, each within [`OPERATION_TIMEOUT`]; errors are of no interest any more.
+async fn close(connection: &Connection, channel: &Channel) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "bye")).await;
+    }
+    if connection.status().connected() {
+        let _ = tokio::time::timeout(OPERATION_TIMEOUT, connection.close(200, "bye")).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> MessageShape {
+        MessageShape::with_family("packshots")
+    }
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c: AmqpConfig = serde_json::from_value(serde_json::json!({
+            "url": "amqp://guest:s3cret@127.0.0.1:5672/%2f",
+            "queue": "q",
+            "shape": {"family": "packshots"}
+        }))
+        .unwrap();
+        assert_eq!(c.prefetch, 200);
+        assert!(!c.declare);
+        assert_eq!(c.backlog_limit, 100_000);
+        assert_eq!((c.reconnect_min_ms, c.reconnect_max_ms), (500, 30_000));
+        assert_eq!(c.consumer_tag, "");
+        c.validate().unwrap();
+        let e = serde_json::from_value::<AmqpConfig>(serde_json::json!({
+            "url": "amqp://h", "queue": "q", "shape": {"family": "f"}, "prefetch_count": 3
+        }))
+        .unwrap_err();
+        assert!(e.to_string().contains("prefetch_count"), "{e}");
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let c = AmqpConfig::new("amqp://guest:s3cret@127.0.0.1:5672/%2f", "q", shape());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.display_url(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        let mut bad = AmqpConfig::new("amqp://guest:s3cret@host:notaport/", "q", shape());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        bad.url = SecretString::from("amqps://guest:s3cret@host/".to_owned());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("amqps") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let mut c = AmqpConfig::new("amqp://h", "q", shape());
+        c.prefetch = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("prefetch"));
+        c.prefetch = 1;
+        c.reconnect_min_ms = 60_000;
+        assert!(c.validate().unwrap_err().to_string().contains("reconnect_min_ms"));
+        c.reconnect_min_ms = 500;
+        c.queue = " ".into();
+        assert!(c.validate().unwrap_err().to_string().contains("queue"));
+    }
+}

@@ -9,9 +9,11 @@
 //! - [`journal`]: the Adobe I/O Events journal poller.
 //! - [`amqp`]: RabbitMQ consumer.
 //! - [`nats`]: NATS JetStream consumer.
+//! - [`queue`]: what the queue consumers share (errors, counters, the write path).
 
 pub mod amqp;
 pub mod journal;
 pub mod message;
 pub mod nats;
+pub mod queue;
 pub mod webhook;
