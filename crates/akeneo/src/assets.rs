@@ -166,7 +166,7 @@ impl AkeneoClient {
     /// order.
     ///
     /// Each asset is first checked against the family structure
-    /// ([`validate_asset`](assetbridge_core::validate::validate_asset)); one that does not fit is
+    /// ([`assetbridge_core::validate::validate_asset`]); one that does not fit is
     /// not sent and is reported `Failed { status: 422, permanent: true }` with the reasons — except
     /// when its only problems are unknown options of attributes listed in
     /// `create_missing_options`: those options are created first. The others are sent in

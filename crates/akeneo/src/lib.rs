@@ -37,7 +37,8 @@ use url::Url;
 pub use assets::{to_pim_asset, AssetQuery, DeleteOutcome, ItemFailure, ItemOutcome, ItemResult};
 pub use config::{AkeneoConfig, MAX_BATCH, TOKEN_BODY_MAX_BYTES};
 pub use error::AkeneoError;
-pub use products::ProductLineResult;
+pub use media::MEDIA_FILE_CODE_HEADER;
+pub use products::{ProductLineResult, COLLECTION_CONTENT_TYPE, MAX_LINE_LEN};
 pub use stats::ClientStats;
 
 /// A client of one Akeneo PIM. Cheap to clone (all clones share the token, limits, caches and
