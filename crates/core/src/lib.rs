@@ -3,8 +3,8 @@
 //! Everything here is data and pure functions: the DAM's view of an asset ([`DamAsset`]), a change
 //! learned from a source ([`AssetChange`]), the PIM's view ([`PimAsset`]), the asset family
 //! structure as Akeneo describes it ([`structure`]), the mapping from one to the other
-//! ([`mapping`]), asset-code sanitising ([`code`]), content hashing ([`hash`]) and poll cursors
-//! ([`cursor`]). No I/O, no HTTP library, no clock reads: adapters depend on this crate, never the
+//! ([`mapping`]), family routing ([`routing`]), asset-code sanitising ([`code`]), content hashing
+//! ([`hash`]) and poll cursors ([`cursor`]). No I/O, no HTTP library, no clock reads: adapters depend on this crate, never the
 //! reverse.
 
 pub mod asset;
@@ -12,6 +12,7 @@ pub mod code;
 pub mod cursor;
 pub mod hash;
 pub mod mapping;
+pub mod routing;
 pub mod structure;
 pub mod validate;
 

@@ -72,6 +72,7 @@ fn rule(attribute: &str, from: &str, locale: Option<&str>) -> ValueRule {
         default: None,
         locale: locale.map(str::to_owned),
         channel: None,
+        ..ValueRule::default()
     }
 }
 
