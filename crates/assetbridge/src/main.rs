@@ -49,6 +49,8 @@ enum Command {
     Run(commands::run::RunArgs),
     Check(commands::check::CheckArgs),
     Emulate(commands::emulate::EmulateArgs),
+    Dlq(commands::dlq::DlqArgs),
+    Status(commands::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,8 @@ fn main() -> ExitCode {
             Command::Run(a) => commands::run::run(a, log).await,
             Command::Check(a) => commands::check::run(a, log).await,
             Command::Emulate(a) => commands::emulate::run(a, log).await,
+            Command::Dlq(a) => commands::dlq::run(a, log).await,
+            Command::Status(a) => commands::status::run(a, log).await,
         }
     });
     match result {

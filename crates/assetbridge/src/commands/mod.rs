@@ -1,7 +1,9 @@
 pub mod check;
 pub mod demo;
+pub mod dlq;
 pub mod emulate;
 pub mod run;
+pub mod status;
 pub mod sync;
 
 use std::path::PathBuf;
