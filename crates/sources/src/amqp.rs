@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    sleep_or_shutdown, Backoff, Backpressure, Incoming, InboxWriter, QueueStats, SourceError,
+    sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming, QueueStats, SourceError,
 };
 
 const TRANSPORT: &str = "amqp";
@@ -409,8 +409,9 @@ impl AmqpConsumer<'_> {
         match setup.await {
             Ok((channel, consumer)) => Ok((connection, channel, consumer)),
             Err(f) => {
-                let _ = tokio::time::timeout(OPERATION_TIMEOUT, connection.close(200, "setup failed"))
-                    .await;
+                let _ =
+                    tokio::time::timeout(OPERATION_TIMEOUT, connection.close(200, "setup failed"))
+                        .await;
                 Err(f)
             }
         }
@@ -582,7 +583,11 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("prefetch"));
         c.prefetch = 1;
         c.reconnect_min_ms = 60_000;
-        assert!(c.validate().unwrap_err().to_string().contains("reconnect_min_ms"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reconnect_min_ms"));
         c.reconnect_min_ms = 500;
         c.queue = " ".into();
         assert!(c.validate().unwrap_err().to_string().contains("queue"));

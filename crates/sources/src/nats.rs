@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    jittered_delay, sleep_or_shutdown, Backoff, Backpressure, Incoming, InboxWriter, QueueStats,
+    jittered_delay, sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming, QueueStats,
     SourceError,
 };
 
@@ -485,8 +485,10 @@ impl NatsConsumer<'_> {
             })?
         } else {
             js.get_stream(&c.stream).await.map_err(|e| {
-                let permanent =
-                    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(_));
+                let permanent = matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(_)
+                );
                 SetupFailure::new(
                     permanent,
                     format!(
@@ -507,10 +509,8 @@ impl NatsConsumer<'_> {
             })
             .await
             .map_err(|e| {
-                let permanent = matches!(
-                    e.kind(),
-                    jetstream::stream::ConsumerErrorKind::JetStream(_)
-                );
+                let permanent =
+                    matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(_));
                 SetupFailure::new(
                     permanent,
                     format!("create or update consumer `{}`: {e}", c.durable),
@@ -568,7 +568,9 @@ impl NatsConsumer<'_> {
                 }
                 Err(_) => {
                     let msg = format!("pull request: no answer within {OPERATION_TIMEOUT:?}");
-                    if let Some(end) = self.pull_failed(&mut failures, &mut pull_backoff, msg).await
+                    if let Some(end) = self
+                        .pull_failed(&mut failures, &mut pull_backoff, msg)
+                        .await
                     {
                         return end;
                     }
@@ -754,10 +756,18 @@ mod tests {
         c.subjects = vec!["dam.>".into()];
         c.validate().unwrap();
         c.fetch_batch = 2_000;
-        assert!(c.validate().unwrap_err().to_string().contains("fetch_batch"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fetch_batch"));
         c.fetch_batch = 10;
         c.max_ack_pending = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("max_ack_pending"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_ack_pending"));
         c.max_ack_pending = 10;
         c.user = Some("u".into());
         assert!(c.validate().unwrap_err().to_string().contains("password"));
