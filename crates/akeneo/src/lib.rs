@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub limits: transport::Limits,
     pub option_bucket: transport::TokenBucket,
     pub structures: Mutex<HashMap<String, Arc<structure::Slot>>>,
+    /// Serialises option creation: concurrent batches that meet the same missing option create
+    /// it once (the second finds it in the cache once it gets the lock).
+    pub option_writes: tokio::sync::Mutex<()>,
     pub stats: stats::Counters,
 }
 
@@ -110,6 +113,7 @@ impl AkeneoClient {
                 limits,
                 option_bucket,
                 structures: Mutex::new(HashMap::new()),
+                option_writes: tokio::sync::Mutex::new(()),
                 stats: stats::Counters::default(),
             }),
         })

@@ -97,20 +97,28 @@ impl AkeneoClient {
                 "attribute `{attribute}` of asset family `{family}` is not an option attribute"
             )));
         }
-        let known = attr.options.clone().unwrap_or_default();
-        let missing: BTreeSet<&String> = codes.iter().filter(|c| !known.contains(*c)).collect();
-        if missing.is_empty() {
+        let missing_in = |s: &FamilyStructure| -> BTreeSet<String> {
+            let known = s
+                .attribute(attribute)
+                .and_then(|a| a.options.clone())
+                .unwrap_or_default();
+            codes.iter().filter(|c| !known.contains(*c)).cloned().collect()
+        };
+        if missing_in(&structure).is_empty() {
             return Ok(());
         }
-        let mut created = BTreeSet::new();
+        // One creator at a time; whoever waited re-reads the cache, which now holds what the
+        // previous holder created.
+        let _creating = self.inner.option_writes.lock().await;
+        let missing = missing_in(&*self.family_structure(family).await?);
         for code in missing {
-            if let Err(e) = self.inner.create_option(family, attribute, code).await {
+            if let Err(e) = self.inner.create_option(family, attribute, &code).await {
                 self.invalidate_structure(family);
                 return Err(e);
             }
-            created.insert(code.clone());
+            self.add_cached_options(family, attribute, BTreeSet::from([code]))
+                .await;
         }
-        self.add_cached_options(family, attribute, created).await;
         Ok(())
     }
 
