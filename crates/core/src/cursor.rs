@@ -57,12 +57,18 @@ mod tests {
     fn ordered_by_time_then_id() {
         assert!(c(10, "b") > c(10, "a"));
         assert!(c(11, "a") > c(10, "z"));
-        assert_eq!(Cursor::max(Some(c(10, "a")), Some(c(9, "z"))), Some(c(10, "a")));
+        assert_eq!(
+            Cursor::max(Some(c(10, "a")), Some(c(9, "z"))),
+            Some(c(10, "a"))
+        );
         assert_eq!(Cursor::max(None, Some(c(9, "z"))), Some(c(9, "z")));
     }
 
     #[test]
     fn since_goes_back_by_the_overlap() {
-        assert_eq!(c(100, "a").since(Duration::seconds(30)), Utc.timestamp_opt(70, 0).unwrap());
+        assert_eq!(
+            c(100, "a").since(Duration::seconds(30)),
+            Utc.timestamp_opt(70, 0).unwrap()
+        );
     }
 }

@@ -107,8 +107,22 @@ mod tests {
         let mut b = PimAsset::new("a");
         let v1: serde_json::Value = serde_json::from_str(r#"{"x":1,"y":2}"#).unwrap();
         let v2: serde_json::Value = serde_json::from_str(r#"{"y":2,"x":1}"#).unwrap();
-        a.push_value("m", PimValue { locale: None, channel: None, data: v1 });
-        b.push_value("m", PimValue { locale: None, channel: None, data: v2 });
+        a.push_value(
+            "m",
+            PimValue {
+                locale: None,
+                channel: None,
+                data: v1,
+            },
+        );
+        b.push_value(
+            "m",
+            PimValue {
+                locale: None,
+                channel: None,
+                data: v2,
+            },
+        );
         assert_eq!(content_hash(&a), content_hash(&b));
     }
 }
