@@ -721,10 +721,15 @@ fn compile_rule(
         for c in codes {
             if let Some(code) = c.as_str() {
                 if !options.contains(code) {
+                    let is = if what.ends_with(" to") {
+                        ", which is"
+                    } else {
+                        " is"
+                    };
                     return Err(err(
                         key,
                         format!(
-                            "{what} `{code}` is not an option of the attribute (options: {})",
+                            "{what} `{code}`{is} not an option of the attribute (options: {})",
                             options_list(options)
                         ),
                     ));
