@@ -1,8 +1,5 @@
 //! Polling: one pass over what changed in the DAM since a family's cursor.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use assetbridge_core::{AssetChange, Cursor};
 use futures::StreamExt;
 use tracing::{info, warn};
@@ -97,16 +94,12 @@ impl Engine {
     }
 }
 
-/// How long a backlog reading is reused by a pass (one count query per interval, not per page).
-const BACKLOG_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// The poller's backpressure check: open while the inbox is below `backlog_limit`.
+/// The poller's backpressure check: open while the inbox is below `backlog_limit`. Read before
+/// each DAM page is written (one count query per page of up to 100 changes).
 #[derive(Clone)]
 struct BacklogGate {
     engine: Engine,
     family: String,
-    /// When the backlog was last read, and whether it was over the limit then.
-    last: Arc<Mutex<Option<(Instant, bool)>>>,
 }
 
 impl BacklogGate {
@@ -114,42 +107,35 @@ impl BacklogGate {
         Self {
             engine,
             family: family.to_owned(),
-            last: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Whether the poller may read another page. A store error counts as open: the writes that
-    /// follow meet the same error and report it.
+    /// Whether the poller may write another page. A store error counts as open: the writes
+    /// that follow meet the same error and report it.
     async fn open(self) -> bool {
         let limit = self.engine.options.backlog_limit;
         if limit == 0 {
             return true;
         }
-        if let Some((at, over)) = *self.last.lock().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < BACKLOG_CHECK_EVERY {
-                return !over;
-            }
-        }
-        let over = match self.engine.store.backlog().await {
+        match self.engine.store.backlog().await {
             Ok(b) => {
                 let size = b.pending + b.in_flight;
-                let over = size >= limit;
-                if over {
+                if size >= limit {
                     warn!(
                         family = %self.family,
                         backlog = size,
                         backlog_limit = limit,
                         "the inbox is over its bound: the poller reads no further DAM page until it drains"
                     );
+                    false
+                } else {
+                    true
                 }
-                over
             }
             Err(e) => {
                 warn!(family = %self.family, error = %e, "cannot read the inbox size");
-                false
+                true
             }
-        };
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), over));
-        !over
+        }
     }
 }

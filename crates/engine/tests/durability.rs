@@ -1,0 +1,335 @@
+//! Durability of the engine against both emulators over real HTTP on 127.0.0.1 and a SQLite
+//! state file: the poller's backpressure (it stops reading the DAM while the inbox is over
+//! `backlog_limit`), nothing lost across a PIM outage, and the per-minute outcome counters that
+//! `assetbridge status` shows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
+use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
+use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
+use assetbridge_dam::rest::{DamAuth, RestDam, RestDamConfig};
+use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
+use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, RunningDam};
+use assetbridge_engine::{Engine, FamilyPlan, SyncOptions, SyncReport};
+use assetbridge_store::Store;
+use secrecy::SecretString;
+use serde_json::json;
+
+const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
+const TAGS: [&str; 12] = [
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "red",
+    "studio",
+    "outdoor",
+    "new",
+    "sale",
+    "eco",
+    "premium",
+    "bestseller",
+];
+
+struct TestApp {
+    dam: DamEmulator,
+    akeneo: AkeneoEmulator,
+    engine: Engine,
+    _dam_server: RunningDam,
+    _akeneo_server: RunningEmulator,
+    _dir: tempfile::TempDir,
+}
+
+fn structure(code: &str, prefix: &str) -> FamilyStructure {
+    let mut media = AssetAttribute::new("media", AttributeType::MediaLink);
+    media.prefix = Some(prefix.to_owned());
+    let mut title = AssetAttribute::new("title", AttributeType::Text);
+    title.value_per_locale = true;
+    let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
+    tags.options = Some(TAGS.iter().map(|s| s.to_string()).collect());
+    let width = AssetAttribute::new("width", AttributeType::Number);
+    let sku = AssetAttribute::new("sku", AttributeType::Text);
+    FamilyStructure {
+        code: code.to_owned(),
+        attribute_as_main_media: Some("media".into()),
+        attributes: [media, title, tags, width, sku]
+            .into_iter()
+            .map(|a| (a.code.clone(), a))
+            .collect(),
+    }
+}
+
+fn rule(attribute: &str, from: &str, locale: Option<&str>) -> ValueRule {
+    ValueRule {
+        attribute: attribute.into(),
+        from: Some(from.into()),
+        locale: locale.map(str::to_owned),
+        ..ValueRule::default()
+    }
+}
+
+fn mapping() -> FamilyMapping {
+    FamilyMapping {
+        asset_code: "{{ dam_id }}".into(),
+        values: vec![
+            rule("media", "/url", None),
+            rule("title", "/metadata/title", Some("en_US")),
+            rule("tags", "/metadata/tags", None),
+            rule("width", "/metadata/width", None),
+            rule("sku", "/metadata/sku", None),
+        ],
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+impl TestApp {
+    async fn start(assets: usize, options: SyncOptions) -> Self {
+        let dam = DamEmulator::new(DamEmulatorConfig {
+            assets,
+            families: FAMILIES.iter().map(|s| s.to_string()).collect(),
+            ..DamEmulatorConfig::default()
+        });
+        let dam_server = dam.serve(localhost()).await.unwrap();
+        let akeneo = AkeneoEmulator::new(AkeneoEmulatorConfig::default());
+        let akeneo_server = akeneo.serve(localhost()).await.unwrap();
+        let prefix = format!("{}/files/", dam_server.base_url);
+        for f in FAMILIES {
+            akeneo.add_asset_family(structure(f, &prefix));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
+        .await
+        .unwrap();
+        let mut pim_cfg = AkeneoConfig::new(
+            akeneo_server.base_url.clone(),
+            "assetbridge",
+            "secret",
+            "admin",
+            "admin",
+        );
+        // An outage should fail a call quickly here (the engine's own retries are under test).
+        pim_cfg.max_retries = 1;
+        pim_cfg.retry_base_ms = 20;
+        pim_cfg.retry_max_ms = 50;
+        let pim = AkeneoClient::new(pim_cfg).unwrap();
+        let mut dam_cfg = RestDamConfig::new(dam_server.base_url.clone());
+        dam_cfg.auth = DamAuth::Bearer {
+            token: SecretString::from("dam-token".to_owned()),
+        };
+        dam_cfg.family_param = Some("type".into());
+        let rest = RestDam::new(dam_cfg).unwrap();
+        let mut plans = Vec::new();
+        for f in FAMILIES {
+            let s = pim.family_structure(f).await.unwrap();
+            plans.push(FamilyPlan {
+                code: f.to_owned(),
+                query: rest.family_query(f),
+                mapping: Arc::new(CompiledMapping::new(&mapping(), Some(&s)).unwrap()),
+            });
+        }
+        let engine = Engine::new(pim, store, rest, plans, options);
+        Self {
+            dam,
+            akeneo,
+            engine,
+            _dam_server: dam_server,
+            _akeneo_server: akeneo_server,
+            _dir: dir,
+        }
+    }
+
+    fn plan(&self, family: &str) -> FamilyPlan {
+        self.engine.family(family).unwrap().clone()
+    }
+
+    async fn sync(&self) -> SyncReport {
+        let mut total = SyncReport::default();
+        for plan in self.engine.families() {
+            total += &self.engine.sync_family(plan, false).await.unwrap();
+        }
+        total += &self.engine.drain_inbox("test").await.unwrap();
+        total
+    }
+
+    fn pim_count(&self) -> usize {
+        FAMILIES.iter().map(|f| self.akeneo.asset_count(f)).sum()
+    }
+
+    async fn inbox(&self) -> u64 {
+        let b = self.engine.store().backlog().await.unwrap();
+        b.pending + b.in_flight
+    }
+}
+
+#[tokio::test]
+async fn the_poller_holds_back_while_the_inbox_is_over_its_bound() {
+    // One page at a time so the bound is met at a page boundary: 1 000 assets in two families,
+    // pages of 100.
+    let options = SyncOptions {
+        pages_in_flight: 1,
+        backlog_limit: 150,
+        // Retries wait a second: the drain below finds them ready.
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(1),
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(1_000, options).await;
+    let packshots = app.plan("packshots");
+    let lifestyle = app.plan("lifestyle");
+
+    // The PIM is down: every page's changes go to the inbox for a retry.
+    app.akeneo.set_outage(true);
+    let r = app.engine.sync_family(&packshots, false).await.unwrap();
+    // Page 1 → 100 in the inbox (< 150, go on); page 2 → 200 (≥ 150): page 3 is not written.
+    assert_eq!(r.retrying, 200, "{r:?}");
+    assert_eq!(app.inbox().await, 200);
+    let cursor = app.engine.cursor("packshots").await.unwrap().unwrap();
+    let second_page_last = app.dam.ordered_ids(None, Some("packshots"))[199].clone();
+    assert_eq!(
+        cursor.dam_id, second_page_last,
+        "the cursor stops after the last page written"
+    );
+
+    // Over the bound, a pass does not even list the DAM.
+    app.dam.reset_stats();
+    let r = app.engine.sync_family(&lifestyle, false).await.unwrap();
+    assert_eq!(r, SyncReport::default());
+    assert_eq!(app.dam.stats().list_requests, 0);
+    assert_eq!(app.engine.cursor("lifestyle").await.unwrap(), None);
+    assert_eq!(app.inbox().await, 200, "nothing more was enqueued");
+
+    // While the inbox is full, delayed retries included, passes keep holding back.
+    app.akeneo.set_outage(false);
+    let r = app.engine.sync_family(&packshots, false).await.unwrap();
+    assert_eq!(r, SyncReport::default());
+
+    // The PIM is back and the retries come due: the inbox drains, then the next passes resume
+    // from the cursors and the PIM ends up holding exactly the DAM.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let drained = app.engine.drain_inbox("test").await.unwrap();
+    assert_eq!(drained.created, 200, "{drained:?}");
+    assert_eq!(app.inbox().await, 0);
+    let r = app.sync().await;
+    assert_eq!(r.created, 800, "the rest of the DAM: {r:?}");
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+    assert_eq!(app.pim_count(), 1_000);
+    assert_eq!(app.inbox().await, 0);
+}
+
+#[tokio::test]
+async fn a_pim_outage_loses_nothing_and_the_backlog_drains_after_it() {
+    let options = SyncOptions {
+        // Short retry delays so that the test waits seconds, not minutes; the attempts are
+        // counted (the default 8 with base 5 s and doubling spans ~10 minutes of outage).
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(1),
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(400, options).await;
+    app.sync().await;
+    assert_eq!(app.pim_count(), 400);
+
+    app.akeneo.set_outage(true);
+    let touched = app.dam.touch(60);
+    let added = app.dam.add(15);
+    let r = app.sync().await;
+    assert_eq!(r.created + r.updated, 0, "{r:?}");
+    assert!(r.retrying >= 75, "{r:?}");
+    assert_eq!(app.inbox().await, 75, "every change waits in the inbox");
+    assert_eq!(app.engine.store().dead_letter_count().await.unwrap(), 0);
+    let failed = app
+        .engine
+        .store()
+        .outcomes(Duration::from_secs(600), None)
+        .await
+        .unwrap();
+    assert!(failed.failed >= 75, "{failed:?}");
+
+    app.akeneo.set_outage(false);
+    // The retries come due (1 s ± 25 %).
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let r = app.engine.drain_inbox("test").await.unwrap();
+    assert_eq!(r.created, 15, "{r:?}");
+    assert_eq!(r.updated, 60, "{r:?}");
+    assert_eq!(app.inbox().await, 0);
+    assert_eq!(app.pim_count(), 415);
+    for id in touched.iter().chain(&added) {
+        let record = app.dam.get(id).unwrap();
+        let family = record["type"].as_str().unwrap();
+        let held = app
+            .akeneo
+            .asset(family, &assetbridge_core::sanitize_code(id))
+            .unwrap();
+        assert_eq!(
+            held["values"]["title"][0]["data"],
+            record["metadata"]["title"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn write_outcomes_are_counted_per_family() {
+    let app = TestApp::start(120, SyncOptions::default()).await;
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    for id in &ids[..3] {
+        app.dam
+            .set(id, &json!({"metadata": {"width": "very wide"}}))
+            .unwrap();
+    }
+    let r = app.sync().await;
+    assert_eq!(r.failed, 3, "{r:?}");
+    let store = app.engine.store();
+    let hour = Duration::from_secs(3600);
+    let all = store.outcomes(hour, None).await.unwrap();
+    assert_eq!(all.succeeded, 117);
+    assert_eq!(all.failed, 3);
+    let packshots = store.outcomes(hour, Some("packshots")).await.unwrap();
+    let lifestyle = store.outcomes(hour, Some("lifestyle")).await.unwrap();
+    assert_eq!(packshots.failed, 3);
+    assert_eq!(lifestyle.failed, 0);
+    assert_eq!(packshots.succeeded + lifestyle.succeeded, 117);
+    assert_eq!(
+        packshots.succeeded as usize,
+        app.akeneo.asset_count("packshots")
+    );
+
+    // Nothing changed: nothing more is written. (The three refused assets are seen again in
+    // the overlap window and fail again: those attempts are counted as failures.)
+    app.sync().await;
+    assert_eq!(
+        store.outcomes(hour, None).await.unwrap().succeeded,
+        all.succeeded
+    );
+}
+
+/// Known bug (reported, not fixed here): a change refused for good and seen again in the poll's
+/// overlap window is dead-lettered again on every poll, so one bad asset becomes one dead letter
+/// per poll (with `schedule = "30s"` and the 5-minute overlap: ten). Fixing it needs the store to
+/// find an asset's dead letter (e.g. `DeadLetterFilter::dam_id`, or `add_dead_letter` skipping a
+/// payload already dead-lettered for the asset).
+#[tokio::test]
+#[ignore = "known bug: re-polled refused changes are dead-lettered again (see the doc comment)"]
+async fn a_refused_change_seen_again_in_the_overlap_is_not_dead_lettered_twice() {
+    let app = TestApp::start(50, SyncOptions::default()).await;
+    let id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
+    app.dam
+        .set(&id, &json!({"metadata": {"width": "very wide"}}))
+        .unwrap();
+    app.sync().await;
+    assert_eq!(app.engine.store().dead_letter_count().await.unwrap(), 1);
+    app.sync().await;
+    assert_eq!(
+        app.engine.store().dead_letter_count().await.unwrap(),
+        1,
+        "the same refused change was dead-lettered again"
+    );
+}
