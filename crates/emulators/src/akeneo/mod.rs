@@ -11,6 +11,10 @@
 //!   product attributes (read).
 //! - Faults: latency, concurrency cap (429), injected 429 / 5xx / dropped connections, outage,
 //!   short token TTLs and revocation (§3.3, §3.4).
+//! - Test control (not part of the API; no token, no faults, not counted): `GET
+//!   /_emulator/stats` (the [`Counters`] as JSON, plus `in_flight`) and `POST /_emulator/reset`
+//!   (counters and request log back to empty), for tools that run the emulator in another
+//!   process.
 //!
 //! Assets are stored compactly (one byte buffer per asset, a `BTreeMap` per family keyed by
 //! code for `search_after`, an index on `updated` for filtered polls), so a million assets fit
@@ -55,6 +59,7 @@
 
 mod assets;
 mod codec;
+mod control;
 mod demo;
 mod families;
 mod gate;
@@ -77,6 +82,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
+pub use control::{RESET as CONTROL_RESET, STATS as CONTROL_STATS};
 pub use demo::{
     demo_product_attributes, demo_structure, demo_structure_with_prefix, DEMO_MEDIA_PREFIX,
     DEMO_TAGS,

@@ -137,5 +137,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             gate::gate,
         ))
-        .with_state(shared)
+        .with_state(shared.clone())
+        // Test control, outside the gate (added after the layers, so they do not apply).
+        .merge(super::control::router(shared))
 }

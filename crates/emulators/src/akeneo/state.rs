@@ -501,8 +501,9 @@ impl Tokens {
 // ---------------------------------------------------------------------------------------------
 // Counters and request log
 
-/// A snapshot of the emulator's counters (see [`super::AkeneoEmulator::counters`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A snapshot of the emulator's counters (see [`super::AkeneoEmulator::counters`]); also the
+/// JSON of `GET /_emulator/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Successful password grants.
     pub token_grants: u64,
