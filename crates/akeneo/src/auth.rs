@@ -120,6 +120,14 @@ impl Auth {
                 generation: 0,
             });
         }
+        if inner.config.fresh_token_per_request {
+            // Benchmark baseline: one password grant per call, nothing cached or shared.
+            let t = self.password_grant(inner).await?;
+            return Ok(Token {
+                access: Arc::new(SecretString::from(t.access_token)),
+                generation: u64::MAX,
+            });
+        }
         if let Some(t) = self.current() {
             return Ok(t);
         }

@@ -116,6 +116,14 @@ pub struct AkeneoConfig {
     /// [`products_by_identifiers`](crate::AkeneoClient::products_by_identifiers). Default: `"sku"`.
     #[serde(default = "default_product_identifier_attribute")]
     pub product_identifier_attribute: String,
+    /// **Benchmark baseline only — never set it in production.** Every API call gets a new
+    /// token from its own password grant (no caching, no refresh), as the per-event serverless
+    /// designs do; with `batch_size = 1` this is the per-asset baseline the benchmark harness
+    /// (`crates/bench`) compares the connector with. Deliberately not in the configuration
+    /// reference. Default: false.
+    #[serde(default)]
+    #[doc(hidden)]
+    pub fresh_token_per_request: bool,
 }
 
 fn empty_secret() -> SecretString {
@@ -218,6 +226,7 @@ impl AkeneoConfig {
             media_max_bytes: default_media_max_bytes(),
             batch_size: default_batch_size(),
             product_identifier_attribute: default_product_identifier_attribute(),
+            fresh_token_per_request: false,
         }
     }
 
