@@ -422,8 +422,11 @@ impl NatsConsumer<'_> {
             .name("assetbridge")
             .connection_timeout(Duration::from_secs(c.connect_timeout_secs))
             .request_timeout(Some(OPERATION_TIMEOUT))
-            .reconnect_delay_callback(move |attempts| {
-                jittered_delay(min, max, attempts.saturating_sub(1) as u32)
+            // Called before every attempt, the first included (`attempts` = 1): that one and
+            // the first reconnect go at once, later ones back off.
+            .reconnect_delay_callback(move |attempts| match attempts {
+                0 | 1 => Duration::ZERO,
+                n => jittered_delay(min, max, (n - 2).min(32) as u32),
             })
             .event_callback(move |event| {
                 let stats = stats.clone();
