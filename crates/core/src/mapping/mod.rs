@@ -359,6 +359,7 @@ impl CompiledMapping {
         let mut env = template::environment();
         env.add_template_owned(CODE_TEMPLATE, mapping.asset_code.clone())
             .map_err(|e| MappingError::code(format!("template: {e}")))?;
+        template::probe(&env, CODE_TEMPLATE).map_err(MappingError::code)?;
         let code = match template::fast_path(&mapping.asset_code) {
             Some(l) => CodeSource::Lookup(l),
             None => CodeSource::Template,
@@ -427,7 +428,7 @@ impl CompiledMapping {
                     Some(slot) => {
                         if let Some(earlier) = slot.rules.iter().find(|r| r.always_gives()) {
                             return Err(err(
-                                v.key.clone(),
+                                rule.key.clone(),
                                 format!(
                                     "this rule can never apply: rule {} already gives the same value (locale {}, channel {}) to every asset; give that rule a `when`, or remove one",
                                     earlier.key,
@@ -752,42 +753,12 @@ fn compile_rule(
         steps.push((k, step));
     }
 
-    // Source.
-    let source = if let Some(p) = v.from {
-        Source::Pointer(Pointer::parse(p).map_err(|e| err(v.from_key.clone(), e))?)
-    } else if let Some(t) = &r.template {
-        let name = format!("__value_{i}");
-        env.add_template_owned(name.clone(), t.clone())
-            .map_err(|e| err(format!("{base}.template"), format!("template: {e}")))?;
-        Source::Template {
-            name,
-            fast: template::fast_path(t),
-        }
-    } else {
-        let c = r.value.clone().unwrap_or(Value::Null);
-        let shown = show(&c);
-        let data = run_steps(&steps, c).map_err(|e| {
-            err(
-                format!("{base}.value"),
-                format!("the constant {shown}: {e}"),
-            )
-        })?;
-        let data = if is_empty(&data) {
-            None
-        } else {
-            let d = coerce(&target, data).map_err(|e| err(format!("{base}.value"), e))?;
-            check_codes(format!("{base}.value"), "the constant", &d)?;
-            Some(d)
-        };
-        Source::Fixed(data)
-    };
-
     // Shape and type checks.
     if let Some(kind) = kind {
-        let mut shape = match (&source, &r.value) {
-            (Source::Fixed(_), Some(c)) => shape_of(c),
-            (Source::Template { .. }, _) => Shape::Scalar,
-            _ => Shape::Unknown,
+        let mut shape = match (&r.value, &r.template) {
+            (Some(c), _) => shape_of(c),
+            (None, Some(_)) => Shape::Scalar,
+            (None, None) => Shape::Unknown,
         };
         let mut made_list_at = None;
         for (k, t) in r.transform.iter().enumerate() {
@@ -852,6 +823,55 @@ fn compile_rule(
                     ),
                 ));
             }
+        }
+    }
+
+    // Source.
+    let source = if let Some(p) = v.from {
+        Source::Pointer(Pointer::parse(p).map_err(|e| err(v.from_key.clone(), e))?)
+    } else if let Some(t) = &r.template {
+        let name = format!("__value_{i}");
+        env.add_template_owned(name.clone(), t.clone())
+            .map_err(|e| err(format!("{base}.template"), format!("template: {e}")))?;
+        template::probe(env, &name).map_err(|e| err(format!("{base}.template"), e))?;
+        Source::Template {
+            name,
+            fast: template::fast_path(t),
+        }
+    } else {
+        let c = r.value.clone().unwrap_or(Value::Null);
+        let shown = show(&c);
+        let data = run_steps(&steps, c).map_err(|e| {
+            err(
+                format!("{base}.value"),
+                format!("the constant {shown}: {e}"),
+            )
+        })?;
+        let data = if is_empty(&data) {
+            None
+        } else {
+            let d = coerce(&target, data).map_err(|e| err(format!("{base}.value"), e))?;
+            check_codes(format!("{base}.value"), "the constant", &d)?;
+            Some(d)
+        };
+        Source::Fixed(data)
+    };
+
+    // Option and record codes are sanitised by the coercion: a `sanitize_code` step before it
+    // would sanitise twice, and a second pass appends a second hash to an altered code.
+    if matches!(
+        kind,
+        Some(AttributeType::SingleOption | AttributeType::MultipleOptions | AttributeType::Record)
+    ) {
+        if let Some(k) = r
+            .transform
+            .iter()
+            .position(|t| matches!(t, Transform::SanitizeCode))
+        {
+            return Err(err(
+                format!("{base}.transform[{k}]"),
+                "option and record codes are sanitised already; a second `sanitize_code` would append a second hash: remove this step".into(),
+            ));
         }
     }
 

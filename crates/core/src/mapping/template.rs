@@ -30,18 +30,19 @@ struct RegexCache(Mutex<HashMap<String, Arc<Regex>>>);
 
 const REGEX_CACHE_MAX: usize = 256;
 
+/// How regex filter errors start (recognised by [`probe`]).
+const REGEX_ERROR: &str = "invalid regular expression: ";
+
 impl RegexCache {
     fn get(&self, pattern: &str) -> Result<Arc<Regex>, Error> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(re) = map.get(pattern) {
             return Ok(re.clone());
         }
-        let re = Arc::new(Regex::new(pattern).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                format!("invalid regular expression: {e}"),
-            )
-        })?);
+        let re =
+            Arc::new(Regex::new(pattern).map_err(|e| {
+                Error::new(ErrorKind::InvalidOperation, format!("{REGEX_ERROR}{e}"))
+            })?);
         if map.len() < REGEX_CACHE_MAX {
             map.insert(pattern.to_owned(), re.clone());
         }
@@ -161,6 +162,29 @@ pub(crate) fn environment() -> Environment<'static> {
         },
     );
     env
+}
+
+/// Renders template `name` over an empty record to find what only shows when rendering: an
+/// unknown filter, test, function or method, or an invalid regular expression given to a regex
+/// filter. Other errors depend on the data and are left to mapping time. Only the parts of the
+/// template an empty record reaches are checked.
+pub(crate) fn probe(env: &Environment<'static>, name: &str) -> Result<(), String> {
+    let ctx = minijinja::context! { dam_id => "", dam_updated => "" };
+    match env.get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            ErrorKind::UnknownFilter
+            | ErrorKind::UnknownTest
+            | ErrorKind::UnknownFunction
+            | ErrorKind::UnknownMethod => Err(format!("template: {e}")),
+            ErrorKind::InvalidOperation
+                if e.detail().is_some_and(|d| d.starts_with(REGEX_ERROR)) =>
+            {
+                Err(format!("template: {e}"))
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 /// The template context of an asset: the record's top-level keys, plus `dam_id` and
