@@ -45,9 +45,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
-use crate::queue::{
-    sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming, QueueStats, SourceError,
-};
+use crate::queue::{sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming};
+pub use crate::queue::{QueueStats, QueueStatsSnapshot, SourceError};
 
 const TRANSPORT: &str = "amqp";
 /// Timeout of one broker operation after connecting (declare, qos, consume, ack, close).

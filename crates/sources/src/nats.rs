@@ -46,9 +46,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    jittered_delay, sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming, QueueStats,
-    SourceError,
+    jittered_delay, sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming,
 };
+pub use crate::queue::{QueueStats, QueueStatsSnapshot, SourceError};
 
 const TRANSPORT: &str = "nats";
 /// Timeout of one request to the server (stream/consumer setup, pull request, flush).

@@ -75,7 +75,8 @@ pub struct QueueStats {
 /// A point-in-time copy of [`QueueStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStatsSnapshot {
-    /// Messages received from the broker (redeliveries included).
+    /// Messages received from the broker (every delivery: redeliveries, and deliveries given
+    /// back after a store failure, count again).
     pub received: u64,
     /// Changes the inbox accepted (new pending entries or replacing a pending one).
     pub enqueued: u64,
@@ -87,7 +88,9 @@ pub struct QueueStatsSnapshot {
     pub skipped: u64,
     /// Messages that could not be parsed, stored as raw dead letters and acknowledged.
     pub dead_lettered: u64,
-    /// Messages the broker marked as redelivered (AMQP `redelivered`, NATS delivery count > 1).
+    /// Messages written to the store that the broker marked as redelivered (AMQP
+    /// `redelivered`, NATS delivery count > 1): after a store failure, a lost connection or a
+    /// restart.
     pub redelivered: u64,
     /// Messages acknowledged to the broker.
     pub acked: u64,
