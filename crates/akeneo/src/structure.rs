@@ -102,7 +102,11 @@ impl AkeneoClient {
                 .attribute(attribute)
                 .and_then(|a| a.options.clone())
                 .unwrap_or_default();
-            codes.iter().filter(|c| !known.contains(*c)).cloned().collect()
+            codes
+                .iter()
+                .filter(|c| !known.contains(*c))
+                .cloned()
+                .collect()
         };
         if missing_in(&structure).is_empty() {
             return Ok(());
