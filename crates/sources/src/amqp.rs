@@ -149,7 +149,7 @@ impl AmqpConfig {
             message,
         };
         // lapin's own parse error repeats the whole URL (password included): never show it.
-        let uri = AMQPUri::from_str(self.url.expose_secret()).map_err(|_| {
+        let mut uri = AMQPUri::from_str(self.url.expose_secret()).map_err(|_| {
             config(format!(
                 "`url` = `{}` is not an AMQP URL (amqp://user:password@host:port/vhost)",
                 self.display_url()
@@ -187,6 +187,11 @@ impl AmqpConfig {
         self.shape
             .validate()
             .map_err(|e| config(format!("`shape`: {e}")))?;
+        // The TCP connect runs on a blocking thread: bound it too (unless the URL's
+        // `connection_timeout` query parameter says otherwise).
+        if uri.query.connection_timeout.is_none() {
+            uri.query.connection_timeout = Some(self.connect_timeout_secs * 1_000);
+        }
         Ok(uri)
     }
 }
