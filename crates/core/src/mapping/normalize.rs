@@ -7,7 +7,7 @@
 //! seconds or milliseconds, or explicit `chrono` formats → Akeneo's `2023-03-01T00:00:00+00:00`.
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Number, Value};
 
 /// A JSON number as text, never in exponent form (`1e21` → `1000000000000000000000`).
@@ -369,6 +369,10 @@ pub(crate) fn normalize_date(
         (DateFormat::Pattern(p), Value::String(s)) => with_pattern(s.trim(), p),
         _ => None,
     })?;
+    // Years outside 1–9999 are misread values (a huge timestamp), not dates a PIM takes.
+    if !(1..=9999).contains(&dt.year()) {
+        return None;
+    }
     Some(output.write(dt))
 }
 
@@ -490,6 +494,8 @@ mod tests {
         assert_eq!(d(json!(true)), None);
         assert_eq!(d(json!(1e300)), None);
         assert_eq!(d(json!(-1e300)), None);
+        assert_eq!(d(json!(5e15)), None, "milliseconds: year 160000");
+        assert_eq!(d(json!("99999-01-01")), None);
     }
 
     #[test]
