@@ -172,6 +172,17 @@ impl Engine {
             return Ok(());
         }
 
+        if self.options.deletions == DeletionPolicy::Delete {
+            // Record which code each DAM id is written as *before* writing: if the process dies
+            // between the PIM's answer and `record_written` below, a later deletion in the DAM
+            // still finds the PIM asset. (A code recorded for a write that then fails is
+            // harmless: its deletion answers 404, counted as gone.)
+            let codes: Vec<(String, String)> = changed
+                .iter()
+                .map(|m| (m.item.change.dam_id().to_owned(), m.asset.code.clone()))
+                .collect();
+            self.store.put_asset_codes(&plan.code, &codes).await?;
+        }
         let assets: Vec<PimAsset> = changed.iter().map(|m| m.asset.clone()).collect();
         report.pim_writes += assets.len().div_ceil(100) as u64;
         let results = match self.pim.upsert_assets(&plan.code, &assets).await {

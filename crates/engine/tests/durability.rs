@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
 use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
-use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
+use assetbridge_core::{
+    sanitize_code, AssetAttribute, AssetChange, AttributeType, ChangeKind, DamAsset,
+    FamilyStructure,
+};
 use assetbridge_dam::rest::{DamAuth, RestDam, RestDamConfig};
 use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
 use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, RunningDam};
-use assetbridge_engine::{Engine, FamilyPlan, SyncOptions, SyncReport};
+use assetbridge_engine::{DeletionPolicy, Engine, FamilyPlan, SyncOptions, SyncReport, WriteItem};
 use assetbridge_store::Store;
 use secrecy::SecretString;
 use serde_json::json;
@@ -309,6 +312,77 @@ async fn write_outcomes_are_counted_per_family() {
         store.outcomes(hour, None).await.unwrap().succeeded,
         all.succeeded
     );
+}
+
+/// A pass that dies after the PIM accepted a batch but before the engine recorded it leaves
+/// assets in the PIM that the store has no hash for. When the DAM then deletes one of them, the
+/// deletion must still reach the PIM: the engine records each DAM id's asset code before writing
+/// (with `deletions = "delete"`), so the tombstone finds the code.
+#[tokio::test]
+async fn a_deletion_finds_an_asset_written_by_a_pass_that_died_before_recording_it() {
+    let options = SyncOptions {
+        deletions: DeletionPolicy::Delete,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(60, options).await;
+    let plan = app.plan("packshots");
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    let items: Vec<WriteItem> = ids
+        .iter()
+        .map(|id| {
+            let record = app.dam.get(id).unwrap();
+            let updated_at =
+                chrono::DateTime::parse_from_rfc3339(record["updated_at"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc);
+            WriteItem::fresh(AssetChange {
+                family: "packshots".into(),
+                event_id: None,
+                source: "poll".into(),
+                kind: ChangeKind::Upsert {
+                    asset: DamAsset {
+                        id: id.clone(),
+                        updated_at,
+                        record,
+                    },
+                },
+            })
+        })
+        .collect();
+    // The "crash": the write task is stopped as soon as the PIM has applied the batch (this
+    // test runs on one thread, so the task cannot get past its next await after `abort`).
+    let engine = app.engine.clone();
+    let task = tokio::spawn(async move { engine.write_changes(&plan, items).await });
+    while app.akeneo.counters().asset_writes < ids.len() as u64 {
+        assert!(
+            !task.is_finished(),
+            "the write ended before the PIM applied it"
+        );
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    let _ = task.await;
+    assert_eq!(app.akeneo.asset_count("packshots"), ids.len());
+    let codes: Vec<String> = ids.iter().map(|id| sanitize_code(id)).collect();
+    let hashes = app
+        .engine
+        .store()
+        .hashes("packshots", &codes)
+        .await
+        .unwrap();
+    assert!(
+        hashes.is_empty(),
+        "the crash came after the hashes were recorded: {hashes:?}"
+    );
+
+    // The DAM deletes two of them; the next pass (from no cursor: the pass died) deletes them.
+    let gone = app.dam.delete(&ids[..2]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 2, "{r:?}");
+    for id in &gone {
+        assert!(app.akeneo.asset("packshots", &sanitize_code(id)).is_none());
+    }
+    assert_eq!(app.pim_count(), app.dam.count());
 }
 
 /// Known bug (reported, not fixed here): a change refused for good and seen again in the poll's
