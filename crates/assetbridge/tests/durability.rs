@@ -68,6 +68,7 @@ async fn crash_and_resume(backend: Backend) {
     let mut rng = StdRng::from_entropy();
     let mut kills = Vec::new();
     let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut unrecorded_seen = 0usize;
 
     for round in 0..KILLS {
         // Latency between 5 and 20 ms per PIM request, new each round.
@@ -98,18 +99,21 @@ async fn crash_and_resume(backend: Backend) {
             mid_run,
         });
 
-        // Meanwhile the DAM changes: updates, new assets, deletions of assets the connector
-        // has recorded as written (a deletion is applied through the DAM id → code entry).
+        // Meanwhile the DAM changes: updates, new assets, and deletions of random assets —
+        // written, not yet written, or written by the killed pass without being recorded
+        // (the engine records each asset code before writing, so those are found too).
         changed.extend(env.dam.touch(30));
         changed.extend(env.dam.add(10));
         let store = env.store().await;
         for f in FAMILIES {
             let live = env.live_ids(f);
-            let picks: Vec<String> = (0..20)
+            let mut doomed: Vec<String> = (0..3)
                 .map(|_| live[rng.gen_range(0..live.len())].clone())
                 .collect();
-            let known = store.asset_codes(f, &picks).await.expect("asset codes");
-            let doomed: Vec<&String> = known.keys().take(3).collect();
+            // The crash window itself: assets the PIM holds that the store has no hash for.
+            let unrecorded = written_but_unrecorded(&env, &store, f, &live).await;
+            unrecorded_seen += unrecorded.len();
+            doomed.extend(unrecorded.into_iter().take(3));
             for id in env.dam.delete(&doomed) {
                 changed.remove(&id);
             }
@@ -151,11 +155,44 @@ async fn crash_and_resume(backend: Backend) {
     let distinct = env.pim_count() as u64;
     eprintln!(
         "{backend:?}: {ASSETS} assets, {KILLS} kills, {} asset writes for {distinct} assets \
-         (+{} changes), took {:.1}s",
+         (+{} changes; {unrecorded_seen} assets found written but unrecorded after kills), \
+         took {:.1}s",
         written(&env),
         changed.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Live DAM assets of `family` that the PIM holds but the store has no content hash for: what a
+/// pass killed between the PIM's answer and its bookkeeping leaves behind.
+async fn written_but_unrecorded(
+    env: &Env,
+    store: &assetbridge_store::Store,
+    family: &str,
+    live: &[String],
+) -> Vec<String> {
+    let in_pim: BTreeSet<String> = env
+        .akeneo
+        .assets(family)
+        .into_iter()
+        .filter_map(|a| a["code"].as_str().map(str::to_owned))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in live.chunks(500) {
+        let held: Vec<(String, String)> = chunk
+            .iter()
+            .map(|id| (id.clone(), sanitize_code(id)))
+            .filter(|(_, code)| in_pim.contains(code))
+            .collect();
+        let codes: Vec<String> = held.iter().map(|(_, c)| c.clone()).collect();
+        let hashes = store.hashes(family, &codes).await.expect("hashes");
+        out.extend(
+            held.into_iter()
+                .filter(|(_, code)| !hashes.contains_key(code))
+                .map(|(id, _)| id),
+        );
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
