@@ -6,8 +6,10 @@
 //! Dates: RFC 3339, ISO 8601 without offset, EXIF (`2023:03:01 10:00:00`), RFC 2822, unix
 //! seconds or milliseconds, or explicit `chrono` formats → Akeneo's `2023-03-01T00:00:00+00:00`.
 
-use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use std::sync::OnceLock;
+
+use chrono::format::{Item, Parsed, StrftimeItems};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde_json::{Number, Value};
 
 /// A JSON number as text, never in exponent form (`1e21` → `1000000000000000000000`).
@@ -184,8 +186,8 @@ pub(crate) enum DateOutput {
     DateTime,
     /// `2023-03-01`.
     Date,
-    /// A `chrono` format applied to the date-time in its own offset.
-    Format(String),
+    /// A `chrono` format (parsed once) applied to the date-time in its own offset.
+    Format(Vec<Item<'static>>),
 }
 
 impl DateOutput {
@@ -194,35 +196,47 @@ impl DateOutput {
             "akeneo" => Self::Akeneo,
             "datetime" => Self::DateTime,
             "date" => Self::Date,
-            f => {
-                check_format(f)?;
-                Self::Format(f.to_owned())
-            }
+            f => Self::Format(items(f)?),
         })
     }
 
     fn write(&self, dt: DateTime<FixedOffset>) -> String {
+        let ymd = |d: NaiveDate| format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
         match self {
-            Self::Akeneo => format!("{}T00:00:00+00:00", dt.date_naive().format("%Y-%m-%d")),
-            Self::DateTime => dt
-                .with_timezone(&Utc)
-                .format("%Y-%m-%dT%H:%M:%S+00:00")
-                .to_string(),
-            Self::Date => dt.date_naive().format("%Y-%m-%d").to_string(),
-            Self::Format(f) => dt.format(f).to_string(),
+            Self::Akeneo => format!("{}T00:00:00+00:00", ymd(dt.date_naive())),
+            Self::DateTime => {
+                let u = dt.naive_utc();
+                format!(
+                    "{}T{:02}:{:02}:{:02}+00:00",
+                    ymd(u.date()),
+                    u.hour(),
+                    u.minute(),
+                    u.second()
+                )
+            }
+            Self::Date => ymd(dt.date_naive()),
+            Self::Format(items) => {
+                use std::fmt::Write;
+                let mut out = String::new();
+                // Formatting can only fail on items the date cannot fill; then nothing is
+                // written rather than panicking.
+                if write!(out, "{}", dt.format_with_items(items.iter())).is_err() {
+                    out.clear();
+                }
+                out
+            }
         }
     }
 }
 
-/// Fails when `format` holds an unknown `%` specifier (chrono would otherwise fail at use).
-pub(crate) fn check_format(format: &str) -> Result<(), String> {
+/// Parses a `chrono` format once; fails on an unknown `%` specifier.
+fn items(format: &str) -> Result<Vec<Item<'static>>, String> {
     if format.is_empty() {
         return Err("an empty date format".into());
     }
-    if StrftimeItems::new(format).any(|i| matches!(i, Item::Error)) {
-        return Err(format!("`{format}` is not a valid chrono date format"));
-    }
-    Ok(())
+    StrftimeItems::new(format)
+        .parse_to_owned()
+        .map_err(|_| format!("`{format}` is not a valid chrono date format"))
 }
 
 /// One way of reading a date.
@@ -234,8 +248,8 @@ pub(crate) enum DateFormat {
     Rfc2822,
     UnixSeconds,
     UnixMillis,
-    /// A `chrono` format (`%d/%m/%Y`, `%Y-%m-%d %H:%M:%S %z`, ...).
-    Pattern(String),
+    /// A `chrono` format (`%d/%m/%Y`, `%Y-%m-%d %H:%M:%S %z`, ...), parsed once.
+    Pattern(Vec<Item<'static>>),
 }
 
 impl DateFormat {
@@ -246,10 +260,7 @@ impl DateFormat {
             "rfc2822" => Self::Rfc2822,
             "unix" => Self::UnixSeconds,
             "unix_ms" => Self::UnixMillis,
-            f => {
-                check_format(f)?;
-                Self::Pattern(f.to_owned())
-            }
+            f => Self::Pattern(items(f)?),
         })
     }
 }
@@ -278,33 +289,50 @@ fn unix_auto(n: f64) -> Option<DateTime<FixedOffset>> {
     from_unix(whole as i64, nanos)
 }
 
-fn with_pattern(s: &str, f: &str) -> Option<DateTime<FixedOffset>> {
-    if let Ok(d) = DateTime::parse_from_str(s, f) {
+/// Reads `s` with pre-parsed items, as `DateTime::parse_from_str` would, else as
+/// `NaiveDateTime::parse_from_str` (taken as UTC), else as `NaiveDate::parse_from_str`
+/// (midnight UTC).
+fn with_items(s: &str, items: &[Item<'static>]) -> Option<DateTime<FixedOffset>> {
+    let mut p = Parsed::new();
+    chrono::format::parse(&mut p, s, items.iter()).ok()?;
+    if let Ok(d) = p.to_datetime() {
         return Some(d);
     }
-    if let Ok(d) = NaiveDateTime::parse_from_str(s, f) {
+    if let Ok(d) = p.to_naive_datetime_with_offset(0) {
         return Some(UTC.from_utc_datetime(&d));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, f) {
-        return d.and_hms_opt(0, 0, 0).map(|d| UTC.from_utc_datetime(&d));
-    }
-    None
+    p.to_naive_date()
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| UTC.from_utc_datetime(&d))
 }
 
-const AUTO_PATTERNS: &[&str] = &[
-    "%Y-%m-%dT%H:%M:%S%.f%z",
-    "%Y-%m-%dT%H:%M%z",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-    "%Y:%m:%d %H:%M:%S%.f%:z",
-    "%Y:%m:%d %H:%M:%S%.f",
-    "%Y%m%dT%H%M%SZ",
-    "%Y%m%d",
-    "%Y/%m/%d",
+/// The spellings `auto` tries after RFC 3339, each with the byte its inputs have at index 4
+/// (`-` for ISO, `:` for EXIF, ...), so only the plausible ones are tried.
+const AUTO_PATTERNS: &[(u8, &str)] = &[
+    (b'-', "%Y-%m-%dT%H:%M:%S%.f%z"),
+    (b'-', "%Y-%m-%dT%H:%M%z"),
+    (b'-', "%Y-%m-%dT%H:%M:%S%.f"),
+    (b'-', "%Y-%m-%dT%H:%M"),
+    (b'-', "%Y-%m-%d %H:%M:%S%.f"),
+    (b'-', "%Y-%m-%d %H:%M"),
+    (b'-', "%Y-%m-%d"),
+    (b':', "%Y:%m:%d %H:%M:%S%.f%:z"),
+    (b':', "%Y:%m:%d %H:%M:%S%.f"),
+    (b'0', "%Y%m%dT%H%M%SZ"),
+    (b'0', "%Y%m%d"),
+    (b'/', "%Y/%m/%d"),
 ];
+
+fn auto_items() -> &'static [(u8, Vec<Item<'static>>)] {
+    static ITEMS: OnceLock<Vec<(u8, Vec<Item<'static>>)>> = OnceLock::new();
+    ITEMS.get_or_init(|| {
+        AUTO_PATTERNS
+            .iter()
+            .filter_map(|(b, f)| items(f).ok().map(|i| (*b, i)))
+            .collect()
+    })
+}
 
 /// Reads the date spellings DAMs use (see the module docs). Naive date-times are taken as UTC.
 pub(crate) fn parse_auto(s: &str) -> Option<DateTime<FixedOffset>> {
@@ -312,22 +340,24 @@ pub(crate) fn parse_auto(s: &str) -> Option<DateTime<FixedOffset>> {
     if s.is_empty() {
         return None;
     }
-    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Some(d);
-    }
-    let all_digits = s.bytes().all(|b| b.is_ascii_digit());
+    let b = s.as_bytes();
+    let all_digits = b.iter().all(u8::is_ascii_digit);
     if all_digits && s.len() >= 9 {
         return s.parse::<f64>().ok().and_then(unix_auto);
     }
-    for f in AUTO_PATTERNS {
-        if let Some(d) = with_pattern(s, f) {
-            return Some(d);
+    if b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) {
+        let sep = if b[4].is_ascii_digit() { b'0' } else { b[4] };
+        if sep == b'-' {
+            if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+                return Some(d);
+            }
         }
+        return auto_items()
+            .iter()
+            .filter(|(k, _)| *k == sep)
+            .find_map(|(_, items)| with_items(s, items));
     }
-    if let Ok(d) = DateTime::parse_from_rfc2822(s) {
-        return Some(d);
-    }
-    None
+    DateTime::parse_from_rfc2822(s).ok()
 }
 
 /// Reads `v` (a string, or a number taken as unix time) with the first format that fits and
@@ -366,7 +396,7 @@ pub(crate) fn normalize_date(
             .parse::<f64>()
             .ok()
             .and_then(|x| unix_auto(x / 1000.0)),
-        (DateFormat::Pattern(p), Value::String(s)) => with_pattern(s.trim(), p),
+        (DateFormat::Pattern(items), Value::String(s)) => with_items(s.trim(), items),
         _ => None,
     })?;
     // Years outside 1–9999 are misread values (a huge timestamp), not dates a PIM takes.
@@ -481,6 +511,7 @@ mod tests {
             json!("2023:03:01 10:00:00"),
             json!("20230301"),
             json!("2023/03/01"),
+            json!("2023-3-1"),
             json!("Wed, 01 Mar 2023 10:00:00 +0000"),
             json!(1_677_664_800),
             json!(1_677_664_800_000_u64),
