@@ -9,20 +9,24 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use tracing::info;
 
+/// A bar per family, with the totals it shows.
+struct Bars {
+    multi: MultiProgress,
+    by_family: Mutex<HashMap<String, (ProgressBar, SyncReport)>>,
+}
+
 /// Shows progress per family.
 pub struct Progress {
-    bars: Option<(
-        MultiProgress,
-        Mutex<HashMap<String, (ProgressBar, SyncReport)>>,
-    )>,
+    bars: Option<Bars>,
 }
 
 impl Progress {
     /// Bars when stderr is a terminal, log lines otherwise.
     pub fn auto() -> Self {
-        let bars = std::io::stderr()
-            .is_terminal()
-            .then(|| (MultiProgress::new(), Mutex::new(HashMap::new())));
+        let bars = std::io::stderr().is_terminal().then(|| Bars {
+            multi: MultiProgress::new(),
+            by_family: Mutex::new(HashMap::new()),
+        });
         Self { bars }
     }
 
@@ -42,7 +46,7 @@ fn line(r: &SyncReport) -> String {
 impl SyncObserver for Progress {
     fn family_started(&self, family: &str) {
         match &self.bars {
-            Some((multi, map)) => {
+            Some(Bars { multi, by_family }) => {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} {prefix:>12} {elapsed:>4} {msg}")
@@ -50,7 +54,8 @@ impl SyncObserver for Progress {
                 );
                 bar.set_prefix(family.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
-                map.lock()
+                by_family
+                    .lock()
                     .insert(family.to_owned(), (bar, SyncReport::default()));
             }
             None => info!(family, "sync started"),
@@ -58,8 +63,8 @@ impl SyncObserver for Progress {
     }
 
     fn batch_done(&self, family: &str, report: &SyncReport) {
-        if let Some((_, map)) = &self.bars {
-            if let Some((bar, total)) = map.lock().get_mut(family) {
+        if let Some(bars) = &self.bars {
+            if let Some((bar, total)) = bars.by_family.lock().get_mut(family) {
                 *total += report;
                 bar.set_message(line(total));
             }
@@ -68,8 +73,8 @@ impl SyncObserver for Progress {
 
     fn family_finished(&self, family: &str, report: &SyncReport) {
         match &self.bars {
-            Some((_, map)) => {
-                if let Some((bar, _)) = map.lock().remove(family) {
+            Some(bars) => {
+                if let Some((bar, _)) = bars.by_family.lock().remove(family) {
                     bar.finish_with_message(line(report));
                 }
             }
