@@ -9,13 +9,18 @@
 //!   content hash (zero PIM calls), batch-upsert the rest (≤ 100 per request, through the rate
 //!   limited client), then record per-item outcomes: success → hash stored; permanent failure →
 //!   dead letter with the PIM's message; transient failure → back to the inbox with backoff.
+//! - [`enrich`]: PIM → DAM enrichment of AEM asset metadata from product data
+//!   ([`Engine::with_enrichment`]); claimed inbox changes that belong to it are enriched before
+//!   the DAM → PIM write.
 
+pub mod enrich;
 mod options;
 mod poll;
 mod report;
 mod worker;
 mod write;
 
+pub use enrich::{Enricher, EnrichmentConfig, EnrichmentOutcome, EnrichmentStats};
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
 pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
@@ -54,6 +59,7 @@ pub struct Engine {
     pub(crate) families: Arc<Vec<FamilyPlan>>,
     pub(crate) options: SyncOptions,
     pub(crate) observer: Arc<dyn SyncObserver>,
+    pub(crate) enrichment: Option<Arc<enrich::Enricher>>,
 }
 
 impl Engine {
@@ -71,6 +77,7 @@ impl Engine {
             families: Arc::new(families),
             options,
             observer: Arc::new(NoopObserver),
+            enrichment: None,
         }
     }
 

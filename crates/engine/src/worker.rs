@@ -25,6 +25,8 @@ impl Engine {
         if n == 0 {
             return Ok((0, SyncReport::default()));
         }
+        // Enrichment (when configured) takes its changes first; the rest go DAM → PIM.
+        let claimed = self.enrich_claimed(claimed).await?;
         let mut by_family: BTreeMap<String, Vec<WriteItem>> = BTreeMap::new();
         for c in claimed {
             by_family

@@ -354,7 +354,7 @@ impl Engine {
     }
 
     /// A permanent failure: to the dead-letter store, with its reason.
-    async fn fail(
+    pub(crate) async fn fail(
         &self,
         item: WriteItem,
         why: DeadLetterReason,
@@ -373,7 +373,7 @@ impl Engine {
 
     /// A transient failure: back to the inbox with backoff, or to the dead-letter store once the
     /// attempts are used up.
-    async fn retry(
+    pub(crate) async fn retry(
         &self,
         item: WriteItem,
         error: &str,
