@@ -357,6 +357,10 @@ async fn a_thousand_events_cost_one_token_and_few_product_reads() {
         "ONE IMS token for 1000 events"
     );
     let reads = app.product_reads();
+    eprintln!(
+        "1000 events: {reads} product reads, {} IMS token(s)",
+        app.aem.ims_tokens_issued()
+    );
     assert!(
         reads <= 10 + 1000 / 100,
         "{reads} product reads for 1000 events (claims of 500 → 5 reads of 100 each)"
@@ -774,4 +778,14 @@ async fn changes_from_any_source_with_the_event_type_are_enriched() {
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
+}
+
+/// The engine's futures run on spawned tasks in the binary: they must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(engine: &Engine, enricher: &Enricher) {
+    fn send<T: Send>(_: T) {}
+    send(engine.drain_inbox("w"));
+    send(engine.run_worker("w", Duration::from_secs(1), CancellationToken::new()));
+    send(enricher.poll_products_once());
+    send(enricher.run_product_poll(CancellationToken::new()));
 }
