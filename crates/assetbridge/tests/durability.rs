@@ -362,8 +362,8 @@ fn count_lines(env: &Env, log: &str, message: &str) -> usize {
 /// then the DAM changes and the instance polling it is killed (SIGKILL) mid-pass: another one
 /// takes the family over from the cursor and nothing is lost (duplicates only from the crash).
 ///
-/// 50 000 assets, as the issue asks: with the debug build on 2 cores the first phase takes about
-/// 20 s (measured; see the test's output).
+/// 50 000 assets, as the issue asks: with the debug build on 2 cores the first phase took
+/// 11–21 s and the whole test 26–51 s in our runs (it prints its timings).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_one_postgres_database() {
     let _heavy = HEAVY.lock().await;
@@ -460,10 +460,11 @@ async fn three_instances_share_one_postgres_database() {
         written_at_kill < changes,
         "the kill came before the pass ended"
     );
+    // Cheap checks while waiting (the full comparison renders every asset: once at the end).
     common::wait_until(
         Duration::from_secs(120),
         "the PIM holds the changed DAM",
-        || env.pim_codes() == env.expected_codes() && written(&env) >= changes,
+        || written(&env) >= changes && env.pim_count() == env.dam.count(),
     )
     .await;
     let mut sample: Vec<String> = touched.iter().take(300).cloned().collect();
