@@ -13,7 +13,8 @@
 //! 3. `transform` (optional): a list of [`Transform`] steps (`trim`, `split`, `map`, `number`,
 //!    `date`, `regex`, ...);
 //! 4. `default` (optional): used when the result is empty (missing, `null`, blank, `[]`);
-//! 5. coercion to the attribute's type (see [`coerce`]).
+//! 5. coercion to the attribute's type, when the family structure is known (text and numbers
+//!    become strings, option codes are sanitised, a media link loses the attribute's prefix, ...).
 //!
 //! Several rules may fill the same (attribute, locale, channel): they are alternatives, tried in
 //! order; the first that applies and gives a value wins. When some rule applied but none gave a
@@ -1084,6 +1085,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.attribute.as_deref(), Some("width"));
         assert_eq!(e.rule, Some(2));
+    }
+
+    #[test]
+    fn compiled_mappings_are_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<CompiledMapping>();
+        send_sync::<crate::routing::CompiledRoutes>();
     }
 
     #[test]
