@@ -12,6 +12,9 @@ use assetbridge_akeneo::AkeneoConfig;
 use assetbridge_core::mapping::{FamilyMapping, ValueRule, DEFAULT_ASSET_CODE_TEMPLATE};
 use assetbridge_dam::rest::RestDamConfig;
 use assetbridge_engine::{DeletionPolicy, SyncOptions};
+use assetbridge_sources::amqp::AmqpConfig;
+use assetbridge_sources::nats::NatsConfig;
+use assetbridge_sources::webhook::WebhookConfig;
 use serde::Deserialize;
 
 use crate::schedule::Schedule;
@@ -34,8 +37,26 @@ pub struct AppConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The webhook receiver `run` serves (generic DAM webhooks, Adobe I/O Events). Default: none.
+    #[serde(default)]
+    pub webhooks: Option<WebhookConfig>,
+    /// Message-queue consumers `run` starts. Default: none.
+    #[serde(default)]
+    pub queues: QueuesConfig,
     /// One table per Akeneo asset family to fill.
     pub families: Vec<FamilyConfig>,
+}
+
+/// `[queues]`: `[[queues.amqp]]` and `[[queues.nats]]` consumers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    /// RabbitMQ (AMQP 0-9-1) consumers. Default: none.
+    #[serde(default)]
+    pub amqp: Vec<AmqpConfig>,
+    /// NATS JetStream consumers. Default: none.
+    #[serde(default)]
+    pub nats: Vec<NatsConfig>,
 }
 
 /// `[state]`
@@ -217,9 +238,19 @@ impl FamilyConfig {
 pub fn load(
     path: &Path,
 ) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
-    let loaded = assetbridge_config::load::<AppConfig>(path)?;
+    let loaded = assetbridge_config::load_with::<AppConfig>(path, load_options())?;
     validate(&loaded)?;
     Ok(loaded)
+}
+
+/// Keys ending in `_file` that are paths the program opens itself, not secrets to read in.
+pub const LITERAL_FILE_KEYS: &[&str] = &["tls_cert_file", "tls_key_file"];
+
+fn load_options() -> assetbridge_config::LoadOptions<'static> {
+    assetbridge_config::LoadOptions {
+        literal_file_keys: LITERAL_FILE_KEYS,
+        ..Default::default()
+    }
 }
 
 /// Checks what serde cannot: schedules parse, family codes are unique and valid, mapping
@@ -234,6 +265,14 @@ pub fn validate(
             "families".into(),
             "at least one [[families]] table is needed".into(),
         ));
+    }
+    for (i, q) in cfg.queues.amqp.iter().enumerate() {
+        q.validate()
+            .map_err(|e| err(format!("queues.amqp[{i}]"), e.to_string()))?;
+    }
+    for (i, q) in cfg.queues.nats.iter().enumerate() {
+        q.validate()
+            .map_err(|e| err(format!("queues.nats[{i}]"), e.to_string()))?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, f) in cfg.families.iter().enumerate() {

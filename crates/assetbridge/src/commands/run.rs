@@ -49,6 +49,40 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         let stop = shutdown.clone();
         tasks.spawn(async move { poll_loop(engine, code, schedule, stop).await });
     }
+    let cfg = &loaded.value;
+    if let Some(webhooks) = &cfg.webhooks {
+        let server =
+            assetbridge_sources::webhook::WebhookServer::bind(webhooks, engine.store().clone())
+                .await
+                .map_err(|e| {
+                    crate::exit::Failure::Fatal(anyhow::anyhow!("webhook receiver: {e}"))
+                })?;
+        info!(listen = %server.local_addr(), tls = server.is_tls(), "webhook receiver listening");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = server.run(stop).await {
+                warn!(error = %e, "webhook receiver stopped");
+            }
+        });
+    }
+    for q in &cfg.queues.amqp {
+        let (q, store, stop) = (q.clone(), engine.store().clone(), shutdown.clone());
+        info!(queue = %q.queue, url = %q.display_url(), "RabbitMQ consumer starting");
+        tasks.spawn(async move {
+            if let Err(e) = assetbridge_sources::amqp::run(q, store, stop).await {
+                warn!(error = %e, "RabbitMQ consumer stopped");
+            }
+        });
+    }
+    for q in &cfg.queues.nats {
+        let (q, store, stop) = (q.clone(), engine.store().clone(), shutdown.clone());
+        info!(stream = %q.stream, url = %q.display_url(), "NATS JetStream consumer starting");
+        tasks.spawn(async move {
+            if let Err(e) = assetbridge_sources::nats::run(q, store, stop).await {
+                warn!(error = %e, "NATS consumer stopped");
+            }
+        });
+    }
     for i in 0..args.workers.max(1) {
         let engine = engine.clone();
         let stop = shutdown.clone();
