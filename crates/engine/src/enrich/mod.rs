@@ -980,6 +980,7 @@ impl Engine {
         let mut done = Vec::new();
         let mut scratch = SyncReport::default();
         let mut tally: HashMap<&'static str, u64> = HashMap::new();
+        let mut again_later: Vec<AssetChange> = Vec::new();
         for (c, outcome) in claimed.into_iter().zip(outcomes) {
             let to_pim = self.family(&c.change.family).is_some();
             let name = match &outcome {
@@ -996,10 +997,7 @@ impl Engine {
                         let again = record_of(&c.change)
                             .and_then(host_of)
                             .map(|h| enricher.reenrich_change(h, c.change.dam_id(), None));
-                        if let Some(again) = again {
-                            self.store.enqueue(&[again]).await?;
-                            bump(&enricher.counters.reenrich_enqueued, 1);
-                        }
+                        again_later.extend(again);
                         forward.push(c);
                     } else {
                         self.retry(item_of(c), error, &mut scratch).await?;
@@ -1042,6 +1040,14 @@ impl Engine {
                 }
             };
             *tally.entry(name).or_default() += 1;
+        }
+        if !again_later.is_empty() {
+            // Before the changes go on (and are completed): durable first.
+            self.store.enqueue(&again_later).await?;
+            bump(
+                &enricher.counters.reenrich_enqueued,
+                again_later.len() as u64,
+            );
         }
         if !done.is_empty() {
             self.store.complete(&done).await?;
