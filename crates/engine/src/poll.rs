@@ -2,6 +2,7 @@
 
 use assetbridge_core::{AssetChange, Cursor};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{Engine, EngineError, FamilyPlan, SyncReport, WriteItem};
@@ -25,6 +26,19 @@ impl Engine {
         plan: &FamilyPlan,
         full: bool,
     ) -> Result<SyncReport, EngineError> {
+        self.sync_family_until(plan, full, &CancellationToken::new())
+            .await
+    }
+
+    /// [`sync_family`](Self::sync_family) that stops early when `stop` is cancelled (graceful
+    /// shutdown): no further DAM page is read, the pages in flight are finished and the cursor
+    /// moves past them; the next pass resumes from there.
+    pub async fn sync_family_until(
+        &self,
+        plan: &FamilyPlan,
+        full: bool,
+        stop: &CancellationToken,
+    ) -> Result<SyncReport, EngineError> {
         self.observer.family_started(&plan.code);
         let gate = BacklogGate::new(self.clone(), &plan.code);
         if !gate.clone().open().await {
@@ -39,10 +53,17 @@ impl Engine {
             stored.as_ref().map(|c| c.since(self.options.overlap))
         };
         info!(family = %plan.code, since = ?since, "polling the DAM");
-        let pages = self
-            .dam
-            .changes(since, &plan.query)
-            .take_while(move |_| gate.clone().open());
+        let stop = stop.clone();
+        let pages = self.dam.changes(since, &plan.query).take_while(move |_| {
+            let (gate, stop) = (gate.clone(), stop.clone());
+            async move {
+                if stop.is_cancelled() {
+                    info!(family = %gate.family, "shutting down: the pass reads no further page");
+                    return false;
+                }
+                gate.open().await
+            }
+        });
         // Each page is written by its own task: the pages in flight keep making progress while
         // this loop awaits the store to advance the cursor (a page suspended halfway through a
         // store transaction would otherwise hold the SQLite writer that the cursor needs).
