@@ -71,6 +71,11 @@ pub struct AkeneoArgs {
     /// emulator's default address).
     #[arg(long, default_value = "http://127.0.0.1:8081/files/")]
     pub media_prefix: String,
+    /// More options of the `tags` attribute, created up front (comma-separated option codes),
+    /// as a PIM admin would have set them up; benchmarks use it so that the connector does not
+    /// create them during the measured sync. Default: only the four seasons.
+    #[arg(long, value_delimiter = ',', value_name = "CODES")]
+    pub tag_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,6 +108,15 @@ pub async fn run(args: EmulateArgs, log: LogArgs) -> CliResult {
     logging::init(&log, None);
     match args.which {
         Emulator::Akeneo(a) => {
+            if let Some(bad) = a
+                .tag_options
+                .iter()
+                .find(|o| o.is_empty() || !o.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(crate::exit::Failure::Config(format!(
+                    "--tag-options: `{bad}` is not an option code (letters, digits, underscores)"
+                )));
+            }
             let emu = AkeneoEmulator::new(AkeneoEmulatorConfig {
                 latency: Duration::from_millis(a.latency_ms),
                 max_concurrency: a.max_concurrency,
@@ -113,6 +127,9 @@ pub async fn run(args: EmulateArgs, log: LogArgs) -> CliResult {
             });
             for f in ["packshots", "lifestyle"] {
                 emu.add_asset_family(super::demo::family_structure(f, &a.media_prefix));
+                for o in &a.tag_options {
+                    emu.add_asset_attribute_option(f, "tags", o, Default::default());
+                }
             }
             let running = emu
                 .serve(a.listen)
