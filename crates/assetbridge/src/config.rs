@@ -9,9 +9,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use assetbridge_akeneo::AkeneoConfig;
-use assetbridge_core::mapping::{FamilyMapping, ValueRule, DEFAULT_ASSET_CODE_TEMPLATE};
+use assetbridge_core::mapping::{
+    CompileContext, CompiledMapping, FamilyMapping, ValueMaps, ValueRule,
+    DEFAULT_ASSET_CODE_TEMPLATE,
+};
+use assetbridge_core::FamilyStructure;
+use assetbridge_dam::aem::AemConfig;
 use assetbridge_dam::rest::RestDamConfig;
-use assetbridge_engine::{DeletionPolicy, SyncOptions};
+use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, SyncOptions};
 use assetbridge_sources::amqp::AmqpConfig;
 use assetbridge_sources::nats::NatsConfig;
 use assetbridge_sources::webhook::WebhookConfig;
@@ -45,6 +50,14 @@ pub struct AppConfig {
     pub queues: QueuesConfig,
     /// One table per Akeneo asset family to fill.
     pub families: Vec<FamilyConfig>,
+    /// AEM as a Cloud Service: allowed author hosts and the IMS credential (used by
+    /// enrichment). Default: none.
+    #[serde(default)]
+    pub aem: Option<AemConfig>,
+    /// PIM → DAM enrichment of AEM asset metadata from product data (needs `[aem]`; see
+    /// `docs/enrichment.md`). Default: none (off).
+    #[serde(default)]
+    pub enrichment: Option<EnrichmentConfig>,
 }
 
 /// `[queues]`: `[[queues.amqp]]` and `[[queues.nats]]` consumers.
@@ -209,9 +222,13 @@ pub struct FamilyConfig {
     /// Template of the asset code (sanitised to `^[a-zA-Z0-9_]+$`). Default: `{{ dam_id }}`.
     #[serde(default = "d_code")]
     pub asset_code: String,
-    /// The values, one rule per (attribute, locale, channel).
+    /// The values, one rule per (attribute, locale, channel). See docs/mapping.md.
     #[serde(default)]
     pub values: Vec<ValueRule>,
+    /// Named value maps (DAM value → option code), used by `{ map = "<name>" }` transforms:
+    /// `[families.maps.tag_codes]`. Default: none.
+    #[serde(default)]
+    pub maps: ValueMaps,
 }
 
 fn d_schedule() -> String {
@@ -231,6 +248,28 @@ impl FamilyConfig {
 
     pub fn schedule(&self) -> Result<Schedule, String> {
         Schedule::parse(&self.schedule)
+    }
+
+    /// Compiles the mapping (checked against `structure` when given). An error comes with the
+    /// key of the offending setting, e.g. `families[1].values[3].transform[0]`.
+    pub fn compile(
+        &self,
+        index: usize,
+        structure: Option<&FamilyStructure>,
+        create_missing_options: &[String],
+    ) -> Result<CompiledMapping, (String, String)> {
+        let ctx = CompileContext {
+            structure,
+            maps: Some(&self.maps),
+            create_missing_options,
+        };
+        CompiledMapping::compile(&self.mapping(), &ctx).map_err(|e| {
+            let key = match &e.key {
+                Some(k) => format!("families[{index}].{k}"),
+                None => format!("families[{index}]"),
+            };
+            (key, e.to_string())
+        })
     }
 }
 
@@ -294,17 +333,19 @@ pub fn validate(
         if let Err(e) = f.schedule() {
             return Err(err(format!("families[{i}].schedule"), e));
         }
-        if let Err(e) = assetbridge_core::mapping::CompiledMapping::new(&f.mapping(), None) {
-            let key = match &e.attribute {
-                Some(a) => f
-                    .values
-                    .iter()
-                    .position(|v| &v.attribute == a)
-                    .map(|j| format!("families[{i}].values[{j}]"))
-                    .unwrap_or_else(|| format!("families[{i}].values")),
-                None => format!("families[{i}].asset_code"),
-            };
-            return Err(err(key, e.to_string()));
+        if let Err((key, message)) = f.compile(i, None, &cfg.akeneo.create_missing_options) {
+            return Err(err(key, message));
+        }
+    }
+    if let Some(enrichment) = &cfg.enrichment {
+        if cfg.aem.is_none() {
+            return Err(err(
+                "enrichment".into(),
+                "enrichment writes to AEM: add an [aem] table (allowed_hosts, ims)".into(),
+            ));
+        }
+        if let Err(e) = enrichment.validate() {
+            return Err(err(format!("enrichment.{}", e.key), e.message));
         }
     }
     Ok(())
@@ -404,10 +445,73 @@ values = [
         assert_eq!(e.line, Some(14), "{e}");
         let e =
             load_text(&MINIMAL.replace(r#"from = "/url""#, r#"template = "{{ oops""#)).unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("families[0].values[0]"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("families[0].values[0].template"), "{e}");
         let twice = format!("{MINIMAL}\n[[families]]\ncode = \"packshots\"\n");
         let e = load_text(&twice).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[1].code"), "{e}");
+    }
+
+    const AEM_AND_ENRICHMENT: &str = r#"
+[aem]
+allowed_hosts = ["author-p1-e2.adobeaemcloud.com"]
+
+[aem.ims]
+client_id = "cid"
+client_secret = "shh"
+scopes = ["openid", "aem.assets.author"]
+
+[enrichment]
+product_key = { from = "name", strip_extension = true }
+locale = "en_US"
+
+[[enrichment.fields]]
+attribute = "sku"
+target = "wknd-skuid"
+
+[[enrichment.fields]]
+attribute = "supplier"
+target = "wknd-suppliername"
+format = "option_label"
+"#;
+
+    #[test]
+    fn enrichment_loads_with_defaults_and_checks_its_keys() {
+        let c = load_text(&format!("{MINIMAL}{AEM_AND_ENRICHMENT}"))
+            .unwrap()
+            .value;
+        let e = c.enrichment.as_ref().unwrap();
+        assert_eq!(e.fields.len(), 2);
+        assert_eq!(e.cache_ttl_secs, 60);
+        assert_eq!(
+            e.unknown_product,
+            assetbridge_engine::enrich::UnknownProduct::Skip
+        );
+        assert_eq!(c.aem.as_ref().unwrap().ims.refresh_margin_secs, 300);
+        let without = load_text(MINIMAL).unwrap().value;
+        assert!(
+            without.enrichment.is_none() && without.aem.is_none(),
+            "off by default"
+        );
+
+        // A rule's mistake names its key and line.
+        let bad = format!("{MINIMAL}{AEM_AND_ENRICHMENT}")
+            .replace("target = \"wknd-suppliername\"", "target = \"wknd-skuid\"");
+        let e = load_text(&bad).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("enrichment.fields[1].target"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        // A typo is an unknown field.
+        let typo = format!("{MINIMAL}{AEM_AND_ENRICHMENT}").replace("locale = ", "locales = ");
+        assert!(load_text(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("locales"));
+        // Enrichment without [aem] cannot write anywhere.
+        let alone = format!(
+            "{MINIMAL}{}",
+            &AEM_AND_ENRICHMENT[AEM_AND_ENRICHMENT.find("[enrichment]").unwrap()..]
+        );
+        let e = load_text(&alone).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("enrichment"), "{e}");
     }
 
     #[test]

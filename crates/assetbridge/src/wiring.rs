@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use assetbridge_akeneo::AkeneoClient;
 use assetbridge_config::Loaded;
-use assetbridge_core::mapping::CompiledMapping;
+use assetbridge_dam::aem::AemClient;
 use assetbridge_dam::rest::RestDam;
-use assetbridge_engine::{Engine, FamilyPlan};
+use assetbridge_engine::{Engine, Enricher, FamilyPlan};
 use assetbridge_store::Store;
 
 use crate::config::AppConfig;
@@ -42,7 +42,27 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
             p.query = dam.family_query(&p.code);
         }
     }
-    Ok(Engine::new(pim, store, dam, plans, cfg.sync.options()))
+    // `[enrichment]` (checked to come with `[aem]`): PIM → DAM enrichment of AEM metadata.
+    let enricher = match (&cfg.enrichment, &cfg.aem) {
+        (Some(enrichment), Some(aem)) => {
+            let aem = AemClient::new(aem.clone())
+                .map_err(|e| loaded.source.error_at("aem", e.to_string()))?;
+            let enricher = Enricher::new(
+                enrichment.clone(),
+                pim.clone(),
+                Arc::new(aem),
+                store.clone(),
+            )
+            .map_err(|e| loaded.source.error_at("enrichment", e.to_string()))?;
+            Some(Arc::new(enricher))
+        }
+        _ => None,
+    };
+    let engine = Engine::new(pim, store, dam, plans, cfg.sync.options());
+    Ok(match enricher {
+        Some(e) => engine.with_enrichment(e),
+        None => engine,
+    })
 }
 
 /// Reads each family's structure from the PIM and compiles its mapping against it. A mapping
@@ -60,22 +80,19 @@ pub async fn plans(
                 f.code
             )
         })?;
-        let mapping = CompiledMapping::new(&f.mapping(), Some(&structure)).map_err(|e| {
-            let key = match &e.attribute {
-                Some(a) => f
-                    .values
-                    .iter()
-                    .position(|v| &v.attribute == a)
-                    .map(|j| format!("families[{i}].values[{j}]"))
-                    .unwrap_or_else(|| format!("families[{i}]")),
-                None => format!("families[{i}].asset_code"),
-            };
-            Failure::from(
-                loaded
-                    .source
-                    .error_at(&key, format!("does not fit the PIM: {e}")),
+        let mapping = f
+            .compile(
+                i,
+                Some(&structure),
+                &loaded.value.akeneo.create_missing_options,
             )
-        })?;
+            .map_err(|(key, message)| {
+                Failure::from(
+                    loaded
+                        .source
+                        .error_at(&key, format!("does not fit the PIM: {message}")),
+                )
+            })?;
         plans.push(FamilyPlan {
             code: f.code.clone(),
             query: f
