@@ -9,7 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use assetbridge_akeneo::AkeneoConfig;
-use assetbridge_core::mapping::{FamilyMapping, ValueRule, DEFAULT_ASSET_CODE_TEMPLATE};
+use assetbridge_core::mapping::{
+    CompileContext, CompiledMapping, FamilyMapping, ValueMaps, ValueRule,
+    DEFAULT_ASSET_CODE_TEMPLATE,
+};
+use assetbridge_core::FamilyStructure;
 use assetbridge_dam::aem::AemConfig;
 use assetbridge_dam::rest::RestDamConfig;
 use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, SyncOptions};
@@ -218,9 +222,13 @@ pub struct FamilyConfig {
     /// Template of the asset code (sanitised to `^[a-zA-Z0-9_]+$`). Default: `{{ dam_id }}`.
     #[serde(default = "d_code")]
     pub asset_code: String,
-    /// The values, one rule per (attribute, locale, channel).
+    /// The values, one rule per (attribute, locale, channel). See docs/mapping.md.
     #[serde(default)]
     pub values: Vec<ValueRule>,
+    /// Named value maps (DAM value → option code), used by `{ map = "<name>" }` transforms:
+    /// `[families.maps.tag_codes]`. Default: none.
+    #[serde(default)]
+    pub maps: ValueMaps,
 }
 
 fn d_schedule() -> String {
@@ -240,6 +248,28 @@ impl FamilyConfig {
 
     pub fn schedule(&self) -> Result<Schedule, String> {
         Schedule::parse(&self.schedule)
+    }
+
+    /// Compiles the mapping (checked against `structure` when given). An error comes with the
+    /// key of the offending setting, e.g. `families[1].values[3].transform[0]`.
+    pub fn compile(
+        &self,
+        index: usize,
+        structure: Option<&FamilyStructure>,
+        create_missing_options: &[String],
+    ) -> Result<CompiledMapping, (String, String)> {
+        let ctx = CompileContext {
+            structure,
+            maps: Some(&self.maps),
+            create_missing_options,
+        };
+        CompiledMapping::compile(&self.mapping(), &ctx).map_err(|e| {
+            let key = match &e.key {
+                Some(k) => format!("families[{index}].{k}"),
+                None => format!("families[{index}]"),
+            };
+            (key, e.to_string())
+        })
     }
 }
 
@@ -303,17 +333,8 @@ pub fn validate(
         if let Err(e) = f.schedule() {
             return Err(err(format!("families[{i}].schedule"), e));
         }
-        if let Err(e) = assetbridge_core::mapping::CompiledMapping::new(&f.mapping(), None) {
-            let key = match &e.attribute {
-                Some(a) => f
-                    .values
-                    .iter()
-                    .position(|v| &v.attribute == a)
-                    .map(|j| format!("families[{i}].values[{j}]"))
-                    .unwrap_or_else(|| format!("families[{i}].values")),
-                None => format!("families[{i}].asset_code"),
-            };
-            return Err(err(key, e.to_string()));
+        if let Err((key, message)) = f.compile(i, None, &cfg.akeneo.create_missing_options) {
+            return Err(err(key, message));
         }
     }
     if let Some(enrichment) = &cfg.enrichment {
@@ -424,7 +445,7 @@ values = [
         assert_eq!(e.line, Some(14), "{e}");
         let e =
             load_text(&MINIMAL.replace(r#"from = "/url""#, r#"template = "{{ oops""#)).unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("families[0].values[0]"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("families[0].values[0].template"), "{e}");
         let twice = format!("{MINIMAL}\n[[families]]\ncode = \"packshots\"\n");
         let e = load_text(&twice).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[1].code"), "{e}");

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use assetbridge_akeneo::AkeneoClient;
 use assetbridge_config::Loaded;
-use assetbridge_core::mapping::CompiledMapping;
 use assetbridge_dam::aem::AemClient;
 use assetbridge_dam::rest::RestDam;
 use assetbridge_engine::{Engine, Enricher, FamilyPlan};
@@ -81,22 +80,19 @@ pub async fn plans(
                 f.code
             )
         })?;
-        let mapping = CompiledMapping::new(&f.mapping(), Some(&structure)).map_err(|e| {
-            let key = match &e.attribute {
-                Some(a) => f
-                    .values
-                    .iter()
-                    .position(|v| &v.attribute == a)
-                    .map(|j| format!("families[{i}].values[{j}]"))
-                    .unwrap_or_else(|| format!("families[{i}]")),
-                None => format!("families[{i}].asset_code"),
-            };
-            Failure::from(
-                loaded
-                    .source
-                    .error_at(&key, format!("does not fit the PIM: {e}")),
+        let mapping = f
+            .compile(
+                i,
+                Some(&structure),
+                &loaded.value.akeneo.create_missing_options,
             )
-        })?;
+            .map_err(|(key, message)| {
+                Failure::from(
+                    loaded
+                        .source
+                        .error_at(&key, format!("does not fit the PIM: {message}")),
+                )
+            })?;
         plans.push(FamilyPlan {
             code: f.code.clone(),
             query: f
