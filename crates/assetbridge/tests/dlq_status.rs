@@ -383,3 +383,59 @@ async fn purge_needs_yes_and_filters_choose_what_is_taken() {
         text(&out.stdout)
     );
 }
+
+/// `dlq retry` next to a running `run` (SQLite: no cross-process notification): its workers pick
+/// the retried changes up within their idle interval (1 s) and deliver them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_delivers_retried_dead_letters() {
+    let env = Env::start(EnvOptions {
+        assets: 200,
+        missing_tags: vec!["eco"],
+        ..EnvOptions::default()
+    })
+    .await;
+    // The client looks at the PIM's structure again before refusing an option it does not know
+    // when its copy is older than `structure_recheck_secs` (default 30): 1 s here.
+    let cfg = env.config("assetbridge.toml", "", "structure_recheck_secs = 1\n", "1h");
+    let c = cfg.display().to_string();
+    let eco = FAMILIES
+        .iter()
+        .flat_map(|f| env.live_ids(f))
+        .filter(|id| has_tag(&env.dam.get(id).unwrap(), "eco"))
+        .count();
+    assert!(eco > 0);
+    let mut run = env.spawn(&["run", "--config", &c], "run");
+    common::wait_until(T, "the first pass", || env.pim_count() == 200 - eco).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        if env.inbox_and_dead_letters().await.1 as usize == eco {
+            break;
+        }
+        assert!(t0.elapsed() < T, "{}", env.logs("run"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for f in FAMILIES {
+        env.akeneo
+            .add_asset_attribute_option(f, "tags", "eco", serde_json::Map::new());
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let out = env.output(&["dlq", "retry", "--config", &c], T).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    common::wait_until(
+        Duration::from_secs(20),
+        "the retried assets delivered",
+        || env.pim_count() == 200,
+    )
+    .await;
+    let (backlog, dead) = env.inbox_and_dead_letters().await;
+    assert_eq!((backlog.pending + backlog.in_flight, dead), (0, 0));
+    env.assert_pim_matches_dam(&[]);
+    common::terminate(&run);
+    let status = common::wait_exit(&mut run, Duration::from_secs(30)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        env.logs("run")
+    );
+}
