@@ -346,8 +346,7 @@ impl JournalSource {
                 .ok()
                 .and_then(|u| {
                     u.path_segments()?
-                        .filter(|s| !s.is_empty())
-                        .next_back()
+                        .rfind(|s| !s.is_empty())
                         .map(str::to_owned)
                 })
                 .ok_or_else(|| {
