@@ -147,3 +147,76 @@ impl Links {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(id: &str) -> AssetRef {
+        ("author-p1-e2.adobeaemcloud.com".to_owned(), id.to_owned())
+    }
+
+    #[tokio::test]
+    async fn links_are_bounded_merged_and_dropped_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+        let links = Links::new(store.clone(), 2);
+        let add = |p: &str, id: &str| LinkEdit::Add {
+            identifier: p.to_owned(),
+            asset: a(id),
+        };
+        links
+            .apply(vec![
+                add("P", "1"),
+                add("P", "2"),
+                add("P", "1"),
+                add("Q", "9"),
+            ])
+            .await
+            .unwrap();
+        let got = links.get(&["P".to_owned(), "Q".to_owned()]).await.unwrap();
+        assert_eq!(
+            got["P"].assets,
+            vec![a("2"), a("1")],
+            "no duplicates; in a full list a re-linked asset becomes the newest"
+        );
+        links.apply(vec![add("P", "3")]).await.unwrap();
+        let got = links.get(&["P".to_owned()]).await.unwrap();
+        assert_eq!(
+            got["P"].assets,
+            vec![a("1"), a("3")],
+            "bounded: the newest kept"
+        );
+
+        links
+            .apply(vec![LinkEdit::Hash {
+                identifier: "P".into(),
+                hash: "h1".into(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            links.get(&["P".to_owned()]).await.unwrap()["P"]
+                .values_hash
+                .as_deref(),
+            Some("h1")
+        );
+        let remove = |p: &str, id: &str| LinkEdit::Remove {
+            identifier: p.to_owned(),
+            asset: a(id),
+        };
+        links.apply(vec![remove("Q", "9")]).await.unwrap();
+        assert!(
+            links.get(&["Q".to_owned()]).await.unwrap().is_empty(),
+            "empty → gone"
+        );
+        // Stored where the docs say: the DAM id → code map, reserved family.
+        let raw = store
+            .asset_codes(LINKS_FAMILY, &["P".to_owned()])
+            .await
+            .unwrap();
+        assert!(raw["P"].contains("\"values_hash\":\"h1\""), "{}", raw["P"]);
+    }
+}
