@@ -122,7 +122,7 @@ async fn poll_loop(
         let plan = engine.family(&family).expect("configured family").clone();
         match engine.store().try_lock_family(&family).await {
             Ok(Some(lock)) => {
-                match engine.sync_family(&plan, false).await {
+                match engine.sync_family_until(&plan, false, &stop).await {
                     Ok(r) => info!(
                         family,
                         seen = r.seen,
