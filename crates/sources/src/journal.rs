@@ -23,6 +23,9 @@
 //!   after an exponential backoff between `backoff_min_ms` and `backoff_max_ms`; the poller does
 //!   not stop on its own (credentials can be fixed in the Developer Console without a restart).
 //! - **Backpressure**: while the inbox holds `backlog_limit` entries or more, polling pauses.
+//! - **With the webhook**: reading the journal of a registration that also delivers to the
+//!   Adobe webhook is safe (a reconciliation path for lost deliveries): both produce the same
+//!   event ids, and the inbox drops the second copy.
 //! - **Stop**: on the [`CancellationToken`]; a batch already fetched is stored (or not) as a
 //!   whole, and its position persisted only if it was.
 //!
