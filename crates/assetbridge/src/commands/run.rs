@@ -83,6 +83,11 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
             }
         });
     }
+    if let Some(enricher) = engine.enrichment().cloned() {
+        // PIM → DAM: products changed in the PIM re-enrich their AEM assets.
+        let stop = shutdown.clone();
+        tasks.spawn(async move { enricher.run_product_poll(stop).await });
+    }
     for i in 0..args.workers.max(1) {
         let engine = engine.clone();
         let stop = shutdown.clone();
