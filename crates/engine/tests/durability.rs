@@ -431,7 +431,7 @@ async fn a_pass_stops_taking_pages_when_asked_to_stop() {
 /// find an asset's dead letter (e.g. `DeadLetterFilter::dam_id`, or `add_dead_letter` skipping a
 /// payload already dead-lettered for the asset).
 #[tokio::test]
-#[ignore = "known bug: re-polled refused changes are dead-lettered again (see the doc comment)"]
+
 async fn a_refused_change_seen_again_in_the_overlap_is_not_dead_lettered_twice() {
     let app = TestApp::start(50, SyncOptions::default()).await;
     let id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
