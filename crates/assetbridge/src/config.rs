@@ -18,6 +18,7 @@ use assetbridge_dam::aem::AemConfig;
 use assetbridge_dam::rest::RestDamConfig;
 use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, SyncOptions};
 use assetbridge_sources::amqp::AmqpConfig;
+use assetbridge_sources::journal::JournalSourceConfig;
 use assetbridge_sources::nats::NatsConfig;
 use assetbridge_sources::webhook::WebhookConfig;
 use serde::Deserialize;
@@ -48,6 +49,10 @@ pub struct AppConfig {
     /// Message-queue consumers `run` starts. Default: none.
     #[serde(default)]
     pub queues: QueuesConfig,
+    /// The Adobe I/O Events journal poller `run` starts (pull instead of webhooks). Default:
+    /// none.
+    #[serde(default)]
+    pub adobe_journal: Option<JournalSourceConfig>,
     /// One table per Akeneo asset family to fill.
     pub families: Vec<FamilyConfig>,
     /// AEM as a Cloud Service: allowed author hosts and the IMS credential (used by
@@ -445,7 +450,11 @@ values = [
         assert_eq!(e.line, Some(14), "{e}");
         let e =
             load_text(&MINIMAL.replace(r#"from = "/url""#, r#"template = "{{ oops""#)).unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("families[0].values[0].template"), "{e}");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].values[0].template"),
+            "{e}"
+        );
         let twice = format!("{MINIMAL}\n[[families]]\ncode = \"packshots\"\n");
         let e = load_text(&twice).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[1].code"), "{e}");

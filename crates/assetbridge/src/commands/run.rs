@@ -65,6 +65,15 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
             }
         });
     }
+    if let Some(journal) = &cfg.adobe_journal {
+        let (journal, store, stop) = (journal.clone(), engine.store().clone(), shutdown.clone());
+        info!(url = %journal.url, "Adobe I/O Events journal poller starting");
+        tasks.spawn(async move {
+            if let Err(e) = assetbridge_sources::journal::run(journal, store, stop).await {
+                warn!(error = %e, "journal poller stopped");
+            }
+        });
+    }
     for q in &cfg.queues.amqp {
         let (q, store, stop) = (q.clone(), engine.store().clone(), shutdown.clone());
         info!(queue = %q.queue, url = %q.display_url(), "RabbitMQ consumer starting");
