@@ -104,6 +104,9 @@ async fn snapshot(
         .family_status()
         .await?
         .into_iter()
+        // Names starting with `__` are the connector's own positions (journal, enrichment
+        // product poll), not asset families.
+        .filter(|f| !f.family.starts_with("__"))
         .map(|f| (f.family.clone(), f))
         .collect();
     let mut families = Vec::new();
