@@ -129,7 +129,7 @@ impl Engine {
                 .await?;
         }
         if !marks.is_empty() {
-            self.store.put_hashes(&plan.code, &marks).await?;
+            self.store.put_hash_markers(&plan.code, &marks).await?;
         }
         if !deletes.is_empty() {
             self.write_deletes(plan, deletes, &mut done, &mut report)

@@ -220,6 +220,17 @@ impl Store {
         dispatch!(self, s => s.remove_asset_codes(family, dam_ids))
     }
 
+    /// Stores `entries` in the hash table **without** counting them as written assets: markers
+    /// the engine keeps for asset versions refused for good (so that a poll re-reading such a
+    /// version does not dead-letter it again). A later successful write replaces the marker.
+    pub async fn put_hash_markers(
+        &self,
+        family: &str,
+        entries: &[(String, ContentHash)],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_hash_markers(family, entries))
+    }
+
     // --- both at once --------------------------------------------------------------------
 
     /// Records written assets in one transaction (one round trip on PostgreSQL): their content

@@ -301,6 +301,32 @@ impl PgStore {
             .collect())
     }
 
+    pub(crate) async fn put_hash_markers(
+        &self,
+        family: &str,
+        entries: &[(String, ContentHash)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut unique = plan::last_per_key(entries);
+        unique.sort_by(|a, b| a.0.cmp(b.0));
+        let codes: Vec<&str> = unique.iter().map(|e| e.0).collect();
+        let hashes: Vec<&str> = unique.iter().map(|e| e.1.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO hashes (family, code, hash, written_at) \
+             SELECT $1, c, h, now() FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(c, h, o) ORDER BY o \
+             ON CONFLICT (family, code) DO UPDATE SET hash = EXCLUDED.hash, written_at = EXCLUDED.written_at",
+        )
+        .bind(family)
+        .bind(&codes)
+        .bind(&hashes)
+        .execute(&self.pool)
+        .await
+        .map_err(db("store hash markers"))?;
+        Ok(())
+    }
+
     pub(crate) async fn put_hashes(
         &self,
         family: &str,

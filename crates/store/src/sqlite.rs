@@ -338,6 +338,33 @@ impl SqliteStore {
         tx.commit().await.map_err(db(OP))
     }
 
+    pub(crate) async fn put_hash_markers(
+        &self,
+        family: &str,
+        entries: &[(String, ContentHash)],
+    ) -> Result<(), StoreError> {
+        const OP: &str = "store hash markers";
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let unique = plan::last_per_key(entries);
+        let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
+        let mut tx = self.write_tx(OP).await?;
+        sqlx::query(
+            "INSERT INTO hashes (family, code, hash, written_at) \
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
+             FROM json_each(?3) WHERE true \
+             ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
+        )
+        .bind(family)
+        .bind(now_micros())
+        .bind(json!(batch).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?;
+        tx.commit().await.map_err(db(OP))
+    }
+
     pub(crate) async fn record_written(
         &self,
         family: &str,

@@ -147,6 +147,7 @@ contract_tests!(
     hashes,
     asset_codes,
     written_and_forgotten_together,
+    hash_markers_are_not_counted_as_written,
     reopen_keeps_state,
     enqueue_is_durable_and_deduplicated,
     newer_change_supersedes_pending,
@@ -353,6 +354,31 @@ async fn asset_codes(db: &TestDb) {
         "g_code"
     );
     assert!(store.asset_codes("f", &[]).await.unwrap().is_empty());
+}
+
+async fn hash_markers_are_not_counted_as_written(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .put_hashes("f", &[("c1".into(), h("h1"))])
+        .await
+        .unwrap();
+    store
+        .put_hash_markers("f", &[("c1".into(), h("m1")), ("c2".into(), h("m2"))])
+        .await
+        .unwrap();
+    store.put_hash_markers("f", &[]).await.unwrap();
+    let hashes = store.hashes("f", &strings(&["c1", "c2"])).await.unwrap();
+    assert_eq!((hashes["c1"].as_str(), hashes["c2"].as_str()), ("m1", "m2"));
+    let written = store.family_status().await.unwrap()[0].assets_written;
+    assert_eq!(written, 1, "markers are not written assets");
+    // A real write replaces a marker (and counts).
+    store
+        .put_hashes("f", &[("c2".into(), h("h2"))])
+        .await
+        .unwrap();
+    let hashes = store.hashes("f", &strings(&["c2"])).await.unwrap();
+    assert_eq!(hashes["c2"].as_str(), "h2");
+    assert_eq!(store.family_status().await.unwrap()[0].assets_written, 2);
 }
 
 async fn written_and_forgotten_together(db: &TestDb) {
