@@ -211,12 +211,9 @@ impl Proc {
             }
             let now = Instant::now();
             if now >= next_sample {
-                if let Some(s) = read_status(self.child.id()) {
-                    samples.push(RssSample {
-                        at: (now - started).as_secs_f64(),
-                        rss_kb: s.0,
-                        hwm_kb: s.1,
-                    });
+                if let Some(mut s) = read_status(self.child.id()) {
+                    s.at = (now - started).as_secs_f64();
+                    samples.push(s);
                 }
                 next_sample = now + sample_every;
             }
@@ -246,8 +243,8 @@ fn timeval(t: libc::timeval) -> Duration {
     Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
 }
 
-/// `VmRSS` and `VmHWM` (kB) from `/proc/<pid>/status`.
-fn read_status(pid: u32) -> Option<(u64, u64)> {
+/// `VmRSS`, `VmHWM` and `RssAnon` (kB) from `/proc/<pid>/status` (`at` left at 0).
+fn read_status(pid: u32) -> Option<RssSample> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         text.lines()
@@ -255,11 +252,16 @@ fn read_status(pid: u32) -> Option<(u64, u64)> {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(RssSample {
+        at: 0.0,
+        rss_kb: field("VmRSS:")?,
+        hwm_kb: field("VmHWM:")?,
+        anon_kb: field("RssAnon:").unwrap_or(0),
+    })
 }
 
 /// One reading of the child's memory.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct RssSample {
     /// Seconds since the child started being watched.
     pub at: f64,
@@ -267,6 +269,9 @@ pub struct RssSample {
     pub rss_kb: u64,
     /// Peak resident set size so far, kB.
     pub hwm_kb: u64,
+    /// Anonymous resident memory (heap, stacks), kB; the rest of the RSS is file-backed or
+    /// shared memory (the binary, SQLite's mapped WAL index).
+    pub anon_kb: u64,
 }
 
 /// How a measured child ended.
@@ -394,6 +399,7 @@ mod tests {
             at,
             rss_kb,
             hwm_kb: rss_kb,
+            anon_kb: rss_kb,
         };
         let samples = [s(0.0, 5), s(1.0, 50), s(3.0, 40), s(9.0, 45)];
         assert_eq!(rss_after_warmup(&samples, 10.0, 0.2), Some((40, 45)));

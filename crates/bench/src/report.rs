@@ -202,8 +202,15 @@ pub struct ScenarioResult {
     pub rss_after_warmup_mib: Option<(f64, f64)>,
     /// Mean RSS of the last fifth of the run minus that of the second fifth, MiB (growth).
     pub rss_growth_mib: Option<f64>,
+    /// Mean RSS of the last tenth of the run minus that of its 50–60 % window, MiB (growth
+    /// over the second half; ≈ 0 once bounded caches are full).
+    #[serde(default)]
+    pub rss_growth_second_half_mib: Option<f64>,
     /// RSS over the run, downsampled: (seconds, MiB).
     pub rss_timeline: Vec<(f64, f64)>,
+    /// Anonymous RSS (heap, stacks) over the run, downsampled: (seconds, MiB).
+    #[serde(default)]
+    pub rss_anon_timeline: Vec<(f64, f64)>,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
     /// `processed / (user + sys)`: the connector's own cost.
