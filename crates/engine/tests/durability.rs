@@ -22,20 +22,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
-const TAGS: [&str; 12] = [
-    "summer",
-    "winter",
-    "spring",
-    "autumn",
-    "red",
-    "studio",
-    "outdoor",
-    "new",
-    "sale",
-    "eco",
-    "premium",
-    "bestseller",
-];
+use assetbridge_emulators::dam::TAGS;
 
 struct TestApp {
     dam: DamEmulator,

@@ -9,7 +9,7 @@ use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
 use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
 use assetbridge_dam::rest::{DamAuth, Paging, RestDam, RestDamConfig};
 use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
-use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, PagingStyle, RunningDam};
+use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, PagingStyle, RunningDam, TAGS};
 use assetbridge_engine::{DeletionPolicy, Engine, FamilyPlan, SyncOptions, SyncReport};
 use assetbridge_store::Store;
 use secrecy::SecretString;
@@ -32,25 +32,7 @@ fn structure(code: &str, prefix: &str) -> FamilyStructure {
     let mut title = AssetAttribute::new("title", AttributeType::Text);
     title.value_per_locale = true;
     let mut tags = AssetAttribute::new("tags", AttributeType::MultipleOptions);
-    tags.options = Some(
-        [
-            "summer",
-            "winter",
-            "spring",
-            "autumn",
-            "red",
-            "studio",
-            "outdoor",
-            "new",
-            "sale",
-            "eco",
-            "premium",
-            "bestseller",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    tags.options = Some(TAGS.iter().map(|s| s.to_string()).collect());
     let width = AssetAttribute::new("width", AttributeType::Number);
     let sku = AssetAttribute::new("sku", AttributeType::Text);
     FamilyStructure {

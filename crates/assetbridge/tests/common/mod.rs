@@ -29,20 +29,7 @@ use tokio::process::{Child, Command};
 
 pub const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
 /// Every tag the DAM emulator uses.
-pub const TAGS: [&str; 12] = [
-    "summer",
-    "winter",
-    "spring",
-    "autumn",
-    "red",
-    "studio",
-    "outdoor",
-    "new",
-    "sale",
-    "eco",
-    "premium",
-    "bestseller",
-];
+pub use assetbridge_emulators::dam::TAGS;
 
 /// Where the state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,6 +63,8 @@ mod http;
 mod log;
 mod store;
 
+pub use store::TAGS;
+
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;

@@ -130,7 +130,8 @@ const NOUNS: &[(&str, &str, &str)] = &[
     ("bottle", "bouteille", "Flasche"),
 ];
 const VIEWS: &[&str] = &["front", "back", "side", "detail", "zoom", "top"];
-const TAGS: &[&str] = &[
+/// Every tag the seeded records use (`metadata.tags`).
+pub const TAGS: &[&str] = &[
     "summer",
     "winter",
     "spring",
