@@ -124,13 +124,38 @@ pub struct SyncConfig {
     /// Seconds a claim is held before another worker may take it over. Default: 300.
     #[serde(default = "d_lease")]
     pub claim_lease_secs: u64,
-    /// `keep` (default) or `delete`: what a deletion in the DAM does in the PIM.
+    /// `keep` (default), `delete` or `mark`: what a deletion in the DAM does in the PIM.
     #[serde(default)]
-    pub deletions: DeletionPolicy,
+    pub deletions: DeletionMode,
+    /// With `deletions = "mark"`: the attribute that marks an asset deleted in the DAM
+    /// (non-localizable, non-scopable, e.g. a boolean `archived`). Required then; default: none.
+    #[serde(default)]
+    pub mark_attribute: Option<String>,
+    /// With `deletions = "mark"`: the value written to `mark_attribute` (a boolean or a text).
+    /// Default: `true`.
+    #[serde(default = "d_mark_value")]
+    pub mark_value: serde_json::Value,
     /// Backpressure: while the inbox holds this many changes or more, the pollers read no
     /// further DAM page until it drains (`0`: no bound). Default: 100000.
     #[serde(default = "d_backlog_limit")]
     pub backlog_limit: u64,
+}
+
+/// `[sync] deletions`: what a deletion in the DAM does in the PIM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionMode {
+    /// Keep the PIM asset (logged, counted as `kept`). The default.
+    #[default]
+    Keep,
+    /// Delete the PIM asset.
+    Delete,
+    /// Keep the PIM asset and write `mark_value` to its `mark_attribute`.
+    Mark,
+}
+
+fn d_mark_value() -> serde_json::Value {
+    serde_json::Value::Bool(true)
 }
 
 fn d_overlap() -> u64 {
@@ -168,13 +193,55 @@ impl Default for SyncConfig {
             retry_max_secs: d_retry_max(),
             claim_size: d_claim(),
             claim_lease_secs: d_lease(),
-            deletions: DeletionPolicy::default(),
+            deletions: DeletionMode::default(),
+            mark_attribute: None,
+            mark_value: d_mark_value(),
             backlog_limit: d_backlog_limit(),
         }
     }
 }
 
 impl SyncConfig {
+    /// The engine's deletion policy (`validate` checked that `mark` comes with its attribute).
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        match (self.deletions, &self.mark_attribute) {
+            (DeletionMode::Keep, _) => DeletionPolicy::Keep,
+            (DeletionMode::Delete, _) => DeletionPolicy::Delete,
+            (DeletionMode::Mark, Some(attribute)) => DeletionPolicy::Mark {
+                attribute: attribute.clone(),
+                value: self.mark_value.clone(),
+            },
+            (DeletionMode::Mark, None) => DeletionPolicy::Keep,
+        }
+    }
+
+    /// `deletions = "mark"` needs a valid `mark_attribute` and a boolean or text `mark_value`;
+    /// the mark keys without `mark` are a mistake. Returns (key, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        match (self.deletions, &self.mark_attribute) {
+            (DeletionMode::Mark, None) => Err((
+                "sync.deletions".into(),
+                "deletions = \"mark\" needs `mark_attribute` (the attribute that marks an asset deleted in the DAM, e.g. \"archived\")".into(),
+            )),
+            (DeletionMode::Mark, Some(a)) if !assetbridge_core::code::is_valid_code(a) => Err((
+                "sync.mark_attribute".into(),
+                format!("`{a}` is not an Akeneo attribute code"),
+            )),
+            (DeletionMode::Mark, Some(_)) => match &self.mark_value {
+                serde_json::Value::Bool(_) | serde_json::Value::String(_) => Ok(()),
+                other => Err((
+                    "sync.mark_value".into(),
+                    format!("must be a boolean or a text, not `{other}`"),
+                )),
+            },
+            (_, Some(_)) => Err((
+                "sync.mark_attribute".into(),
+                "only used with deletions = \"mark\"".into(),
+            )),
+            (_, None) => Ok(()),
+        }
+    }
+
     pub fn options(&self) -> SyncOptions {
         SyncOptions {
             overlap: chrono::Duration::seconds(self.overlap_secs as i64),
@@ -184,7 +251,7 @@ impl SyncConfig {
             retry_max: Duration::from_secs(self.retry_max_secs.max(self.retry_base_secs)),
             claim_size: self.claim_size.max(1),
             claim_lease: Duration::from_secs(self.claim_lease_secs.max(1)),
-            deletions: self.deletions,
+            deletions: self.deletion_policy(),
             backlog_limit: self.backlog_limit,
         }
     }
@@ -318,6 +385,9 @@ pub fn validate(
         q.validate()
             .map_err(|e| err(format!("queues.nats[{i}]"), e.to_string()))?;
     }
+    cfg.sync
+        .validate()
+        .map_err(|(key, message)| err(key, message))?;
     let mut seen = std::collections::BTreeSet::new();
     for (i, f) in cfg.families.iter().enumerate() {
         if !assetbridge_core::code::is_valid_code(&f.code) {
@@ -458,6 +528,48 @@ values = [
         let twice = format!("{MINIMAL}\n[[families]]\ncode = \"packshots\"\n");
         let e = load_text(&twice).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[1].code"), "{e}");
+    }
+
+    #[test]
+    fn deletion_mark_needs_its_attribute_and_defaults_to_true() {
+        let with =
+            |sync: &str| load_text(&MINIMAL.replace("[dam]", &format!("[sync]\n{sync}\n\n[dam]")));
+        let c = with("deletions = \"mark\"\nmark_attribute = \"archived\"")
+            .unwrap()
+            .value;
+        assert_eq!(
+            c.sync.options().deletions,
+            DeletionPolicy::Mark {
+                attribute: "archived".into(),
+                value: serde_json::json!(true)
+            }
+        );
+        let c = with("deletions = \"mark\"\nmark_attribute = \"status\"\nmark_value = \"deleted\"")
+            .unwrap()
+            .value;
+        assert_eq!(
+            c.sync.deletion_policy(),
+            DeletionPolicy::Mark {
+                attribute: "status".into(),
+                value: serde_json::json!("deleted")
+            }
+        );
+        assert_eq!(
+            load_text(MINIMAL).unwrap().value.sync.deletion_policy(),
+            DeletionPolicy::Keep
+        );
+        let e = with("deletions = \"mark\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.deletions"), "{e}");
+        assert!(e.to_string().contains("mark_attribute"), "{e}");
+        let e = with("deletions = \"delete\"\nmark_attribute = \"archived\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.mark_attribute"), "{e}");
+        let e = with("deletions = \"mark\"\nmark_attribute = \"archived\"\nmark_value = 3")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.mark_value"), "{e}");
+        let e = with("deletions = \"mark\"\nmark_attribute = \"not-a-code\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.mark_attribute"), "{e}");
+        let e = with("deletions = \"archive\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sync.deletions"), "{e}");
     }
 
     const AEM_AND_ENRICHMENT: &str = r#"

@@ -80,6 +80,14 @@ pub async fn plans(
                 f.code
             )
         })?;
+        loaded
+            .value
+            .sync
+            .deletion_policy()
+            .check_against(&structure)
+            .map_err(|message| {
+                Failure::from(loaded.source.error_at("sync.mark_attribute", message))
+            })?;
         let mapping = f
             .compile(
                 i,

@@ -5,7 +5,7 @@ use assetbridge_core::mapping::CompiledMapping;
 use serde::{Deserialize, Serialize};
 
 /// What to do in the PIM when an asset is deleted in the DAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeletionPolicy {
     /// Keep the PIM asset and say so in the log and the report (default: nothing is ever
@@ -14,6 +14,63 @@ pub enum DeletionPolicy {
     Keep,
     /// Delete the asset in the PIM.
     Delete,
+    /// Keep the PIM asset and upsert it with `value` in `attribute` (a non-localizable,
+    /// non-scopable attribute, e.g. a boolean `archived` set to `true`). An asset that comes
+    /// back in the DAM later is written again with that value emptied (`null`), unless the
+    /// mapping itself sets the attribute.
+    Mark {
+        /// The attribute code holding the mark.
+        attribute: String,
+        /// The value written. Usually `true` (a boolean attribute) or a text.
+        value: serde_json::Value,
+    },
+}
+
+impl DeletionPolicy {
+    /// Checks a `mark` policy against a family's structure: the attribute exists, holds one
+    /// value (neither localizable nor scopable), and the value fits its type (a boolean for a
+    /// boolean attribute, a text for a text or single-option attribute). Other policies always
+    /// fit.
+    pub fn check_against(
+        &self,
+        structure: &assetbridge_core::FamilyStructure,
+    ) -> Result<(), String> {
+        use assetbridge_core::AttributeType as T;
+        let DeletionPolicy::Mark { attribute, value } = self else {
+            return Ok(());
+        };
+        let Some(a) = structure.attributes.get(attribute) else {
+            return Err(format!(
+                "the deletion mark attribute `{attribute}` is not an attribute of asset family `{}`",
+                structure.code
+            ));
+        };
+        if a.value_per_locale || a.value_per_channel {
+            return Err(format!(
+                "the deletion mark attribute `{attribute}` of asset family `{}` is localizable or scopable: it must hold a single value",
+                structure.code
+            ));
+        }
+        let fits = match a.kind {
+            T::Boolean => value.is_boolean(),
+            T::Text | T::SingleOption => value.is_string(),
+            T::Unknown => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "the deletion mark `{attribute}` = {value} does not fit the attribute's type ({:?}) in asset family `{}`",
+                a.kind, structure.code
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the engine must remember which asset code each DAM id was written as (so that a
+    /// deletion, which only knows the DAM id, finds the PIM asset): `delete` and `mark`.
+    pub fn needs_codes(&self) -> bool {
+        !matches!(self, DeletionPolicy::Keep)
+    }
 }
 
 /// Tuning of the sync. Every field has a documented default.

@@ -15,6 +15,8 @@ pub struct SyncReport {
     pub unchanged: u64,
     /// Assets deleted in the PIM.
     pub deleted: u64,
+    /// Assets deleted in the DAM and marked in the PIM (`deletions = "mark"`).
+    pub marked: u64,
     /// Deletions not applied because of the deletion policy (`keep`), or of assets never synced.
     pub kept: u64,
     /// Changes that failed for good (now in the dead-letter store).
@@ -29,7 +31,7 @@ pub struct SyncReport {
 
 impl SyncReport {
     pub fn written(&self) -> u64 {
-        self.created + self.updated + self.deleted
+        self.created + self.updated + self.deleted + self.marked
     }
 }
 
@@ -40,6 +42,7 @@ impl AddAssign<&SyncReport> for SyncReport {
         self.updated += o.updated;
         self.unchanged += o.unchanged;
         self.deleted += o.deleted;
+        self.marked += o.marked;
         self.kept += o.kept;
         self.failed += o.failed;
         self.retrying += o.retrying;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use assetbridge_akeneo::{AkeneoError, DeleteOutcome, ItemOutcome};
-use assetbridge_core::{content_hash, AssetChange, ChangeKind, ContentHash, PimAsset};
+use assetbridge_core::{content_hash, AssetChange, ChangeKind, ContentHash, PimAsset, PimValue};
 use assetbridge_store::{DeadLetterReason, WrittenAsset};
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
@@ -40,6 +40,18 @@ struct Mapped {
 /// equal to a content hash, and replaced by one when a later write succeeds.
 fn dead_marker(asset: &assetbridge_core::DamAsset) -> ContentHash {
     ContentHash(format!("dead-lettered:{}", asset.updated_at.to_rfc3339()))
+}
+
+/// What the hash table holds for an asset marked as deleted (`deletions = "mark"`): never equal
+/// to a content hash.
+fn mark_marker(attribute: &str, value: &serde_json::Value) -> ContentHash {
+    ContentHash(format!("{MARK_PREFIX}{attribute}={value}"))
+}
+
+const MARK_PREFIX: &str = "marked-deleted:";
+
+fn is_mark_marker(h: &ContentHash) -> bool {
+    h.0.starts_with(MARK_PREFIX)
 }
 
 fn reason(kind: &str, message: impl Into<String>) -> DeadLetterReason {
@@ -212,7 +224,25 @@ impl Engine {
             return Ok(());
         }
 
-        if self.options.deletions == DeletionPolicy::Delete {
+        if let DeletionPolicy::Mark { attribute, .. } = &self.options.deletions {
+            // An asset marked as deleted that comes back in the DAM: empty the mark (unless
+            // the mapping writes that attribute itself). The content hash stays the mapping's.
+            for m in &mut changed {
+                if known.get(&m.asset.code).is_some_and(is_mark_marker)
+                    && !m.asset.values.contains_key(attribute)
+                {
+                    m.asset.push_value(
+                        attribute,
+                        PimValue {
+                            locale: None,
+                            channel: None,
+                            data: serde_json::Value::Null,
+                        },
+                    );
+                }
+            }
+        }
+        if self.options.deletions.needs_codes() {
             // Record which code each DAM id is written as *before* writing: if the process dies
             // between the PIM's answer and `record_written` below, a later deletion in the DAM
             // still finds the PIM asset. (A code recorded for a write that then fails is
@@ -334,7 +364,7 @@ impl Engine {
         let mut to_delete = Vec::new();
         for d in deletes {
             match codes.get(d.change.dam_id()) {
-                Some(code) if self.options.deletions == DeletionPolicy::Delete => {
+                Some(code) if self.options.deletions.needs_codes() => {
                     to_delete.push((d, code.clone()))
                 }
                 Some(code) => {
@@ -355,6 +385,11 @@ impl Engine {
         }
         if to_delete.is_empty() {
             return Ok(());
+        }
+        if let DeletionPolicy::Mark { attribute, value } = &self.options.deletions {
+            return self
+                .write_marks(plan, to_delete, attribute, value, done, report)
+                .await;
         }
         report.pim_writes += to_delete.len() as u64;
         let family = plan.code.as_str();
@@ -392,6 +427,126 @@ impl Engine {
             // Hashes and codes go together: a tombstone seen again (poll overlap) then finds
             // no code, so there is nothing more to delete.
             self.store.forget_assets(family, &forgotten).await?;
+        }
+        Ok(())
+    }
+
+    /// `deletions = "mark"`: upserts each deleted asset with only the mark value (one batch
+    /// request per 100), instead of deleting it. A mark already written (its marker in the hash
+    /// table) is not written again when a poll re-reads the tombstone.
+    async fn write_marks(
+        &self,
+        plan: &FamilyPlan,
+        to_mark: Vec<(WriteItem, String)>,
+        attribute: &str,
+        value: &serde_json::Value,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let marker = mark_marker(attribute, value);
+        let codes: Vec<String> = to_mark.iter().map(|(_, c)| c.clone()).collect();
+        let known = self.store.hashes(&plan.code, &codes).await?;
+        let mut by_code: HashMap<String, WriteItem> = HashMap::with_capacity(to_mark.len());
+        for (d, code) in to_mark {
+            if known.get(&code) == Some(&marker) {
+                report.unchanged += 1;
+                if let Some(id) = d.inbox_id {
+                    done.push(id);
+                }
+                continue;
+            }
+            // Two tombstones of one asset in a batch: one mark.
+            if let Some(old) = by_code.insert(code, d) {
+                report.unchanged += 1;
+                if let Some(id) = old.inbox_id {
+                    done.push(id);
+                }
+            }
+        }
+        if by_code.is_empty() {
+            return Ok(());
+        }
+        let assets: Vec<PimAsset> = by_code
+            .keys()
+            .map(|code| {
+                let mut a = PimAsset::new(code.clone());
+                a.push_value(
+                    attribute,
+                    PimValue {
+                        locale: None,
+                        channel: None,
+                        data: value.clone(),
+                    },
+                );
+                a
+            })
+            .collect();
+        report.pim_writes += assets.len().div_ceil(100) as u64;
+        let results = match self.pim.upsert_assets(&plan.code, &assets).await {
+            Ok(results) => results,
+            Err(e @ (AkeneoError::Auth { .. } | AkeneoError::InvalidConfig(_))) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                let transient = e.is_transient();
+                let message = e.to_string();
+                for (_, d) in by_code {
+                    if transient {
+                        self.retry(d, &message, report).await?;
+                    } else {
+                        self.fail(d, reason("pim_request_rejected", message.clone()), report)
+                            .await?;
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let mut marks = Vec::new();
+        for r in results {
+            let Some(d) = by_code.remove(&r.code) else {
+                warn!(family = %plan.code, code = %r.code, "the PIM answered for an asset code that was not sent");
+                continue;
+            };
+            match r.outcome {
+                ItemOutcome::Created | ItemOutcome::Updated => {
+                    report.marked += 1;
+                    debug!(family = %plan.code, code = %r.code, attribute, "asset deleted in the DAM marked in the PIM");
+                    marks.push((r.code, marker.clone()));
+                    if let Some(id) = d.inbox_id {
+                        done.push(id);
+                    }
+                }
+                ItemOutcome::Failed(f) if f.permanent => {
+                    let why = DeadLetterReason {
+                        kind: "pim_mark_rejected".into(),
+                        message: format!(
+                            "the PIM rejected the deletion mark `{attribute}` of asset `{}`: {}",
+                            r.code, f.message
+                        ),
+                        pim_status: Some(f.status),
+                        pim_message: Some(f.message.clone()),
+                        pim_errors: f.errors.clone(),
+                    };
+                    self.fail(d, why, report).await?;
+                }
+                ItemOutcome::Failed(f) => {
+                    self.retry(
+                        d,
+                        &format!("PIM status {}: {}", f.status, f.message),
+                        report,
+                    )
+                    .await?;
+                }
+            }
+        }
+        for (_, d) in by_code {
+            self.retry(d, "the PIM gave no result for this asset", report)
+                .await?;
+        }
+        if !marks.is_empty() {
+            // The code entry stays (the asset still exists in the PIM); the hash becomes the
+            // marker, so the asset is written in full when it comes back in the DAM.
+            self.store.put_hash_markers(&plan.code, &marks).await?;
         }
         Ok(())
     }
