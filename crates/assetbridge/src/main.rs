@@ -46,6 +46,7 @@ struct Cli {
 enum Command {
     Demo(commands::demo::DemoArgs),
     Sync(commands::sync::SyncArgs),
+    Plan(commands::plan::PlanArgs),
     Run(commands::run::RunArgs),
     Check(commands::check::CheckArgs),
     Emulate(commands::emulate::EmulateArgs),
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(a) => commands::demo::run(a, log).await,
             Command::Sync(a) => commands::sync::run(a, log).await,
+            Command::Plan(a) => commands::plan::run(a, log).await,
             Command::Run(a) => commands::run::run(a, log).await,
             Command::Check(a) => commands::check::run(a, log).await,
             Command::Emulate(a) => commands::emulate::run(a, log).await,

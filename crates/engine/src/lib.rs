@@ -9,12 +9,15 @@
 //!   content hash (zero PIM calls), batch-upsert the rest (≤ 100 per request, through the rate
 //!   limited client), then record per-item outcomes: success → hash stored; permanent failure →
 //!   dead letter with the PIM's message; transient failure → back to the inbox with backoff.
+//! - [`Engine::plan_family`]: the dry run — what a polling pass would create, update (old → new
+//!   values), delete, mark or skip, and why; reads only.
 //! - [`enrich`]: PIM → DAM enrichment of AEM asset metadata from product data
 //!   ([`Engine::with_enrichment`]); claimed inbox changes that belong to it are enriched before
 //!   the DAM → PIM write.
 
 pub mod enrich;
 mod options;
+mod plan;
 mod poll;
 mod report;
 mod worker;
@@ -22,6 +25,7 @@ mod write;
 
 pub use enrich::{Enricher, EnrichmentConfig, EnrichmentOutcome, EnrichmentStats};
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
+pub use plan::{FieldChange, PlanAction, PlanEntry};
 pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
 

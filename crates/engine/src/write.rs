@@ -38,19 +38,19 @@ struct Mapped {
 
 /// What the hash table holds for an asset whose DAM version `asset` was refused for good: never
 /// equal to a content hash, and replaced by one when a later write succeeds.
-fn dead_marker(asset: &assetbridge_core::DamAsset) -> ContentHash {
+pub(crate) fn dead_marker(asset: &assetbridge_core::DamAsset) -> ContentHash {
     ContentHash(format!("dead-lettered:{}", asset.updated_at.to_rfc3339()))
 }
 
 /// What the hash table holds for an asset marked as deleted (`deletions = "mark"`): never equal
 /// to a content hash.
-fn mark_marker(attribute: &str, value: &serde_json::Value) -> ContentHash {
+pub(crate) fn mark_marker(attribute: &str, value: &serde_json::Value) -> ContentHash {
     ContentHash(format!("{MARK_PREFIX}{attribute}={value}"))
 }
 
 const MARK_PREFIX: &str = "marked-deleted:";
 
-fn is_mark_marker(h: &ContentHash) -> bool {
+pub(crate) fn is_mark_marker(h: &ContentHash) -> bool {
     h.0.starts_with(MARK_PREFIX)
 }
 

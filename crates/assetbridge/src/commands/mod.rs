@@ -2,6 +2,7 @@ pub mod check;
 pub mod demo;
 pub mod dlq;
 pub mod emulate;
+pub mod plan;
 pub mod run;
 pub mod status;
 pub mod sync;

@@ -1,0 +1,284 @@
+//! The dry run: what a sync of a family would do, read-only.
+
+use std::collections::{BTreeMap, HashMap};
+
+use assetbridge_akeneo::{to_pim_asset, AssetQuery};
+use assetbridge_core::{content_hash, ChangeKind, ContentHash, PimAsset, PimValue};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::write::{dead_marker, is_mark_marker, mark_marker};
+use crate::{DeletionPolicy, Engine, EngineError, FamilyPlan};
+
+/// What a sync would do with one DAM change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanAction {
+    /// The asset is not in the PIM: it would be created.
+    Create,
+    /// The asset is in the PIM and its mapped content changed: it would be updated.
+    Update,
+    /// Deleted in the DAM, `deletions = "delete"`: the PIM asset would be deleted.
+    Delete,
+    /// Deleted in the DAM, `deletions = "mark"`: the PIM asset would be upserted with the mark.
+    Mark,
+    /// Nothing would be written (see the entry's reason).
+    Skip,
+}
+
+/// One value that would change: (attribute, locale, channel) old → new. `None`: no value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub attribute: String,
+    pub locale: Option<String>,
+    pub channel: Option<String>,
+    /// The value the PIM holds now (`None` when it holds none).
+    pub old: Option<Value>,
+    /// The value a sync would write (`Some(Value::Null)` empties the value).
+    pub new: Option<Value>,
+}
+
+/// One line of a dry run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanEntry {
+    pub action: PlanAction,
+    /// The DAM's identifier of the asset.
+    pub dam_id: String,
+    /// The PIM asset code (`None` when it cannot be known: a mapping error, a deletion of an
+    /// asset the connector never wrote).
+    pub code: Option<String>,
+    /// The values that would change (create, update, mark); empty otherwise.
+    pub changes: Vec<FieldChange>,
+    /// Why: e.g. `new in the PIM`, `2 value(s) differ`, `unchanged (content hash)`.
+    pub reason: String,
+}
+
+impl Engine {
+    /// A dry run of [`sync_family`](Self::sync_family): reads the same DAM changes (since the
+    /// family's cursor minus the overlap window, or from the beginning with `full`) and says for
+    /// each what a sync would do, with the values that would change, read from the PIM
+    /// (`GET` of the assets by `code IN`, 100 per request, only for assets whose content hash
+    /// changed). Writes nothing: no PIM write, the cursor, hashes, inbox and dead letters are
+    /// untouched. The inbox (retries, webhook and queue changes) is not part of the plan.
+    ///
+    /// Entries come in DAM page order; within a page, two changes of one asset are both listed
+    /// and the older one is a skip.
+    pub async fn plan_family(
+        &self,
+        plan: &FamilyPlan,
+        full: bool,
+    ) -> Result<Vec<PlanEntry>, EngineError> {
+        let stored = self.store.cursor(&plan.code).await?;
+        let since = if full {
+            None
+        } else {
+            stored.as_ref().map(|c| c.since(self.options.overlap))
+        };
+        let mut pages = std::pin::pin!(self.dam.changes(since, &plan.query));
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            self.plan_page(plan, page.changes, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn plan_page(
+        &self,
+        plan: &FamilyPlan,
+        changes: Vec<ChangeKind>,
+        out: &mut Vec<PlanEntry>,
+    ) -> Result<(), EngineError> {
+        let skip = |dam_id: &str, code: Option<String>, reason: String| PlanEntry {
+            action: PlanAction::Skip,
+            dam_id: dam_id.to_owned(),
+            code,
+            changes: Vec::new(),
+            reason,
+        };
+        // (index in `out`, mapped asset, content hash, refused-version marker) of each upsert.
+        let mut mapped: Vec<(usize, PimAsset, ContentHash, ContentHash)> = Vec::new();
+        let mut latest: HashMap<String, (usize, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+        let mut deletes: Vec<(usize, String)> = Vec::new();
+        for kind in changes {
+            match kind {
+                ChangeKind::Upsert { asset } => {
+                    let r = plan
+                        .mapping
+                        .asset_code(&asset)
+                        .and_then(|code| plan.mapping.map(&asset).map(|pim| (code, pim)));
+                    match r {
+                        Err(e) => out.push(skip(&asset.id, None, format!("mapping: {e}"))),
+                        Ok((code, pim)) => {
+                            let i = out.len();
+                            out.push(skip(&asset.id, Some(code.clone()), String::new()));
+                            if let Some(&(j, at)) = latest.get(&code) {
+                                let older = if asset.updated_at >= at { j } else { i };
+                                out[older].reason =
+                                    "superseded by a newer change of the same asset".into();
+                                if older == i {
+                                    continue;
+                                }
+                                mapped.retain(|(k, _, _, _)| *k != j);
+                            }
+                            latest.insert(code, (i, asset.updated_at));
+                            let hash = content_hash(&pim);
+                            mapped.push((i, pim, hash, dead_marker(&asset)));
+                        }
+                    }
+                }
+                ChangeKind::Delete { dam_id, .. } => {
+                    deletes.push((out.len(), dam_id.clone()));
+                    out.push(skip(&dam_id, None, String::new()));
+                }
+            }
+        }
+
+        // Upserts: drop what the hash table says is unchanged (or refused for good), read the
+        // rest from the PIM and diff.
+        let codes: Vec<String> = mapped.iter().map(|(_, a, _, _)| a.code.clone()).collect();
+        let known = if codes.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.hashes(&plan.code, &codes).await?
+        };
+        let mut to_read: Vec<(usize, PimAsset)> = Vec::new();
+        for (i, asset, hash, dead) in mapped {
+            match known.get(&asset.code) {
+                Some(h) if *h == hash => out[i].reason = "unchanged (content hash)".into(),
+                Some(h) if *h == dead => {
+                    out[i].reason =
+                        "this DAM version was refused for good (see `assetbridge dlq list`)".into()
+                }
+                _ => to_read.push((i, asset)),
+            }
+        }
+        if !to_read.is_empty() {
+            let codes: Vec<String> = to_read.iter().map(|(_, a)| a.code.clone()).collect();
+            let held: HashMap<String, PimAsset> = self
+                .pim
+                .list_assets(
+                    &plan.code,
+                    AssetQuery {
+                        codes: Some(codes),
+                        ..AssetQuery::default()
+                    },
+                )
+                .map_err(EngineError::from)
+                .and_then(|v| async move { Ok(to_pim_asset(&v)?) })
+                .map_ok(|a| (a.code.clone(), a))
+                .try_collect()
+                .await?;
+            for (i, mut asset) in to_read {
+                if let DeletionPolicy::Mark { attribute, .. } = &self.options.deletions {
+                    let marked = known.get(&asset.code).is_some_and(is_mark_marker);
+                    if marked && !asset.values.contains_key(attribute) {
+                        asset.push_value(
+                            attribute,
+                            PimValue {
+                                locale: None,
+                                channel: None,
+                                data: Value::Null,
+                            },
+                        );
+                    }
+                }
+                let e = &mut out[i];
+                match held.get(&asset.code) {
+                    None => {
+                        e.action = PlanAction::Create;
+                        e.changes = diff(None, &asset);
+                        e.reason = "not in the PIM".into();
+                    }
+                    Some(old) => {
+                        e.action = PlanAction::Update;
+                        e.changes = diff(Some(old), &asset);
+                        e.reason = if e.changes.is_empty() {
+                            "the PIM already holds these values (written once to record its content hash)".into()
+                        } else {
+                            format!("{} value(s) differ", e.changes.len())
+                        };
+                    }
+                }
+            }
+        }
+
+        // Deletions, by policy.
+        if !deletes.is_empty() {
+            let ids: Vec<String> = deletes.iter().map(|(_, d)| d.clone()).collect();
+            let codes = self.store.asset_codes(&plan.code, &ids).await?;
+            let hashes = if matches!(self.options.deletions, DeletionPolicy::Mark { .. }) {
+                let c: Vec<String> = codes.values().cloned().collect();
+                self.store.hashes(&plan.code, &c).await?
+            } else {
+                HashMap::new()
+            };
+            for (i, dam_id) in deletes {
+                let e = &mut out[i];
+                let code = codes.get(&dam_id).cloned();
+                e.code = code.clone();
+                match (&self.options.deletions, code) {
+                    (DeletionPolicy::Keep, _) => {
+                        e.reason =
+                            "deleted in the DAM; kept in the PIM (deletions = \"keep\")".into()
+                    }
+                    (_, None) => {
+                        e.reason =
+                            "deleted in the DAM; never written by the connector: nothing to do"
+                                .into()
+                    }
+                    (DeletionPolicy::Delete, Some(_)) => {
+                        e.action = PlanAction::Delete;
+                        e.reason = "deleted in the DAM (deletions = \"delete\")".into();
+                    }
+                    (DeletionPolicy::Mark { attribute, value }, Some(code)) => {
+                        if hashes.get(&code) == Some(&mark_marker(attribute, value)) {
+                            e.reason = "deleted in the DAM; already marked".into();
+                        } else {
+                            e.action = PlanAction::Mark;
+                            e.changes = vec![FieldChange {
+                                attribute: attribute.clone(),
+                                locale: None,
+                                channel: None,
+                                old: None,
+                                new: Some(value.clone()),
+                            }];
+                            e.reason = "deleted in the DAM (deletions = \"mark\")".into();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values of `new` that differ from `old` (attributes `new` does not write are left alone
+/// by a PATCH, so they are not compared).
+fn diff(old: Option<&PimAsset>, new: &PimAsset) -> Vec<FieldChange> {
+    type Key = (Option<String>, Option<String>);
+    let index = |vals: Option<&Vec<PimValue>>| -> BTreeMap<Key, Value> {
+        vals.into_iter()
+            .flatten()
+            .map(|v| ((v.locale.clone(), v.channel.clone()), v.data.clone()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (attribute, values) in &new.values {
+        let before = index(old.and_then(|o| o.values.get(attribute)));
+        for v in values {
+            let was = before.get(&(v.locale.clone(), v.channel.clone()));
+            if was != Some(&v.data) && !(was.is_none() && v.data.is_null()) {
+                out.push(FieldChange {
+                    attribute: attribute.clone(),
+                    locale: v.locale.clone(),
+                    channel: v.channel.clone(),
+                    old: was.cloned(),
+                    new: Some(v.data.clone()),
+                });
+            }
+        }
+    }
+    out
+}
