@@ -63,6 +63,32 @@ pub struct AppConfig {
     /// `docs/enrichment.md`). Default: none (off).
     #[serde(default)]
     pub enrichment: Option<EnrichmentConfig>,
+    /// The admin HTTP server `run` starts (health, readiness, metrics, status page). Default:
+    /// on, listening on `127.0.0.1:9090`, without an admin token.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[server]`: the admin HTTP server of `assetbridge run` (`/healthz`, `/readyz`, `/metrics`,
+/// the status page `/` and `POST /dead-letters/retry`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: `127.0.0.1:9090` (this machine only); when the default
+    /// is taken (another instance on this machine), `run` logs a warning and goes on without
+    /// the admin server, while a configured address that cannot be bound is a fatal error.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Token required by the write actions (the status page's retry button, as the form field
+    /// `token` or `Authorization: Bearer <token>`). Default: none — the actions answer 403.
+    #[serde(default)]
+    pub admin_token: Option<secrecy::SecretString>,
+}
+
+impl ServerConfig {
+    /// The default address: `127.0.0.1:9090`.
+    pub const DEFAULT_LISTEN: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 }
 
 /// `[queues]`: `[[queues.amqp]]` and `[[queues.nats]]` consumers.
@@ -478,6 +504,23 @@ values = [
         assert_eq!(c.families[0].schedule, "5m");
         assert_eq!(c.families[0].asset_code, "{{ dam_id }}");
         assert_eq!(c.akeneo.max_concurrency, 4);
+        assert_eq!(c.server.listen, None);
+        assert!(c.server.admin_token.is_none());
+        assert_eq!(ServerConfig::DEFAULT_LISTEN.to_string(), "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn the_server_table_reads_its_address_and_hides_its_token() {
+        let text = MINIMAL.replace(
+            "[dam]",
+            "[server]\nlisten = \"0.0.0.0:9191\"\nadmin_token = \"t0k3n\"\n\n[dam]",
+        );
+        let c = load_text(&text).unwrap().value;
+        assert_eq!(c.server.listen, Some("0.0.0.0:9191".parse().unwrap()));
+        assert!(!format!("{:?}", c.server).contains("t0k3n"));
+        let bad = MINIMAL.replace("[dam]", "[server]\nlisten = \"localhost\"\n\n[dam]");
+        let e = load_text(&bad).unwrap_err();
+        assert!(e.to_string().contains("server"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The binary's edge: command line, configuration, wiring of the parts, exit codes
 //! (0 ok · 1 fatal · 2 usage or configuration error · 3 finished but some assets failed).
 
+mod admin;
 mod commands;
 mod config;
 mod exit;

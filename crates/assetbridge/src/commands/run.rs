@@ -37,11 +37,50 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     let loaded = config::load(&args.config.config)?;
     logging::init(&log, Some(&loaded.value.log));
-    let engine = Arc::new(wiring::engine(&loaded).await?);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-
     let mut tasks = JoinSet::new();
+
+    // `[server]`: the admin server answers from the start (`/readyz` is 503 until wired).
+    let server = &loaded.value.server;
+    let admin = crate::admin::AdminState::new(
+        loaded
+            .value
+            .families
+            .iter()
+            .map(|f| f.code.clone())
+            .collect(),
+        server.admin_token.clone(),
+    );
+    let listen = server
+        .listen
+        .unwrap_or(config::ServerConfig::DEFAULT_LISTEN);
+    match crate::admin::bind(listen, admin.clone(), shutdown.clone()).await {
+        Ok((addr, serve)) => {
+            info!(listen = %addr, "admin server listening (/healthz, /readyz, /metrics, /)");
+            tasks.spawn(async move {
+                if let Err(e) = serve.await {
+                    warn!(error = %e, "admin server stopped");
+                }
+            });
+        }
+        Err(e) if server.listen.is_none() => {
+            warn!(listen = %listen, error = %e, "admin server not started: the default address is taken (set [server] listen)");
+        }
+        Err(e) => {
+            return Err(crate::exit::Failure::Fatal(anyhow::anyhow!(
+                "admin server: cannot listen on {listen}: {e}"
+            )));
+        }
+    }
+
+    let engine = Arc::new(
+        wiring::engine(&loaded)
+            .await?
+            .with_observer(admin.observer()),
+    );
+    admin.set_engine(engine.clone());
+
     for (plan, fcfg) in engine.families().iter().zip(&loaded.value.families) {
         let schedule = fcfg.schedule().map_err(crate::exit::Failure::Config)?;
         let engine = engine.clone();
@@ -58,6 +97,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
                     crate::exit::Failure::Fatal(anyhow::anyhow!("webhook receiver: {e}"))
                 })?;
         info!(listen = %server.local_addr(), tls = server.is_tls(), "webhook receiver listening");
+        admin.set_webhooks(server.stats());
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = server.run(stop).await {
