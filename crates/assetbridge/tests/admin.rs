@@ -245,23 +245,54 @@ async fn probes_metrics_status_page_and_retry_with_a_token() {
     );
 }
 
+/// Without `admin_token` the retry button is disabled and the action answers 403; `/readyz` is
+/// 503 while the PIM is still being asked for its token and structures (a slow PIM here), 200
+/// after; the webhook server's counters are on `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_retry_button_is_disabled_and_refused() {
     let env = Env::start(EnvOptions {
         assets: 30,
         missing_tags: vec!["eco"],
+        pim_latency: Duration::from_millis(700),
         ..EnvOptions::default()
     })
     .await;
     let port = free_port();
+    let hook_port = free_port();
     let c = config(&env, port, None);
+    let mut text = std::fs::read_to_string(&c).unwrap();
+    text.push_str(&format!(
+        r#"
+[webhooks]
+listen = "127.0.0.1:{hook_port}"
+
+[[webhooks.generic]]
+path = "/webhooks/dam"
+shape = {{ items_pointer = "", family_pointer = "/type", event_id_pointer = "/event_id" }}
+auth = {{ hmac = {{ secret = "webhook-secret", prefix = "sha256=" }} }}
+"#
+    ));
+    std::fs::write(&c, text).unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let mut run = env.spawn(&["run", "--config", &c], "run");
+
+    // The first answer of /readyz (the PIM takes 700 ms per request: token, then structures).
+    let start = std::time::Instant::now();
+    let first = loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            break r.status().as_u16();
+        }
+        assert!(start.elapsed() < T, "no admin server: {}", env.logs("run"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first, 503, "not ready before the PIM answered");
+    assert_eq!(get(&http, &format!("{base}/healthz")).await.0, 200);
     wait_ready(&http, &base, &env).await;
+
     let (code, html) = get(&http, &format!("{base}/")).await;
     assert_eq!(code, 200);
     assert!(html.contains("<button type=\"submit\" disabled>Retry</button>"));
@@ -274,6 +305,30 @@ async fn without_a_token_the_retry_button_is_disabled_and_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // An unsigned delivery: received and refused (401), counted on /metrics.
+    let r = http
+        .post(format!("http://127.0.0.1:{hook_port}/webhooks/dam"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let m = parse_metrics(&get(&http, &format!("{base}/metrics")).await.1);
+    assert_eq!(
+        m["assetbridge_webhook_events_total{event=\"received\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["assetbridge_webhook_events_total{event=\"rejected_unauthorized\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["assetbridge_webhook_events_total{event=\"accepted\"}"],
+        0.0
+    );
+
     common::terminate(&run);
     let exit = wait_exit(&mut run, T).await.expect("run exits on SIGTERM");
     assert!(exit.success(), "{exit:?}: {}", env.logs("run"));
