@@ -232,6 +232,10 @@ pub struct ResultsFile {
     pub generated_by: String,
     /// `git describe --always --dirty` of the workspace when known.
     pub commit: Option<String>,
+    /// When the measured `assetbridge` binary was built (its modification time, UTC): the
+    /// commit above is the workspace's at run time, not necessarily the binary's.
+    #[serde(default)]
+    pub binary_built: Option<String>,
     pub machine: Machine,
     /// By scenario name.
     pub scenarios: BTreeMap<String, ScenarioResult>,
@@ -244,6 +248,7 @@ impl ResultsFile {
         path: &Path,
         machine: Machine,
         commit: Option<String>,
+        binary_built: Option<String>,
         results: &[ScenarioResult],
     ) -> Result<Self> {
         let mut file = std::fs::read(path)
@@ -255,12 +260,14 @@ impl ResultsFile {
             .unwrap_or_else(|| ResultsFile {
                 generated_by: String::new(),
                 commit: None,
+                binary_built: None,
                 machine: machine.clone(),
                 scenarios: BTreeMap::new(),
             });
         file.generated_by = "cargo run --release -p assetbridge-bench".into();
         file.machine = machine;
         file.commit = commit;
+        file.binary_built = binary_built;
         for r in results {
             file.scenarios.insert(r.name.clone(), r.clone());
         }
