@@ -30,6 +30,11 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Dead letters listed on the status page (lowest ids first) and recent failures shown.
 const DEAD_LETTERS_SHOWN: usize = 100;
 const RECENT_FAILURES: usize = 20;
+/// Dead letters read per page, and at most this many pages, to find the most recent failures.
+const RECENT_SCAN_PAGE: usize = 1_000;
+const RECENT_SCAN_PAGES: usize = 200;
+/// How long the status page may take to gather what it shows.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Per-family sums of every [`SyncReport`] the engine reported (cumulative since start).
 #[derive(Default)]
@@ -435,20 +440,44 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
             .into_response();
     };
     let store = engine.store();
-    let gathered = tokio::time::timeout(STORE_TIMEOUT, async {
+    let gathered = tokio::time::timeout(PAGE_TIMEOUT, async {
         let families = store.family_status().await?;
         let backlog = store.backlog().await?;
         let count = store.dead_letter_count().await?;
         let listed = store
             .dead_letters(&DeadLetterFilter {
-                limit: Some(assetbridge_store::MAX_LISTING_LIMIT),
+                limit: Some(DEAD_LETTERS_SHOWN),
                 ..DeadLetterFilter::default()
             })
             .await?;
-        Ok::<_, assetbridge_store::StoreError>((families, backlog, count, listed))
+        // The most recent failures: the highest ids, read in pages (bounded: a store holding
+        // more than RECENT_SCAN_PAGES pages shows the last of those it read).
+        let mut recent = std::collections::VecDeque::with_capacity(RECENT_FAILURES + 1);
+        let mut after_id = None;
+        for _ in 0..RECENT_SCAN_PAGES {
+            let page = store
+                .dead_letters(&DeadLetterFilter {
+                    after_id,
+                    limit: Some(RECENT_SCAN_PAGE),
+                    ..DeadLetterFilter::default()
+                })
+                .await?;
+            let full = page.len() == RECENT_SCAN_PAGE;
+            after_id = page.last().map(|d| d.id).or(after_id);
+            for d in page {
+                recent.push_back(d);
+                if recent.len() > RECENT_FAILURES {
+                    recent.pop_front();
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok::<_, assetbridge_store::StoreError>((families, backlog, count, listed, recent))
     })
     .await;
-    let (known, backlog, count, listed) = match gathered {
+    let (known, backlog, count, listed, recent) = match gathered {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return unavailable(e),
         Err(_) => return unavailable("no answer in time"),
@@ -539,7 +568,7 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
         "<h2>Recent failures</h2>\n<table id=\"recent\"><tr><th>Id</th><th>When</th><th>Family</th>\
 <th>DAM id</th><th>Reason</th></tr>"
     );
-    for d in listed.iter().rev().take(RECENT_FAILURES) {
+    for d in recent.iter().rev() {
         let _ = writeln!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -192,6 +192,11 @@ async fn probes_metrics_status_page_and_retry_with_a_token() {
         .map(|d| d.id)
         .collect();
     assert_eq!(ids.len(), dead);
+    let newest = ids.iter().max().unwrap();
+    assert!(
+        html.contains(&format!("<tr><td>{newest}</td>")),
+        "the newest dead letter is among the recent failures"
+    );
     let post = |body: String, bearer: Option<&str>| {
         let mut r = http
             .post(format!("{base}/dead-letters/retry"))

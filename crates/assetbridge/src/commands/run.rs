@@ -58,6 +58,9 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     match crate::admin::bind(listen, admin.clone(), shutdown.clone()).await {
         Ok((addr, serve)) => {
             info!(listen = %addr, "admin server listening (/healthz, /readyz, /metrics, /)");
+            if !addr.ip().is_loopback() {
+                warn!(listen = %addr, "the admin server is reachable beyond this machine: its status page and metrics need no token (only the retry action does)");
+            }
             tasks.spawn(async move {
                 if let Err(e) = serve.await {
                     warn!(error = %e, "admin server stopped");
