@@ -16,7 +16,7 @@ use assetbridge_core::mapping::{
 use assetbridge_core::FamilyStructure;
 use assetbridge_dam::aem::AemConfig;
 use assetbridge_dam::rest::RestDamConfig;
-use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, SyncOptions};
+use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, ProductFilterConfig, SyncOptions};
 use assetbridge_sources::amqp::AmqpConfig;
 use assetbridge_sources::journal::JournalSourceConfig;
 use assetbridge_sources::nats::NatsConfig;
@@ -327,6 +327,11 @@ pub struct FamilyConfig {
     /// `[families.maps.tag_codes]`. Default: none.
     #[serde(default)]
     pub maps: ValueMaps,
+    /// Only assets whose product exists in the PIM are synchronised:
+    /// `product_filter = { sku_from = "/metadata/sku" }` (see docs/configuration.md).
+    /// Default: none (every asset).
+    #[serde(default)]
+    pub product_filter: Option<ProductFilterConfig>,
 }
 
 fn d_schedule() -> String {
@@ -433,6 +438,20 @@ pub fn validate(
         }
         if let Err(e) = f.schedule() {
             return Err(err(format!("families[{i}].schedule"), e));
+        }
+        if let Some(pf) = &f.product_filter {
+            pf.compile().map_err(|(key, message)| {
+                err(format!("families[{i}].product_filter.{key}"), message)
+            })?;
+            if pf.attribute != cfg.akeneo.product_identifier_attribute {
+                return Err(err(
+                    format!("families[{i}].product_filter.attribute"),
+                    format!(
+                        "`{}` is not the PIM's product identifier attribute (`[akeneo] product_identifier_attribute` = `{}`): products are searched by their identifier",
+                        pf.attribute, cfg.akeneo.product_identifier_attribute
+                    ),
+                ));
+            }
         }
         if let Err((key, message)) = f.compile(i, None, &cfg.akeneo.create_missing_options) {
             return Err(err(key, message));
@@ -613,6 +632,45 @@ values = [
         assert_eq!(e.key.as_deref(), Some("sync.mark_attribute"), "{e}");
         let e = with("deletions = \"archive\"").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("sync.deletions"), "{e}");
+    }
+
+    #[test]
+    fn a_product_filter_loads_and_its_mistakes_name_their_key() {
+        let with = |pf: &str| {
+            load_text(&MINIMAL.replace(
+                "code = \"packshots\"",
+                &format!("code = \"packshots\"\nproduct_filter = {pf}"),
+            ))
+        };
+        let c = with(r#"{ sku_from = "/name", sku_regex = "^(SKU-\\d+)_" }"#)
+            .unwrap()
+            .value;
+        let pf = c.families[0].product_filter.as_ref().unwrap();
+        assert_eq!(pf.attribute, "sku");
+        assert_eq!(pf.cache_ttl_secs, 300);
+        assert!(load_text(MINIMAL).unwrap().value.families[0]
+            .product_filter
+            .is_none());
+        let e = with(r#"{ sku_from = "metadata/sku" }"#).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].product_filter.sku_from"),
+            "{e}"
+        );
+        let e = with(r#"{ sku_from = "/name", sku_regex = "(" }"#).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].product_filter.sku_regex"),
+            "{e}"
+        );
+        let e = with(r#"{ sku_from = "/name", attribute = "ean" }"#).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].product_filter.attribute"),
+            "{e}"
+        );
+        let e = with(r#"{ sku_form = "/name" }"#).unwrap_err();
+        assert!(e.to_string().contains("sku_form"), "{e}");
     }
 
     const AEM_AND_ENRICHMENT: &str = r#"

@@ -58,7 +58,17 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
         }
         _ => None,
     };
-    let engine = Engine::new(pim, store, dam, plans, cfg.sync.options());
+    let mut engine = Engine::new(pim, store, dam, plans, cfg.sync.options());
+    for (i, f) in cfg.families.iter().enumerate() {
+        if let Some(pf) = &f.product_filter {
+            let filter = pf.compile().map_err(|(key, message)| {
+                loaded
+                    .source
+                    .error_at(&format!("families[{i}].product_filter.{key}"), message)
+            })?;
+            engine = engine.with_product_filter(&f.code, filter);
+        }
+    }
     Ok(match enricher {
         Some(e) => engine.with_enrichment(e),
         None => engine,

@@ -19,6 +19,7 @@ pub mod enrich;
 mod options;
 mod plan;
 mod poll;
+mod product_filter;
 mod report;
 mod worker;
 mod write;
@@ -26,6 +27,7 @@ mod write;
 pub use enrich::{Enricher, EnrichmentConfig, EnrichmentOutcome, EnrichmentStats};
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
 pub use plan::{FieldChange, PlanAction, PlanEntry};
+pub use product_filter::{ProductFilter, ProductFilterConfig};
 pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
 
@@ -64,6 +66,7 @@ pub struct Engine {
     pub(crate) options: SyncOptions,
     pub(crate) observer: Arc<dyn SyncObserver>,
     pub(crate) enrichment: Option<Arc<enrich::Enricher>>,
+    pub(crate) product_filters: Arc<product_filter::ProductFilters>,
 }
 
 impl Engine {
@@ -82,7 +85,16 @@ impl Engine {
             options,
             observer: Arc::new(NoopObserver),
             enrichment: None,
+            product_filters: Arc::new(Default::default()),
         }
+    }
+
+    /// Only the assets of `family` whose product (SKU per `filter`) exists in the PIM are
+    /// synchronised; the others are skipped (counted as `skipped`). Existence is asked in
+    /// batches (100 identifiers per request) and cached. Default: no filter.
+    pub fn with_product_filter(mut self, family: &str, filter: ProductFilter) -> Self {
+        Arc::make_mut(&mut self.product_filters).insert(family.to_owned(), Arc::new(filter));
+        self
     }
 
     /// Reports progress to `observer` (progress bars, logs, metrics).

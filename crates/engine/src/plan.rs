@@ -101,8 +101,13 @@ impl Engine {
         let mut mapped: Vec<(usize, PimAsset, ContentHash, ContentHash)> = Vec::new();
         let mut latest: HashMap<String, (usize, chrono::DateTime<chrono::Utc>)> = HashMap::new();
         let mut deletes: Vec<(usize, String)> = Vec::new();
+        let filtered_out = self.plan_product_filter(plan, &changes).await?;
         for kind in changes {
             match kind {
+                ChangeKind::Upsert { asset } if filtered_out.contains_key(&asset.id) => {
+                    let why = filtered_out[&asset.id].clone();
+                    out.push(skip(&asset.id, None, why));
+                }
                 ChangeKind::Upsert { asset } => {
                     let r = plan
                         .mapping
@@ -251,6 +256,61 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The upserts the family's product filter would skip: DAM id → reason (asks the PIM
+    /// about the SKUs not in the filter's cache, 100 per request; reads only).
+    async fn plan_product_filter(
+        &self,
+        plan: &FamilyPlan,
+        changes: &[ChangeKind],
+    ) -> Result<HashMap<String, String>, EngineError> {
+        let mut out = HashMap::new();
+        let Some(filter) = self.product_filters.get(&plan.code).cloned() else {
+            return Ok(out);
+        };
+        let skus: Vec<(&str, Option<String>)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                ChangeKind::Upsert { asset } => Some((asset.id.as_str(), filter.sku(asset))),
+                ChangeKind::Delete { .. } => None,
+            })
+            .collect();
+        let wanted = skus.iter().filter_map(|(_, s)| s.clone()).collect();
+        let attribute = filter.config().attribute.clone();
+        let pim = self.pim.clone();
+        let found = filter
+            .existing(wanted, |ids| async move {
+                let attrs = [attribute.clone()];
+                let products = pim.products_by_identifiers(&ids, Some(&attrs)).await?;
+                Ok::<_, assetbridge_akeneo::AkeneoError>(
+                    products
+                        .iter()
+                        .filter_map(|p| crate::enrich::format::product_identifier(p, &attribute))
+                        .collect(),
+                )
+            })
+            .await?;
+        for (id, sku) in skus {
+            match sku {
+                Some(s) if found.contains(&s) => {}
+                Some(s) => {
+                    out.insert(
+                        id.to_owned(),
+                        format!("product filter: no product `{s}` in the PIM"),
+                    );
+                }
+                None => {
+                    out.insert(
+                        id.to_owned(),
+                        format!("product filter: no SKU at `{}`", filter.config().sku_from),
+                    );
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -17,6 +17,8 @@ pub struct SyncReport {
     pub deleted: u64,
     /// Assets deleted in the DAM and marked in the PIM (`deletions = "mark"`).
     pub marked: u64,
+    /// Assets skipped by the family's product filter (no SKU, or no such product in the PIM).
+    pub skipped: u64,
     /// Deletions not applied because of the deletion policy (`keep`), or of assets never synced.
     pub kept: u64,
     /// Changes that failed for good (now in the dead-letter store).
@@ -44,6 +46,7 @@ impl AddAssign<&SyncReport> for SyncReport {
         self.deleted += o.deleted;
         self.marked += o.marked;
         self.kept += o.kept;
+        self.skipped += o.skipped;
         self.failed += o.failed;
         self.retrying += o.retrying;
         self.duplicates += o.duplicates;

@@ -97,6 +97,9 @@ impl Engine {
                 ChangeKind::Delete { .. } => deletes.push(item),
             }
         }
+        let coded = self
+            .filter_by_product(plan, coded, &mut done, &mut report)
+            .await?;
         let codes: Vec<String> = coded.iter().map(|(_, c)| c.clone()).collect();
         let known = if codes.is_empty() {
             HashMap::new()
@@ -164,6 +167,74 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// The family's product filter, if any: keeps the upserts whose product exists in the PIM
+    /// (one search per 100 SKUs not in the cache); the others are skipped and done.
+    async fn filter_by_product(
+        &self,
+        plan: &FamilyPlan,
+        coded: Vec<(WriteItem, String)>,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Result<Vec<(WriteItem, String)>, EngineError> {
+        let Some(filter) = self.product_filters.get(&plan.code).cloned() else {
+            return Ok(coded);
+        };
+        let skus: Vec<Option<String>> = coded
+            .iter()
+            .map(|(item, _)| match &item.change.kind {
+                ChangeKind::Upsert { asset } => filter.sku(asset),
+                ChangeKind::Delete { .. } => None,
+            })
+            .collect();
+        let wanted: std::collections::BTreeSet<String> = skus.iter().flatten().cloned().collect();
+        let attribute = filter.config().attribute.clone();
+        let pim = self.pim.clone();
+        let found = filter
+            .existing(wanted, |ids| async move {
+                let attrs = [attribute.clone()];
+                let products = pim.products_by_identifiers(&ids, Some(&attrs)).await?;
+                Ok::<_, AkeneoError>(
+                    products
+                        .iter()
+                        .filter_map(|p| crate::enrich::format::product_identifier(p, &attribute))
+                        .collect(),
+                )
+            })
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(e @ (AkeneoError::Auth { .. } | AkeneoError::InvalidConfig(_))) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                // The question could not be answered: every asset that needed it waits for a
+                // retry (never skipped on a guess).
+                let message = format!("cannot check which products exist: {e}");
+                for (item, _) in coded {
+                    self.retry(item, &message, report).await?;
+                }
+                return Ok(Vec::new());
+            }
+        };
+        let mut kept = Vec::with_capacity(coded.len());
+        for ((item, code), sku) in coded.into_iter().zip(skus) {
+            let why = match &sku {
+                Some(s) if found.contains(s) => {
+                    kept.push((item, code));
+                    continue;
+                }
+                Some(s) => format!("no product `{s}` in the PIM"),
+                None => format!("no SKU at `{}`", filter.config().sku_from),
+            };
+            report.skipped += 1;
+            debug!(family = %plan.code, code = %code, reason = %why, "asset skipped by the product filter");
+            if let Some(id) = item.inbox_id {
+                done.push(id);
+            }
+        }
+        Ok(kept)
     }
 
     fn dedupe(

@@ -26,9 +26,9 @@
 //!   with backoff through the inbox; permanent (asset 404, 403, host not allowed, a request AEM
 //!   refuses) → dead letter with the reason.
 
-mod cache;
+pub(crate) mod cache;
 mod config;
-mod format;
+pub(crate) mod format;
 mod links;
 mod poll;
 
