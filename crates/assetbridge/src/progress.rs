@@ -87,14 +87,16 @@ impl SyncObserver for Progress {
 pub fn summary(rows: &[(String, SyncReport)]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>10}\n",
+        "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>9} {:>10}\n",
         "family",
         "seen",
         "created",
         "updated",
         "unchanged",
         "deleted",
+        "marked",
         "kept",
+        "skipped",
         "failed",
         "retrying",
         "pim writes"
@@ -112,14 +114,16 @@ pub fn summary(rows: &[(String, SyncReport)]) -> String {
 
 fn row(name: &str, r: &SyncReport) -> String {
     format!(
-        "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>9} {:>10}\n",
+        "{:<16} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>9} {:>10}\n",
         name,
         r.seen,
         r.created,
         r.updated,
         r.unchanged,
         r.deleted,
+        r.marked,
         r.kept,
+        r.skipped,
         r.failed,
         r.retrying,
         r.pim_writes
