@@ -68,7 +68,7 @@ async fn only_assets_of_existing_products_are_synced() {
     // Two families, each with its own filter and cache, 150 assets each: at most one search
     // per DAM page of ≤ 100 assets, so ≤ 4 here, against ⌈distinct / 100⌉ = 3 overall.
     assert!(
-        calls >= 1 && calls <= 4,
+        (1..=4).contains(&calls),
         "{calls} product requests for {} distinct SKUs",
         skus.len()
     );
