@@ -50,7 +50,11 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
             .iter()
             .map(|f| f.code.clone())
             .collect(),
-        server.admin_token.clone(),
+        // An empty token (e.g. an unset `${VAR:-}`) is no token: the retry button stays disabled.
+        server
+            .admin_token
+            .clone()
+            .filter(|t| !secrecy::ExposeSecret::expose_secret(t).is_empty()),
     );
     let listen = server
         .listen
