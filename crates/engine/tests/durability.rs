@@ -3,12 +3,15 @@
 //! `backlog_limit`), nothing lost across a PIM outage, and the per-minute outcome counters that
 //! `assetbridge status` shows.
 
-use std::net::SocketAddr;
+mod support;
+
+use support::{localhost, mapping};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
-use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
+use assetbridge_core::mapping::CompiledMapping;
 use assetbridge_core::{
     sanitize_code, AssetAttribute, AssetChange, AttributeType, ChangeKind, DamAsset,
     FamilyStructure,
@@ -50,32 +53,6 @@ fn structure(code: &str, prefix: &str) -> FamilyStructure {
             .map(|a| (a.code.clone(), a))
             .collect(),
     }
-}
-
-fn rule(attribute: &str, from: &str, locale: Option<&str>) -> ValueRule {
-    ValueRule {
-        attribute: attribute.into(),
-        from: Some(from.into()),
-        locale: locale.map(str::to_owned),
-        ..ValueRule::default()
-    }
-}
-
-fn mapping() -> FamilyMapping {
-    FamilyMapping {
-        asset_code: "{{ dam_id }}".into(),
-        values: vec![
-            rule("media", "/url", None),
-            rule("title", "/metadata/title", Some("en_US")),
-            rule("tags", "/metadata/tags", None),
-            rule("width", "/metadata/width", None),
-            rule("sku", "/metadata/sku", None),
-        ],
-    }
-}
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
 }
 
 impl TestApp {

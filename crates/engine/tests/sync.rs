@@ -1,11 +1,14 @@
 //! The engine end to end: a DAM emulator and an Akeneo emulator over real HTTP on 127.0.0.1, a
 //! SQLite state file, and the real clients in between.
 
-use std::net::SocketAddr;
+mod support;
+
+use support::{localhost, mapping};
+
 use std::sync::Arc;
 
 use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
-use assetbridge_core::mapping::{CompiledMapping, FamilyMapping, ValueRule};
+use assetbridge_core::mapping::{CompiledMapping, FamilyMapping};
 use assetbridge_core::{AssetAttribute, AttributeType, FamilyStructure};
 use assetbridge_dam::rest::{DamAuth, Paging, RestDam, RestDamConfig};
 use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
@@ -43,36 +46,6 @@ fn structure(code: &str, prefix: &str) -> FamilyStructure {
             .map(|a| (a.code.clone(), a))
             .collect(),
     }
-}
-
-fn rule(attribute: &str, from: &str, locale: Option<&str>) -> ValueRule {
-    ValueRule {
-        attribute: attribute.into(),
-        from: Some(from.into()),
-        template: None,
-        value: None,
-        default: None,
-        locale: locale.map(str::to_owned),
-        channel: None,
-        ..ValueRule::default()
-    }
-}
-
-fn mapping() -> FamilyMapping {
-    FamilyMapping {
-        asset_code: "{{ dam_id }}".into(),
-        values: vec![
-            rule("media", "/url", None),
-            rule("title", "/metadata/title", Some("en_US")),
-            rule("tags", "/metadata/tags", None),
-            rule("width", "/metadata/width", None),
-            rule("sku", "/metadata/sku", None),
-        ],
-    }
-}
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
 }
 
 impl TestApp {

@@ -72,7 +72,7 @@ pub fn mapping() -> FamilyMapping {
     }
 }
 
-fn localhost() -> SocketAddr {
+pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
