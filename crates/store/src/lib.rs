@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod links;
 mod model;
 mod plan;
 mod postgres;
@@ -52,6 +53,11 @@ pub use error::{redact_url, Backend, StoreError};
 pub use model::{
     Backlog, Claimed, DeadLetter, DeadLetterFilter, DeadLetterPayload, DeadLetterReason,
     EnqueueOutcome, FamilyStatus, OutcomeCounts, PruneOutcome, StoreOptions, WrittenAsset,
+};
+
+pub use links::{
+    AssetLinks, LinkBacklog, LinkClaim, LinkDead, LinkOp, LinkRequest, LinkResults, LinkRetry,
+    LinkTarget, PendingLink,
 };
 
 use postgres::PgStore;

@@ -21,6 +21,8 @@ use crate::model::*;
 use crate::plan;
 use crate::{cursor_from_columns, cursor_to_text, dur_micros};
 
+pub(crate) mod links;
+
 const B: Backend = Backend::Postgres;
 
 /// The NOTIFY channel that wakes idle workers when the inbox gains work.
@@ -54,9 +56,10 @@ fn invalid(operation: &'static str, e: impl ToString) -> StoreError {
     }
 }
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE families (
     family            TEXT PRIMARY KEY,
     cursor_updated_at TEXT,
@@ -126,7 +129,9 @@ CREATE TABLE outcomes (
     PRIMARY KEY (minute, family)
 );
 "#,
-)];
+    ),
+    (2, links::MIGRATION),
+];
 
 const DEAD_LETTER_WHERE: &str = "($1::text IS NULL OR family = $1) \
      AND ($2::text IS NULL OR kind = $2) \

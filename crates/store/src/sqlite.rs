@@ -23,6 +23,8 @@ use crate::model::*;
 use crate::plan::{self, may_replace};
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
 
+mod links;
+
 const B: Backend = Backend::Sqlite;
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -49,9 +51,10 @@ pub(crate) enum SqliteTarget {
     Memory,
 }
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE families (
     family            TEXT PRIMARY KEY,
     cursor_updated_at TEXT,
@@ -121,7 +124,9 @@ CREATE TABLE outcomes (
     PRIMARY KEY (minute, family)
 ) WITHOUT ROWID;
 "#,
-)];
+    ),
+    (2, links::MIGRATION),
+];
 
 /// The SQL condition a dead letter must meet for a [`DeadLetterFilter`]; parameters ?1..?5.
 const DEAD_LETTER_WHERE: &str = "(?1 IS NULL OR family = ?1) \

@@ -161,8 +161,16 @@ contract_tests!(
     family_lock_is_exclusive,
     wait_for_work_wakes_on_enqueue,
     outcomes_and_prune,
-    undecodable_inbox_entry_becomes_dead_letter
+    undecodable_inbox_entry_becomes_dead_letter,
+    product_links_are_recorded_with_writes,
+    product_link_claims_exclude_each_other,
+    product_link_outcomes
 );
+
+// Explicit product links: pending links, link targets, per-product claims.
+#[path = "contract/links.rs"]
+mod links;
+use links::*;
 
 // --- fixtures ---------------------------------------------------------------------------
 
