@@ -138,6 +138,47 @@ impl AkeneoClient {
         self.pages("list products", VecDeque::from([url]))
     }
 
+    /// A product attribute as the PIM describes it (`GET /api/rest/v1/attributes/{code}`:
+    /// `type`, `localizable`, `scopable`, `reference_data_name`, ...), or `None` when there is
+    /// no such attribute.
+    pub async fn product_attribute(&self, code: &str) -> Result<Option<Value>, AkeneoError> {
+        let url = self.inner.api_url(&["attributes", code]);
+        let mut make = move |http: &reqwest::Client| {
+            http.get(url.clone())
+                .header(reqwest::header::ACCEPT, "application/json")
+        };
+        let r = self
+            .inner
+            .execute(
+                "get product attribute",
+                true,
+                self.inner.timeout(),
+                &mut make,
+            )
+            .await?;
+        match r.code() {
+            200 => r.json().map(Some),
+            404 => Ok(None),
+            _ => Err(r.into_error()),
+        }
+    }
+
+    /// Deletes the product `uuid` (`DELETE /api/rest/v1/products-uuid/{uuid}`). `Ok(false)` when
+    /// there was no such product.
+    pub async fn delete_product(&self, uuid: &str) -> Result<bool, AkeneoError> {
+        let url = self.inner.api_url(&["products-uuid", uuid]);
+        let mut make = move |http: &reqwest::Client| http.delete(url.clone());
+        let r = self
+            .inner
+            .execute("delete product", true, self.inner.timeout(), &mut make)
+            .await?;
+        match r.code() {
+            200 | 204 => Ok(true),
+            404 => Ok(false),
+            _ => Err(r.into_error()),
+        }
+    }
+
     fn products_url(&self, search: &Value, attributes: Option<&str>) -> Url {
         let mut url = self.inner.api_url(&["products-uuid"]);
         {
