@@ -1470,3 +1470,371 @@ async fn request_log_is_a_bounded_ring() {
     assert!(env.emu.request_log().is_empty());
     let _ = ProductAttribute::identifier("sku");
 }
+
+// -------------------------------------------------------------------------------------------
+// §5.4 naming conventions and §5.5 product link rules
+
+const FAM_PACKSHOTS: &str = "/api/rest/v1/asset-families/packshots";
+const FAM_LIFESTYLE: &str = "/api/rest/v1/asset-families/lifestyle";
+const FAMILY_BUSINESS: &str =
+    "The asset family has data that does not comply with the business rules.";
+
+fn family_errors(errors: Value) -> Value {
+    json!({"code": 422, "message": FAMILY_BUSINESS, "errors": errors})
+}
+
+/// `packshots`: asset code `<sku>_<width>`, products linked by `sku`.
+fn sku_width_convention(abort: bool) -> Value {
+    json!({
+        "source": {"property": "code", "locale": null, "channel": null},
+        "pattern": "/^(?P<sku>[a-z]+)_(?P<width>\\d+)$/",
+        "abort_asset_creation_on_error": abort
+    })
+}
+
+fn sku_rule() -> Value {
+    json!({
+        "product_selections": [{"field": "sku", "operator": "EQUALS", "value": "{{sku}}"}],
+        "assign_assets_to": [{"attribute": "packshots", "mode": "add", "locale": null, "channel": null}]
+    })
+}
+
+#[tokio::test]
+async fn naming_convention_and_link_rule_contract() {
+    let env = env().await;
+    let b = env.base.clone();
+    let fam_patch = |reference: &'static str, path: &str, body: Value| {
+        case(reference, Method::PATCH, path.to_owned()).json(body)
+    };
+    let nc = |pattern: &str| {
+        json!({"source": {"property": "code", "locale": null, "channel": null},
+               "pattern": pattern, "abort_asset_creation_on_error": true})
+    };
+    let rule_with =
+        |sel: Value, asg: Value| json!({"product_selections": [sel], "assign_assets_to": [asg]});
+    let add_to =
+        |attr: &str| json!({"attribute": attr, "mode": "add", "locale": null, "channel": null});
+    let sku_is = json!({"field": "sku", "operator": "EQUALS", "value": "x"});
+    let cases = vec![
+        // ---- family PATCH checks (§5.4)
+        fam_patch("§5.4 malformed pattern", FAM_PACKSHOTS,
+                  json!({"code": "packshots", "naming_convention": nc("/(/")}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "naming_convention.pattern",
+                "message": "The regular expression \"/(/\" is malformed."}]))),
+        fam_patch("§5.4 pattern without delimiters", FAM_PACKSHOTS,
+                  json!({"code": "packshots", "naming_convention": nc("^(?P<sku>.*)$")}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "naming_convention.pattern",
+                "message": "The regular expression \"^(?P<sku>.*)$\" is malformed."}]))),
+        fam_patch("§5.4 source is the main media", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "naming_convention": {"source": {"property": "media_file", "locale": null, "channel": null},
+                                        "pattern": "/(?P<sku>.*)/", "abort_asset_creation_on_error": false}}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "naming_convention.source",
+                "message": "Property must match the code of the attribute defined as main media"}]))),
+        fam_patch("§5.4 unknown source property", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "naming_convention": {"source": {"property": "nope", "locale": null, "channel": null},
+                                        "pattern": "/(?P<sku>.*)/", "abort_asset_creation_on_error": false}}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "naming_convention.source",
+                "message": "The property \"nope\" does not exist for this asset family"}]))),
+        fam_patch("§5.4 source locale on a non-localizable main media", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "naming_convention": {"source": {"property": "media", "locale": "en_US", "channel": null},
+                                        "pattern": "/(?P<sku>.*)/", "abort_asset_creation_on_error": false}}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "naming_convention.source",
+                "message": "Attribute \"media\" is not localizable, you cannot define a locale"}]))),
+        fam_patch("§5.4 mandatory keys", FAM_PACKSHOTS,
+                  json!({"code": "packshots", "naming_convention": {"pattern": "/x/"}}))
+            .status(422)
+            .body_json(family_errors(json!([
+                {"property": "naming_convention.source", "message": "This field is missing."},
+                {"property": "naming_convention.abort_asset_creation_on_error", "message": "This field is missing."}]))),
+        // ---- family PATCH checks (§5.5)
+        fam_patch("§5.5 at most 2 rules", FAM_PACKSHOTS,
+                  json!({"code": "packshots", "product_link_rules": [sku_rule(), sku_rule(), sku_rule()]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules",
+                "message": "You have reached the limit of 2 product link rules for the \"packshots\" asset family."}]))),
+        fam_patch("§5.5 selections and assignments needed", FAM_PACKSHOTS,
+                  json!({"code": "packshots", "product_link_rules": [{"product_selections": [], "assign_assets_to": []}]}))
+            .status(422)
+            .body_json(family_errors(json!([
+                {"property": "product_link_rules[0].product_selections",
+                 "message": "You must specify at least one product selection in your product link rule"},
+                {"property": "product_link_rules[0].assign_assets_to",
+                 "message": "You must specify at least one product assignment in your product link rule"}]))),
+        fam_patch("§5.5 selection keys are mandatory", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(json!({"field": "sku", "value": "x"}), add_to("packshots"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].product_selections[0].operator",
+                "message": "This field is missing."}]))),
+        fam_patch("§5.5 no locale on family", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(json!({"field": "family", "operator": "IN", "value": ["hats"], "locale": null}), add_to("packshots"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].product_selections[0].locale",
+                "message": "You cannot specify a locale for the field \"family\""}]))),
+        fam_patch("§5.5 extrapolation of a localizable attribute", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(json!({"field": "sku", "operator": "EQUALS", "value": "{{title}}"}), add_to("packshots"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].product_selections[0].value",
+                "message": "The attribute \"title\" cannot be used for extrapolation because it has one value per locale"}]))),
+        fam_patch("§5.5 extrapolation of an unknown attribute", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(json!({"field": "sku", "operator": "EQUALS", "value": "{{ref}}"}), add_to("packshots"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].product_selections[0].value",
+                "message": "The attribute \"ref\" does not exist for this asset family"}]))),
+        fam_patch("§5.5 assignment mode", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(sku_is.clone(), json!({"attribute": "packshots", "mode": "append"}))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].assign_assets_to[0].mode",
+                "message": "Invalid assignment mode \"append\" found in a product link rule, expected to be \"replace\" or \"add\""}]))),
+        fam_patch("§5.5 assignment to a non asset collection", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(sku_is.clone(), add_to("name"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].assign_assets_to[0].attribute",
+                "message": "product attribute \"name\" is not an attribute of type asset collection"}]))),
+        fam_patch("§5.5 assignment to another family's collection", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(sku_is.clone(), add_to("lifestyle"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].assign_assets_to[0].attribute",
+                "message": "The product attribute \"lifestyle\" cannot contain assets of asset family \"packshots\""}]))),
+        fam_patch("§5.5 assignment to an unknown attribute", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "product_link_rules": [rule_with(sku_is.clone(), add_to("nope"))]}))
+            .status(422)
+            .body_json(family_errors(json!([{"property": "product_link_rules[0].assign_assets_to[0].attribute",
+                "message": "product attribute \"nope\" does not exist"}]))),
+        case("§5.4/§5.5 refused PATCHes changed nothing", Method::GET, FAM_PACKSHOTS)
+            .subset(json!({"naming_convention": {}, "product_link_rules": []})),
+        // ---- a valid convention and rule
+        fam_patch("§5.3 family with naming convention and rule", FAM_PACKSHOTS, json!({"code": "packshots",
+                  "naming_convention": sku_width_convention(true), "product_link_rules": [sku_rule()]}))
+            .status(204).empty(),
+        case("§5.3 family renders them", Method::GET, FAM_PACKSHOTS)
+            .subset(json!({"naming_convention": sku_width_convention(true), "product_link_rules": [sku_rule()]})),
+        // ---- execution on creation (§5.4, §5.11, §5.12)
+        case("§5.4 creation runs the convention", Method::PATCH, format!("{FAM_SKU}/shirt_640"))
+            .json(json!({"code": "shirt_640", "values": {}}))
+            .status(201).empty(),
+        case("§5.4 captures written to the asset", Method::GET, format!("{FAM_SKU}/shirt_640"))
+            .subset(json!({"values": {"sku": [v(None, None, json!("shirt"))], "width": [v(None, None, json!("640"))]}})),
+        case("§5.4 captures win over sent values", Method::PATCH, format!("{FAM_SKU}/hat_7"))
+            .json(json!({"code": "hat_7", "values": {"sku": [v(None, None, json!("sent"))]}}))
+            .status(201).empty(),
+        case("§5.4 captures win over sent values (read)", Method::GET, format!("{FAM_SKU}/hat_7"))
+            .subset(json!({"values": {"sku": [v(None, None, json!("hat"))]}})),
+        case("§5.4 abort: no match refuses the creation", Method::PATCH, format!("{FAM_SKU}/SHIRT"))
+            .json(json!({"code": "SHIRT"}))
+            .status(422)
+            .message("Error during naming convention execution: Naming convention pattern does not match"),
+        case("§5.4 abort: nothing created", Method::GET, format!("{FAM_SKU}/SHIRT"))
+            .status(404)
+            .message("Asset \"SHIRT\" does not exist for the asset family \"packshots\"."),
+        case("§5.4 updates do not run the convention", Method::PATCH, format!("{FAM_SKU}/house"))
+            .json(json!({"code": "house", "values": {"width": [v(None, None, json!("800"))]}}))
+            .status(204).empty(),
+        case("§5.12 batch: 201 runs it, 204 does not, abort is the item's 422", Method::PATCH, FAM_SKU)
+            .json(json!([{"code": "boot_12"}, {"code": "house"}, {"code": "BOOT"}]))
+            .text("[{\"code\":\"boot_12\",\"status_code\":201},{\"code\":\"house\",\"status_code\":204},\
+                   {\"code\":\"BOOT\",\"status_code\":422,\"message\":\"Error during naming convention execution: Naming convention pattern does not match\"}]"
+                .replace("                   ", "")),
+        // ---- abort = false, and business rules of the captures (lifestyle)
+        fam_patch("§5.4 convention on lifestyle, no abort", FAM_LIFESTYLE, json!({"code": "lifestyle",
+                  "naming_convention": {"source": {"property": "code", "locale": null, "channel": null},
+                                        "pattern": "/^(?P<width>[a-z0-9]+)$/", "abort_asset_creation_on_error": false}}))
+            .status(204).empty(),
+        case("§5.4 no abort: no match creates the asset", Method::PATCH, "/api/rest/v1/asset-families/lifestyle/assets/a_b")
+            .json(json!({"code": "a_b"}))
+            .status(201).empty(),
+        case("§5.4 no abort: nothing captured", Method::GET, "/api/rest/v1/asset-families/lifestyle/assets/a_b")
+            .subset(json!({"code": "a_b", "values": {}})),
+        case("§5.4 captured values must fit the attribute", Method::PATCH, "/api/rest/v1/asset-families/lifestyle/assets/abc")
+            .json(json!({"code": "abc"}))
+            .status(422)
+            .body_json(json!({"code": 422,
+                "message": "The asset data computed with naming convention do not comply with the business rules.",
+                "errors": [{"property": "values.width", "message": "This field should be an integer"}]})),
+        // ---- unknown group: accepted on the family, refused at execution (CE fixture)
+        fam_patch("§5.4 a group naming no attribute is accepted", "/api/rest/v1/asset-families/videos",
+                  json!({"code": "videos", "naming_convention": nc("/(?P<title>.+)/")}))
+            .status(201).empty(),
+        case("§5.4 ... and fails at execution", Method::PATCH, "/api/rest/v1/asset-families/videos/assets/intro")
+            .json(json!({"code": "intro"}))
+            .status(422)
+            .message("Error during naming convention execution: Attribute \"title\" does not exist for this asset family"),
+    ];
+    run(&env, cases).await;
+    assert!(env.emu.asset("packshots", "BOOT").is_none());
+    assert_eq!(
+        env.emu.asset("packshots", "boot_12").unwrap()["values"]["sku"],
+        json!([v(None, None, json!("boot"))])
+    );
+    assert_eq!(env.emu.counters().naming_conventions_applied, 3);
+    let _ = b;
+}
+
+fn packshots_of(emu: &AkeneoEmulator, identifier: &str) -> Value {
+    emu.product_by_identifier(identifier).unwrap()["values"]["packshots"].clone()
+}
+
+#[tokio::test]
+async fn link_rules_run_for_created_assets_only() {
+    let env = env().await;
+    for sku in ["shirt", "boot", "shoe"] {
+        env.emu
+            .add_product(json!({"identifier": sku, "family": "clothes"}))
+            .unwrap();
+    }
+    // Assets that exist before the rule: seeding runs neither convention nor rules.
+    env.emu
+        .upsert_asset(
+            "packshots",
+            json!({"code": "mug_1", "values": {"sku": [v(None, None, json!("mug"))]}}),
+        )
+        .unwrap();
+    let http = &env.http;
+    let patch = |path: String, body: Value| {
+        http.patch(format!("{}{path}", env.base))
+            .bearer_auth(&env.token)
+            .json(&body)
+            .send()
+    };
+    // Rule 1: sku = {{sku}}, add. Rule 2: family IN hats AND sku STARTS WITH {{sku}}, replace.
+    let second = json!({
+        "product_selections": [
+            {"field": "family", "operator": "IN", "value": ["hats"]},
+            {"field": "sku", "operator": "STARTS WITH", "value": "{{sku}}", "locale": null, "channel": null}
+        ],
+        "assign_assets_to": [{"attribute": "packshots", "mode": "replace", "locale": null, "channel": null}]
+    });
+    let r = patch(
+        FAM_PACKSHOTS.to_owned(),
+        json!({"code": "packshots", "naming_convention": sku_width_convention(false),
+               "product_link_rules": [sku_rule(), second]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    env.emu.reset_counters();
+
+    // Batch: two creations, one update of an asset made before the rule.
+    let res = patch_batch(
+        &env,
+        "packshots",
+        &[
+            json!({"code": "shirt_640"}),
+            json!({"code": "mug_1", "values": {"width": [v(None, None, json!("10"))]}}),
+            json!({"code": "boot_12"}),
+        ],
+    )
+    .await;
+    let statuses: Vec<&Value> = res.iter().map(|r| &r["status_code"]).collect();
+    assert_eq!(statuses, [&json!(201), &json!(204), &json!(201)]);
+    assert!(env.emu.wait_for_link_jobs(Duration::from_secs(10)).await);
+    assert_eq!(
+        packshots_of(&env.emu, "shirt"),
+        json!([{"locale": null, "scope": null, "data": ["shirt_640"]}])
+    );
+    assert_eq!(
+        packshots_of(&env.emu, "boot"),
+        json!([{"locale": null, "scope": null, "data": ["boot_12"]}])
+    );
+    // mug_1 was updated (204), not created: its product is not linked.
+    assert_eq!(packshots_of(&env.emu, "mug"), Value::Null);
+    let c = env.emu.counters();
+    assert_eq!(
+        c.link_rule_runs,
+        2 * 2,
+        "two rules for each of the two created assets"
+    );
+    assert_eq!(c.products_linked, 2);
+
+    // The rules also read through the API (eventual consistency is over once jobs are done).
+    let shirt = get_json(&env, &format!("{}/api/rest/v1/products/shirt", env.base)).await;
+    assert_eq!(
+        shirt["values"]["packshots"][0]["data"],
+        json!(["shirt_640"])
+    );
+
+    // `add` appends after what is there; an update of that asset does not link it again.
+    let r = patch(format!("{FAM_SKU}/shirt_2"), json!({"code": "shirt_2"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = patch(
+        format!("{FAM_SKU}/shirt_640"),
+        json!({"code": "shirt_640", "values": {"width": [v(None, None, json!("641"))]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(env.emu.wait_for_link_jobs(Duration::from_secs(10)).await);
+    assert_eq!(
+        packshots_of(&env.emu, "shirt")[0]["data"],
+        json!(["shirt_640", "shirt_2"])
+    );
+    assert_eq!(env.emu.counters().link_rule_runs, 2 * 3);
+
+    // Rule 2 (family hats, sku STARTS WITH "ca", replace): the cap's collection is replaced.
+    assert_eq!(packshots_of(&env.emu, "cap")[0]["data"], json!(["house"]));
+    let r = patch(format!("{FAM_SKU}/ca_1"), json!({"code": "ca_1"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(env.emu.wait_for_link_jobs(Duration::from_secs(10)).await);
+    assert_eq!(packshots_of(&env.emu, "cap")[0]["data"], json!(["ca_1"]));
+    // No product has the identifier "ca": rule 1 linked nothing; the others are untouched.
+    assert_eq!(
+        packshots_of(&env.emu, "boot")[0]["data"],
+        json!(["boot_12"])
+    );
+
+    // A creation refused by the convention (abort = false here, so only a business error could
+    // refuse it) links nothing; a creation without a capture (no match) has no {{sku}}: the
+    // rules cannot extrapolate and link nothing.
+    let before = env.emu.counters().products_linked;
+    let r = patch(format!("{FAM_SKU}/nomatch"), json!({"code": "nomatch"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(env.emu.wait_for_link_jobs(Duration::from_secs(10)).await);
+    assert_eq!(env.emu.counters().products_linked, before);
+
+    // The main media as source (lifestyle: media_link `media`), linked by `sku`.
+    let r = patch(
+        FAM_LIFESTYLE.to_owned(),
+        json!({"code": "lifestyle",
+               "naming_convention": {"source": {"property": "media", "locale": null, "channel": null},
+                                     "pattern": "/(?P<sku>[a-z]+)_\\w+\\.jpg$/",
+                                     "abort_asset_creation_on_error": true},
+               "product_link_rules": [{
+                   "product_selections": [{"field": "sku", "operator": "IN", "value": ["{{sku}}"]}],
+                   "assign_assets_to": [{"attribute": "lifestyle", "mode": "add"}]}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let r = patch(
+        "/api/rest/v1/asset-families/lifestyle/assets/look_1".to_owned(),
+        json!({"code": "look_1", "values": {"media": [v(None, None, json!("2024/shoe_front.jpg"))]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(env.emu.wait_for_link_jobs(Duration::from_secs(10)).await);
+    assert_eq!(
+        env.emu.product_by_identifier("shoe").unwrap()["values"]["lifestyle"][0]["data"],
+        json!(["look_1"])
+    );
+    let stats: Value = http
+        .get(format!("{}/_emulator/stats", env.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["link_jobs_pending"], 0);
+    assert!(stats["link_rule_runs"].as_u64().unwrap() >= 8);
+}

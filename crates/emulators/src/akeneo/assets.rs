@@ -18,6 +18,7 @@ use super::http::{
     error_with, family_not_found, invalid_json, json, json_text, link, ordered, param, parse_json,
     php_type, query_pairs, require_content_type, with_items, JSON,
 };
+use super::linking::{self, NAMING_BUSINESS_RULES};
 use super::state::{bump, iso, Catalog, Family, Shared, StoredAsset};
 use super::validate::{self, Rejected, BUSINESS_RULES, INVALID_FORMAT};
 
@@ -648,17 +649,30 @@ pub(crate) enum Written {
 }
 
 /// Validates and writes one asset object into `family` (shared by single / batch PATCH and
-/// seeding). The family lock is held for the whole item.
+/// seeding). The family lock is held for the whole item. With `naming`, an asset being created
+/// goes through the family's naming convention (§5.4) — the API paths; seeding does not.
 pub(crate) fn upsert_one(
     s: &Shared,
     f: &mut Family,
     item: &Map<String, Value>,
+    naming: bool,
 ) -> Result<Written, Rejected> {
-    let accepted = {
+    let (accepted, named) = {
         let catalog = s.catalog.read();
         let media = s.media.read();
-        validate::validate(f, &catalog, &media, item)?
+        let mut accepted = validate::validate(f, &catalog, &media, item)?;
+        let mut named = false;
+        if naming && !f.assets.contains_key(accepted.code.as_str()) {
+            let extra = linking::naming_convention(f, &catalog, &media, item)?;
+            named = !extra.is_empty();
+            // After the sent values: the convention's captures win (CE merges its commands last).
+            accepted.changes.extend(extra);
+        }
+        (accepted, named)
     };
+    if named {
+        bump(&s.counters.naming_conventions_applied);
+    }
     let (created, _changed) = f.write_asset(&accepted.code, accepted.changes, s.now());
     Ok(if created {
         Written::Created
@@ -706,13 +720,19 @@ pub(crate) async fn patch_asset(
     bump(&s.counters.asset_single_patches);
     let mut f = fam.write();
     let location = format!("{}{}", base_url(&headers), asset_path(&family, &code));
-    match upsert_one(&s, &mut f, &item) {
+    match upsert_one(&s, &mut f, &item, true) {
         Ok(w) => {
             count_written(&s, &w);
             let status = match w {
                 Written::Created => StatusCode::CREATED,
                 Written::Updated => StatusCode::NO_CONTENT,
             };
+            let has_rules = linking::has_link_rules(&f);
+            drop(f);
+            if matches!(w, Written::Created) {
+                // §5.5: link rules run for created assets only, after the answer.
+                linking::spawn_link_rules(&s, &family, has_rules, vec![code.clone()]);
+            }
             empty(status, Some(location))
         }
         Err(rej) => {
@@ -727,6 +747,11 @@ pub(crate) async fn patch_asset(
                 Rejected::Business(e) => error_with(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     BUSINESS_RULES,
+                    e.to_json(),
+                ),
+                Rejected::NamingBusiness(e) => error_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    NAMING_BUSINESS_RULES,
                     e.to_json(),
                 ),
             }
@@ -800,13 +825,19 @@ pub(crate) async fn patch_assets(
     bump(&s.counters.asset_batch_requests);
     // One `{code, status_code[, message][, errors]}` per item, keys in the server's order.
     let mut results: Vec<String> = Vec::with_capacity(items.len());
+    let mut created: Vec<String> = Vec::new();
     let mut f = fam.write();
     for item in &items {
         let obj = item.as_object().expect("checked above");
         let raw_code = obj.get("code").cloned();
-        let line = match upsert_one(&s, &mut f, obj) {
+        let line = match upsert_one(&s, &mut f, obj, true) {
             Ok(w) => {
                 count_written(&s, &w);
+                if matches!(w, Written::Created) {
+                    if let Some(c) = obj.get("code").and_then(Value::as_str) {
+                        created.push(c.to_owned());
+                    }
+                }
                 let status = match w {
                     Written::Created => 201,
                     Written::Updated => 204,
@@ -839,12 +870,21 @@ pub(crate) async fn patch_assets(
                         ("message", BUSINESS_RULES.into()),
                         ("errors", e.to_json()),
                     ]),
+                    Rejected::NamingBusiness(e) => ordered(&[
+                        ("code", raw_code.unwrap_or(Value::Null)),
+                        ("status_code", 422.into()),
+                        ("message", NAMING_BUSINESS_RULES.into()),
+                        ("errors", e.to_json()),
+                    ]),
                 }
             }
         };
         results.push(line);
     }
+    let has_rules = linking::has_link_rules(&f);
     drop(f);
+    // §5.5: the codes created by this request (201 items only) are linked after the answer.
+    linking::spawn_link_rules(&s, &family, has_rules, created);
     with_items(
         json_text(StatusCode::OK, format!("[{}]", results.join(","))),
         items.len(),

@@ -1,6 +1,7 @@
 //! Test control over HTTP, for tools that run the emulator in another process (the benchmark
 //! harness): `GET /_emulator/stats` answers the [`Counters`](super::Counters) as JSON (plus
-//! `in_flight`, the API requests in flight now), `POST /_emulator/reset` sets the counters back
+//! `in_flight`, the API requests in flight now, and `link_jobs_pending`, product link rule jobs
+//! not finished yet), `POST /_emulator/reset` sets the counters back
 //! to zero and empties the request log (204).
 //!
 //! These routes are not part of the Akeneo API: they bypass the gate (no token, no latency, no
@@ -37,6 +38,10 @@ async fn stats(State(s): State<Arc<Shared>>) -> Response {
         obj.insert(
             "in_flight".into(),
             s.in_flight.load(Ordering::SeqCst).into(),
+        );
+        obj.insert(
+            "link_jobs_pending".into(),
+            s.link_jobs.load(Ordering::SeqCst).into(),
         );
     }
     json(StatusCode::OK, &body)

@@ -16,11 +16,16 @@ use super::http::{
     family_not_found, invalid_json, json, link, param, parse_json, query_pairs,
     require_content_type, JSON,
 };
+use super::linking;
 use super::schema::{prop, Errors, Ty};
 use super::state::{Attribute, Family, Shared};
 
 /// Asset families per list page (CE `parameters.yml`, §5.2).
 pub(crate) const FAMILIES_PER_PAGE: usize = 200;
+/// The family PATCH's business-rule message.
+const BUSINESS_RULES: &str =
+    "The asset family has data that does not comply with the business rules.";
+
 /// Attributes per family and options per attribute (§5.2).
 pub(crate) const MAX_ATTRIBUTES: usize = 100;
 pub(crate) const MAX_OPTIONS: usize = 100;
@@ -209,26 +214,47 @@ pub(crate) async fn patch_family(
         );
     }
     let location = format!("{}{}", base_url(&headers), family_path(&code));
-    // Validates and applies the body's properties to a family.
+    // Validates and applies the body's properties to a family (nothing is applied when a
+    // check fails).
     let apply = |f: &mut Family| -> Result<(), Response> {
         if let Some(main) = body.get("attribute_as_main_media") {
-            match main.as_str() {
-                Some(m) => {
-                    let ok = f.attribute(m).is_some_and(|a| {
-                        matches!(a.kind, AttributeType::MediaFile | AttributeType::MediaLink)
-                    });
-                    if !ok {
-                        return Err(error_with(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "The asset family has data that does not comply with the business rules.",
-                            json!([{"property": "attribute_as_main_media", "message": format!("The attribute \"{m}\" is not a media attribute of this asset family.")}]),
-                        ));
-                    }
-                    f.attribute_as_main_media = Some(m.to_owned());
+            if let Some(m) = main.as_str() {
+                let ok = f.attribute(m).is_some_and(|a| {
+                    matches!(a.kind, AttributeType::MediaFile | AttributeType::MediaLink)
+                });
+                if !ok {
+                    return Err(error_with(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        BUSINESS_RULES,
+                        json!([{"property": "attribute_as_main_media", "message": format!("The attribute \"{m}\" is not a media attribute of this asset family.")}]),
+                    ));
                 }
-                None => f.attribute_as_main_media = None,
             }
         }
+        let main_after = match body.get("attribute_as_main_media") {
+            Some(v) => v.as_str().map(str::to_owned),
+            None => f.attribute_as_main_media.clone(),
+        };
+        {
+            // §5.4 / §5.5. Lock order: family (held), catalog, products.
+            let catalog = s.catalog.read();
+            let products = s.products.read();
+            let mut e = Errors::default();
+            if let Some(nc) = body.get("naming_convention") {
+                linking::check_naming_convention(nc, f, main_after.as_deref(), &catalog, &mut e);
+            }
+            if let Some(rules) = body.get("product_link_rules") {
+                linking::check_link_rules(rules, f, &catalog, &products, &mut e);
+            }
+            if !e.is_empty() {
+                return Err(error_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    BUSINESS_RULES,
+                    e.to_json(),
+                ));
+            }
+        }
+        f.attribute_as_main_media = main_after;
         merge_labels(&mut f.labels, body.get("labels"));
         if let Some(v) = body.get("naming_convention") {
             f.naming_convention = v.clone();

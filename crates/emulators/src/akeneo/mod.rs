@@ -33,7 +33,19 @@
 //! - Asset list `channel` / `locales` naming an unknown channel / locale: 422
 //!   `Invalid query parameters` with `errors`.
 //! - Unknown media file code on download: 404 `Media file "<code>" not found.`.
-//! - Naming conventions, product link rules and transformations are stored, not executed.
+//! - Naming conventions and product link rules are checked on family PATCH and executed on asset
+//!   creation (201) only, never on update (204) nor on seeding (§5.4, §5.5; `linking.rs`): the
+//!   naming convention before the asset is written, the link rules in a spawned task after the
+//!   answer ([`AkeneoEmulator::link_jobs_pending`] / [`AkeneoEmulator::wait_for_link_jobs`] let
+//!   a test wait for them). Patterns are PHP-style delimited PCRE compiled with the `regex`
+//!   crate: look-around, back-references and `(?'name'…)` groups are refused as malformed. A
+//!   named group that is not an attribute of the family is accepted by the family PATCH (as by
+//!   the server) and fails at execution; a capture for a multiple-options, boolean or media-file
+//!   attribute is refused (abort) or skipped. Link rule selections support `family`,
+//!   `categories` (no category tree: `IN CHILDREN` = `IN`), `enabled`, `parent`, the identifier
+//!   (or `identifier`) and text / select product attributes, compared case-sensitively;
+//!   extrapolations read the asset's non-localizable, non-scopable values.
+//! - Transformations are stored, not executed.
 //! - Products: asset codes in asset collections are not checked against the asset families;
 //!   an identifier `IN` with more than 100 values is a 422; `scope` hides uncategorised
 //!   products (category trees are not modelled); blank NDJSON lines are skipped.
@@ -64,6 +76,7 @@ mod demo;
 mod families;
 mod gate;
 mod http;
+mod linking;
 mod media;
 mod products;
 mod routes;
@@ -409,7 +422,7 @@ impl AkeneoEmulator {
             let Value::Object(obj) = asset else {
                 return Err(SeedError("an asset must be a JSON object".into()));
             };
-            match assets::upsert_one(&self.shared, &mut f, &obj) {
+            match assets::upsert_one(&self.shared, &mut f, &obj, false) {
                 Ok(assets::Written::Created) => created += 1,
                 Ok(assets::Written::Updated) => updated += 1,
                 Err(rej) => {
@@ -421,6 +434,9 @@ impl AkeneoEmulator {
                         }
                         validate::Rejected::Business(e) => {
                             format!("{} {}", validate::BUSINESS_RULES, e.to_json())
+                        }
+                        validate::Rejected::NamingBusiness(e) => {
+                            format!("{} {}", linking::NAMING_BUSINESS_RULES, e.to_json())
                         }
                     };
                     return Err(SeedError(format!("asset {code}: {msg}")));
@@ -570,6 +586,30 @@ impl AkeneoEmulator {
     /// Sets every counter back to zero.
     pub fn reset_counters(&self) {
         self.shared.counters.reset();
+    }
+
+    /// Product link rule jobs (one per request that created assets in a family with rules)
+    /// spawned and not finished yet (§5.5).
+    pub fn link_jobs_pending(&self) -> usize {
+        self.shared
+            .link_jobs
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no product link rule job is pending, at most `timeout`; returns whether they
+    /// all finished. Jobs are spawned before the answer of the request that created the assets
+    /// is sent, so after a client got its answer this covers that request's links.
+    pub async fn wait_for_link_jobs(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.link_jobs_pending() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// API requests in flight right now.

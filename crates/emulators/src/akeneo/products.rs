@@ -1692,3 +1692,54 @@ impl ProductStore {
         self.by_uuid.len()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Product link rules (used by `linking`)
+
+impl ProductStore {
+    /// A product attribute by code.
+    pub(crate) fn attribute_of(&self, code: &str) -> Option<&ProductAttribute> {
+        self.attribute(code)
+    }
+
+    /// The code of the identifier attribute (`sku` unless another was added).
+    pub(crate) fn identifier_code(&self) -> &str {
+        self.identifier_attribute()
+    }
+
+    /// The uuid of the product with this identifier.
+    pub(crate) fn uuid_by_identifier(&self, identifier: &str) -> Option<&str> {
+        self.by_identifier.get(identifier).map(String::as_str)
+    }
+
+    /// Every product as (uuid, identifier, document without uuid/created/updated), uuid order.
+    pub(crate) fn documents(&self) -> Vec<(String, Option<String>, Map<String, Value>)> {
+        self.by_uuid
+            .iter()
+            .map(|(u, p)| (u.clone(), p.identifier.clone(), p.doc()))
+            .collect()
+    }
+
+    /// One product's (identifier, document).
+    pub(crate) fn document(&self, uuid: &str) -> Option<(Option<String>, Map<String, Value>)> {
+        self.by_uuid
+            .get(uuid)
+            .map(|p| (p.identifier.clone(), p.doc()))
+    }
+
+    /// Applies `patch` to an existing product with the API's update rules (a product link
+    /// rule's assignment). Returns whether the product changed.
+    pub(crate) fn link_update(
+        &mut self,
+        uuid: &str,
+        patch: &Map<String, Value>,
+        catalog: &Catalog,
+        now: i64,
+    ) -> Result<bool, String> {
+        let before = self.by_uuid.get(uuid).map(|p| p.doc.clone());
+        self.upsert(uuid, patch, catalog, Keyed::Uuid, now)
+            .map_err(|e| e.message)?;
+        let after = self.by_uuid.get(uuid).map(|p| p.doc.clone());
+        Ok(before != after)
+    }
+}

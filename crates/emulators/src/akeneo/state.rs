@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub counters: CounterCells,
     pub log: Mutex<RequestLog>,
     pub in_flight: AtomicUsize,
+    /// Product link rule jobs (one per request that created assets) not finished yet.
+    pub link_jobs: AtomicUsize,
 }
 
 pub(crate) struct Credentials {
@@ -74,6 +76,7 @@ impl Shared {
             counters: CounterCells::default(),
             log: Mutex::new(RequestLog::new(config.request_log_capacity)),
             in_flight: AtomicUsize::new(0),
+            link_jobs: AtomicUsize::new(0),
         }
     }
 
@@ -545,6 +548,15 @@ pub struct Counters {
     pub dropped_connections: u64,
     /// Highest number of API requests seen in flight at once (rejected ones included).
     pub max_in_flight: u64,
+    /// Created assets whose family's naming convention wrote at least one value (§5.4).
+    #[serde(default)]
+    pub naming_conventions_applied: u64,
+    /// Product link rules run, one per (created asset, rule) (§5.5).
+    #[serde(default)]
+    pub link_rule_runs: u64,
+    /// Product values changed by product link rules (one per product and assignment).
+    #[serde(default)]
+    pub products_linked: u64,
 }
 
 impl Counters {
@@ -587,6 +599,9 @@ pub(crate) struct CounterCells {
     pub injected_5xx: AtomicU64,
     pub dropped_connections: AtomicU64,
     pub max_in_flight: AtomicU64,
+    pub naming_conventions_applied: AtomicU64,
+    pub link_rule_runs: AtomicU64,
+    pub products_linked: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -629,6 +644,9 @@ impl CounterCells {
             injected_5xx: g(&self.injected_5xx),
             dropped_connections: g(&self.dropped_connections),
             max_in_flight: g(&self.max_in_flight),
+            naming_conventions_applied: g(&self.naming_conventions_applied),
+            link_rule_runs: g(&self.link_rule_runs),
+            products_linked: g(&self.products_linked),
         }
     }
 
@@ -653,6 +671,9 @@ impl CounterCells {
             &self.injected_5xx,
             &self.dropped_connections,
             &self.max_in_flight,
+            &self.naming_conventions_applied,
+            &self.link_rule_runs,
+            &self.products_linked,
         ] {
             c.store(0, Ordering::Relaxed);
         }

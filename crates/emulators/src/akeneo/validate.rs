@@ -33,6 +33,10 @@ pub(crate) enum Rejected {
     Message(String),
     /// "The asset has data that does not comply with the business rules." + errors.
     Business(Errors),
+    /// Values captured by the family's naming convention break the business rules:
+    /// "The asset data computed with naming convention do not comply with the business rules."
+    /// + errors (§5.4).
+    NamingBusiness(Errors),
 }
 
 pub(crate) const INVALID_FORMAT: &str = "The asset has an invalid format.";
@@ -200,7 +204,7 @@ fn number_errors(a: &Attribute, s: &str, out: &mut Vec<String>) {
 }
 
 /// Business checks of one (structurally valid) value; messages go to `out`.
-fn value_business(
+pub(crate) fn value_business(
     a: &Attribute,
     v: &Map<String, Value>,
     catalog: &Catalog,
