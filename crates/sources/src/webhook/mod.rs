@@ -13,14 +13,21 @@
 //! # The contract
 //!
 //! For every delivery: **read (bounded) → authenticate → parse → check the backlog →
-//! `Store::enqueue` (durable when it returns) → 2xx**. No 2xx is ever sent before the inbox
-//! write returned, and nothing is stored for a non-2xx answer (one exception below). The
-//! enqueue runs in its own task, so a sender that hangs up mid-request cannot cancel a write
-//! halfway.
+//! inbox write (durable when it returns) → 2xx**. No 2xx is ever sent before the inbox
+//! write returned, and nothing is stored for a non-2xx answer (one exception below).
+//!
+//! The inbox write is a **group commit** ([`commit`]): handlers hand their parsed changes to
+//! one committer task (a bounded queue of [`QUEUE_DEPTH`] deliveries), which writes every
+//! delivery queued at that moment — up to [`MAX_GROUP_CHANGES`] changes, without waiting for
+//! more — with one `Store::enqueue` (one transaction), then answers each handler. A lone
+//! delivery is written at once; under load one disk flush serves many deliveries. A failed
+//! transaction answers each of its deliveries 503 (none of it was stored). The committer owns
+//! the write once it has the changes, so a sender that hangs up mid-request cannot cancel a
+//! write halfway.
 //!
 //! | situation | answer | why |
 //! |---|---|---|
-//! | stored (accepted, or dropped as a duplicate / stale) | **200** + JSON counts | the sender may forget it |
+//! | stored (accepted, or dropped as a duplicate / stale) | **200** + JSON counts¹ | the sender may forget it |
 //! | redelivery (event id seen before) | **200**, stored once | at-least-once senders retry; the inbox dedups on the event id |
 //! | Adobe event of an unhandled type | **200**, ignored (counted) | Adobe retries 5xx forever-ish; a type we do not use is not an error |
 //! | item no asset family applies to | **200**, skipped (counted) | configuration says we do not want it |
@@ -34,6 +41,12 @@
 //! | Adobe public keys unreachable ([`SignatureError::KeyUnavailable`](assetbridge_dam::aem::SignatureError)) | **503** + `Retry-After` | the signature could not be checked yet |
 //! | unknown path | **404** | |
 //! | wrong method on a known path | **405** | |
+//!
+//! ¹ `{"accepted", "duplicates", "stale", "skipped"}` of this delivery (Adobe adds `ignored` and
+//! `dead_lettered`). When the delivery was written in one transaction with others and the inbox
+//! dropped some of that transaction's changes (so which delivery's is not known), `accepted`,
+//! `duplicates` and `stale` give way to `stored` (this delivery's changes, all handled) and
+//! `group` (the transaction's `deliveries`, `changes`, `accepted`, `duplicates`, `stale`).
 //!
 //! The exception: for an Adobe delivery whose changes were stored but whose dead letter (an
 //! unusable event) could not be written, the answer is 503: Adobe redelivers, the stored changes
@@ -61,6 +74,7 @@
 
 pub mod adobe;
 mod auth;
+mod commit;
 mod stats;
 mod tls;
 
@@ -75,7 +89,7 @@ use assetbridge_dam::aem::{
     challenge_from_body, challenge_from_query, challenge_response, validation_url_from_body,
     DeliveryError, SignatureError, SignatureVerifier, SignatureVerifierConfig,
 };
-use assetbridge_store::{DeadLetterReason, EnqueueOutcome, Store};
+use assetbridge_store::{DeadLetterReason, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -88,11 +102,13 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::message::{MessageShape, ParsedChange};
+use commit::{Committed, GroupCommitter};
 
 pub use adobe::{
     adobe_event_type, AdobeEventOutcome, AdobeEventRules, AdobeFamily, ADOBE_EVENT_TYPE_KEY,
 };
 pub use auth::{ApiKeyAuth, AuthError, HmacAuth, SignatureEncoding, WebhookAuth};
+pub use commit::{MAX_GROUP_CHANGES, QUEUE_DEPTH};
 pub use stats::{WebhookStats, WebhookStatsSnapshot};
 
 use stats::bump;
@@ -334,7 +350,8 @@ impl BacklogGate {
 struct Inner {
     store: Store,
     stats: Arc<WebhookStats>,
-    gate: BacklogGate,
+    gate: Arc<BacklogGate>,
+    committer: GroupCommitter,
     body_limit: usize,
     read_timeout: Duration,
     retry_after: u64,
@@ -436,16 +453,20 @@ impl WebhookState {
                 "no endpoint: configure [[webhooks.generic]] or [webhooks.adobe]".into(),
             ));
         }
+        let stats = Arc::new(WebhookStats::default());
+        let gate = Arc::new(BacklogGate {
+            limit: config.backlog_limit,
+            interval: Duration::from_millis(config.backlog_check_interval_ms),
+            counted: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        });
+        let committer = GroupCommitter::new(store.clone(), stats.clone(), gate.clone());
         Ok(WebhookState {
             inner: Arc::new(Inner {
                 store,
-                stats: Arc::new(WebhookStats::default()),
-                gate: BacklogGate {
-                    limit: config.backlog_limit,
-                    interval: Duration::from_millis(config.backlog_check_interval_ms),
-                    counted: Mutex::new(None),
-                    refresh: tokio::sync::Mutex::new(()),
-                },
+                stats,
+                gate,
+                committer,
                 body_limit: config.body_limit_bytes,
                 read_timeout: Duration::from_secs(config.read_timeout_secs.max(1)),
                 retry_after: config.retry_after_secs,
@@ -547,28 +568,28 @@ impl WebhookState {
             .map_err(|_| Refusal::Timeout)?
     }
 
-    /// Checks the backlog, then writes `changes` durably. Runs the write in its own task so that
-    /// a dropped request cannot cancel it halfway.
-    async fn store_changes(&self, changes: Vec<AssetChange>) -> Result<EnqueueOutcome, Refusal> {
+    /// Checks the backlog, then writes `changes` durably through the group committer (one
+    /// transaction with the other deliveries ready at the same time; see [`commit`]). The
+    /// committer owns the write once the changes are handed over, so a dropped request cannot
+    /// cancel it halfway. The counters move in the committer.
+    async fn store_changes(&self, changes: Vec<AssetChange>) -> Result<Committed, Refusal> {
         if changes.is_empty() {
-            return Ok(EnqueueOutcome::default());
+            return Ok(Committed::Own {
+                accepted: 0,
+                duplicates: 0,
+                stale: 0,
+            });
         }
         match self.inner.gate.is_full(&self.inner.store).await {
             Ok(false) => {}
             Ok(true) => return Err(Refusal::BacklogFull),
             Err(e) => return Err(Refusal::StoreUnavailable(e)),
         }
-        let store = self.inner.store.clone();
-        let outcome = tokio::spawn(async move { store.enqueue(&changes).await })
+        self.inner
+            .committer
+            .commit(changes)
             .await
-            .map_err(|e| Refusal::StoreUnavailable(format!("the inbox write task failed: {e}")))?
-            .map_err(|e| Refusal::StoreUnavailable(e.to_string()))?;
-        let s = &self.inner.stats;
-        bump(&s.accepted, outcome.accepted);
-        bump(&s.duplicates, outcome.duplicates);
-        bump(&s.stale, outcome.stale);
-        self.inner.gate.add(outcome.accepted);
-        Ok(outcome)
+            .map_err(Refusal::StoreUnavailable)
     }
 
     fn ok(&self, body: Value) -> Response {
@@ -644,12 +665,11 @@ async fn generic_delivery(
     let (changes, skipped) = ParsedChange::split(parsed);
     bump(&st.inner.stats.skipped, skipped as u64);
     match st.store_changes(changes).await {
-        Ok(o) => st.ok(json!({
-            "accepted": o.accepted,
-            "duplicates": o.duplicates,
-            "stale": o.stale,
-            "skipped": skipped,
-        })),
+        Ok(c) => {
+            let mut body = counts_body(c);
+            body["skipped"] = json!(skipped);
+            st.ok(body)
+        }
         Err(r) => st.refuse(r),
     }
 }
@@ -756,14 +776,40 @@ async fn adobe_delivery(
         }
         bump(&st.inner.stats.dead_lettered, 1);
     }
-    st.ok(json!({
-        "accepted": outcome.accepted,
-        "duplicates": outcome.duplicates,
-        "stale": outcome.stale,
-        "ignored": ignored,
-        "skipped": skipped,
-        "dead_lettered": unusable.len(),
-    }))
+    let mut body = counts_body(outcome);
+    body["ignored"] = json!(ignored);
+    body["skipped"] = json!(skipped);
+    body["dead_lettered"] = json!(unusable.len());
+    st.ok(body)
+}
+
+/// The counts part of a 200 answer: this delivery's `accepted`, `duplicates` and `stale`; or,
+/// when it was written in one transaction with other deliveries and some of that
+/// transaction's changes were dropped (so whose is not known), `stored` (this delivery's
+/// changes, all handled) and the transaction's counts under `group`.
+fn counts_body(c: Committed) -> Value {
+    match c {
+        Committed::Own {
+            accepted,
+            duplicates,
+            stale,
+        } => json!({ "accepted": accepted, "duplicates": duplicates, "stale": stale }),
+        Committed::Group {
+            stored,
+            deliveries,
+            changes,
+            outcome,
+        } => json!({
+            "stored": stored,
+            "group": {
+                "deliveries": deliveries,
+                "changes": changes,
+                "accepted": outcome.accepted,
+                "duplicates": outcome.duplicates,
+                "stale": outcome.stale,
+            }
+        }),
+    }
 }
 
 /// A bound webhook server, not yet serving: bind first to learn the address (port 0 picks a

@@ -40,6 +40,13 @@ pub struct WebhookStats {
     pub rejected_key_unavailable: AtomicU64,
     /// Requests to an unknown path (404).
     pub not_found: AtomicU64,
+    /// Deliveries handed to the group committer (those with at least one change to store).
+    pub commit_requests: AtomicU64,
+    /// Inbox transactions the group committer made (each writes every delivery queued when it
+    /// started, up to 1 000 changes): `commit_requests / commits` deliveries per transaction.
+    pub commits: AtomicU64,
+    /// Of those, transactions that failed (each of their deliveries answered 503).
+    pub commit_failures: AtomicU64,
 }
 
 /// A copy of [`WebhookStats`] at one moment.
@@ -62,6 +69,9 @@ pub struct WebhookStatsSnapshot {
     pub rejected_store_unavailable: u64,
     pub rejected_key_unavailable: u64,
     pub not_found: u64,
+    pub commit_requests: u64,
+    pub commits: u64,
+    pub commit_failures: u64,
 }
 
 impl WebhookStats {
@@ -85,6 +95,9 @@ impl WebhookStats {
             rejected_store_unavailable: g(&self.rejected_store_unavailable),
             rejected_key_unavailable: g(&self.rejected_key_unavailable),
             not_found: g(&self.not_found),
+            commit_requests: g(&self.commit_requests),
+            commits: g(&self.commits),
+            commit_failures: g(&self.commit_failures),
         }
     }
 }
