@@ -2,7 +2,8 @@
 //!
 //! [`AkeneoClient`] talks to the real Akeneo REST API (SaaS and on-prem): Asset Manager assets
 //! (batch upsert, list, get, delete), media file uploads, asset family structure (cached), option
-//! creation, and products (search by identifier or update date, NDJSON batch upsert).
+//! creation, asset family administration (read and upsert families, attributes, options:
+//! `family_admin`), and products (search by identifier or update date, NDJSON batch upsert).
 //!
 //! Every HTTP call goes through the same rules:
 //! - **auth**: password grant with the Connection's credentials (or a fixed App token); the token
@@ -21,6 +22,7 @@ mod assets;
 mod auth;
 mod config;
 mod error;
+mod family_admin;
 mod media;
 mod products;
 mod stats;
@@ -37,6 +39,7 @@ use url::Url;
 pub use assets::{to_pim_asset, AssetQuery, DeleteOutcome, ItemFailure, ItemOutcome, ItemResult};
 pub use config::{AkeneoConfig, MAX_BATCH, TOKEN_BODY_MAX_BYTES};
 pub use error::AkeneoError;
+pub use family_admin::Upserted;
 pub use media::MEDIA_FILE_CODE_HEADER;
 pub use products::{ProductLineResult, COLLECTION_CONTENT_TYPE, MAX_LINE_LEN};
 pub use stats::ClientStats;
