@@ -36,6 +36,7 @@ mod links;
 mod model;
 mod plan;
 mod postgres;
+mod reconcile;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -59,6 +60,8 @@ pub use links::{
     AssetLinks, LinkBacklog, LinkClaim, LinkDead, LinkOp, LinkRequest, LinkResults, LinkRetry,
     LinkTarget, PendingLink,
 };
+
+pub use reconcile::{CodeState, ReconcilePass, ReconcileRun, ABANDONED_PASS_AGE};
 
 use postgres::PgStore;
 use sqlite::{SqliteStore, SqliteTarget};

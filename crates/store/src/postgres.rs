@@ -22,6 +22,7 @@ use crate::plan;
 use crate::{cursor_from_columns, cursor_to_text, dur_micros};
 
 pub(crate) mod links;
+mod reconcile;
 
 const B: Backend = Backend::Postgres;
 
@@ -131,6 +132,7 @@ CREATE TABLE outcomes (
 "#,
     ),
     (2, links::MIGRATION),
+    (3, reconcile::MIGRATION),
 ];
 
 const DEAD_LETTER_WHERE: &str = "($1::text IS NULL OR family = $1) \

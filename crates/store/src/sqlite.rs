@@ -24,6 +24,7 @@ use crate::plan::{self, may_replace};
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
 
 mod links;
+mod reconcile;
 
 const B: Backend = Backend::Sqlite;
 
@@ -126,6 +127,7 @@ CREATE TABLE outcomes (
 "#,
     ),
     (2, links::MIGRATION),
+    (3, reconcile::MIGRATION),
 ];
 
 /// The SQL condition a dead letter must meet for a [`DeadLetterFilter`]; parameters ?1..?5.

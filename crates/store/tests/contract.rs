@@ -148,6 +148,8 @@ contract_tests!(
     asset_codes,
     written_and_forgotten_together,
     hash_markers_are_not_counted_as_written,
+    reconcile_passes_mark_and_look_up_codes,
+    abandoned_reconcile_passes_are_cleaned,
     reopen_keeps_state,
     enqueue_is_durable_and_deduplicated,
     newer_change_supersedes_pending,
@@ -442,6 +444,161 @@ async fn written_and_forgotten_together(db: &TestDb) {
             .collect::<Vec<_>>(),
         vec!["d2"]
     );
+}
+
+async fn reconcile_passes_mark_and_look_up_codes(db: &TestDb) {
+    let store = db.open().await;
+    let w = |dam: &str, code: &str, hash: &str| WrittenAsset {
+        dam_id: dam.into(),
+        code: code.into(),
+        hash: h(hash),
+    };
+    store
+        .record_written("f", &[w("d1", "c1", "h1")])
+        .await
+        .unwrap();
+    assert!(store.last_reconcile("f", false).await.unwrap().is_none());
+    let pass = store.begin_reconcile("f").await.unwrap();
+    assert_eq!(pass.family, "f");
+    let other = store.begin_reconcile("f").await.unwrap();
+    assert_ne!(pass.id, other.id, "each pass has its own number");
+    // Written during the pass: a later `written_at` than the pass's start, same clock.
+    store
+        .record_written("f", &[w("d2", "c2", "h2")])
+        .await
+        .unwrap();
+    store
+        .record_written("g", &[w("d1", "c1", "g1")])
+        .await
+        .unwrap();
+    store
+        .put_hash_markers("f", &[("c3".into(), h("marker"))])
+        .await
+        .unwrap();
+    store
+        .mark_seen(pass.id, &strings(&["c1", "x", "c1"]))
+        .await
+        .unwrap();
+    store.mark_seen(pass.id, &strings(&["x"])).await.unwrap();
+    store.mark_seen(pass.id, &[]).await.unwrap();
+
+    let codes = strings(&["c1", "c2", "c3", "c4", "x"]);
+    let got = store
+        .reconcile_lookup("f", Some(pass.id), &codes)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4, "c4 is unknown: {got:?}");
+    assert_eq!(got["c1"].dam_id.as_deref(), Some("d1"));
+    assert_eq!(got["c1"].hash, Some(h("h1")));
+    assert!(got["c1"].seen);
+    assert!(got["c1"].written_at.unwrap() <= pass.started_at);
+    assert_eq!(got["c2"].dam_id.as_deref(), Some("d2"));
+    assert!(!got["c2"].seen);
+    assert!(got["c2"].written_at.unwrap() >= pass.started_at);
+    assert_eq!(got["c3"].dam_id, None, "a marker alone: never written");
+    assert_eq!(got["c3"].hash, Some(h("marker")));
+    assert!(got["x"].seen && got["x"].dam_id.is_none() && got["x"].hash.is_none());
+    // Marks belong to their pass; a dry run (no pass) sees none; families do not mix.
+    let theirs = store
+        .reconcile_lookup("f", Some(other.id), &codes)
+        .await
+        .unwrap();
+    assert!(theirs.values().all(|s| !s.seen), "{theirs:?}");
+    assert!(!theirs.contains_key("x"));
+    let dry = store.reconcile_lookup("f", None, &codes).await.unwrap();
+    assert!(dry.values().all(|s| !s.seen));
+    let g = store
+        .reconcile_lookup("g", Some(pass.id), &strings(&["c1", "c2"]))
+        .await
+        .unwrap();
+    assert_eq!(g["c1"].hash, Some(h("g1")));
+    assert!(g["c1"].seen, "marks are per pass and code");
+    assert!(!g.contains_key("c2"));
+    assert!(store
+        .reconcile_lookup("f", Some(pass.id), &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A forgotten asset is no longer the connector's.
+    store
+        .forget_assets("f", &[("d2".into(), "c2".into())])
+        .await
+        .unwrap();
+    let got = store
+        .reconcile_lookup("f", Some(pass.id), &strings(&["c2"]))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{got:?}");
+
+    // Finishing deletes the pass's marks and records it.
+    store.finish_reconcile(pass.id, true).await.unwrap();
+    let got = store
+        .reconcile_lookup("f", Some(pass.id), &codes)
+        .await
+        .unwrap();
+    assert!(got.values().all(|s| !s.seen), "{got:?}");
+    store.finish_reconcile(other.id, false).await.unwrap();
+    let last = store.last_reconcile("f", false).await.unwrap().unwrap();
+    assert_eq!((last.id, last.complete), (other.id, false));
+    let last = store.last_reconcile("f", true).await.unwrap().unwrap();
+    assert_eq!((last.id, last.complete), (pass.id, true));
+    assert!(last.finished_at >= last.started_at);
+    assert!(store.last_reconcile("g", false).await.unwrap().is_none());
+
+    // The state survives a reopen (the pass numbers go on).
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(
+        store.last_reconcile("f", true).await.unwrap().unwrap().id,
+        pass.id
+    );
+    let next = store.begin_reconcile("f").await.unwrap();
+    assert!(next.id > other.id);
+}
+
+async fn abandoned_reconcile_passes_are_cleaned(db: &TestDb) {
+    let store = db.open().await;
+    let crashed = store.begin_reconcile("f").await.unwrap();
+    store
+        .mark_seen(crashed.id, &strings(&["c1", "c2"]))
+        .await
+        .unwrap();
+    let elsewhere = store.begin_reconcile("g").await.unwrap();
+    store
+        .mark_seen(elsewhere.id, &strings(&["c1"]))
+        .await
+        .unwrap();
+    // A young unfinished pass is left alone (it may be running in another process).
+    let young = store.begin_reconcile("f").await.unwrap();
+    let seen = |store: Store, pass: i64, family: &'static str| async move {
+        store
+            .reconcile_lookup(family, Some(pass), &strings(&["c1", "c2"]))
+            .await
+            .unwrap()
+            .values()
+            .filter(|s| s.seen)
+            .count()
+    };
+    assert_eq!(seen(store.clone(), crashed.id, "f").await, 2);
+    store.finish_reconcile(young.id, true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Older than the age given: abandoned; its marks go, it is recorded as incomplete.
+    let next = store
+        .begin_reconcile_with("f", Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(seen(store.clone(), crashed.id, "f").await, 0);
+    assert_eq!(
+        seen(store.clone(), elsewhere.id, "g").await,
+        1,
+        "other families untouched"
+    );
+    assert_eq!(seen(store.clone(), next.id, "f").await, 0);
+    let last = store.last_reconcile("f", false).await.unwrap().unwrap();
+    assert_eq!(last.id, young.id, "the last finished pass by number");
+    store.finish_reconcile(next.id, true).await.unwrap();
+    assert!(store.last_reconcile("g", false).await.unwrap().is_none());
 }
 
 async fn reopen_keeps_state(db: &TestDb) {
