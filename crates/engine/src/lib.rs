@@ -11,6 +11,11 @@
 //!   dead letter with the PIM's message; transient failure → back to the inbox with backoff.
 //! - [`Engine::plan_family`]: the dry run — what a polling pass would create, update (old → new
 //!   values), delete, mark or skip, and why; reads only.
+//! - [`Engine::reconcile_family`]: reconciliation (`sync --full`) — the whole DAM listing and
+//!   the whole PIM listing compared, streamed page by page, drift repaired with the write path
+//!   (see [`reconcile`]).
+//! - [`Engine::sync_routed`]: one DAM listing feeding several families through the `[routing]`
+//!   table ([`RoutedListing`]).
 //! - [`enrich`]: PIM → DAM enrichment of AEM asset metadata from product data
 //!   ([`Engine::with_enrichment`]); claimed inbox changes that belong to it are enriched before
 //!   the DAM → PIM write.
@@ -20,6 +25,7 @@ mod options;
 mod plan;
 mod poll;
 mod product_filter;
+pub mod reconcile;
 mod report;
 mod worker;
 mod write;
@@ -27,7 +33,9 @@ mod write;
 pub use enrich::{Enricher, EnrichmentConfig, EnrichmentOutcome, EnrichmentStats};
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
 pub use plan::{FieldChange, PlanAction, PlanEntry};
+pub use poll::{RoutedListing, RoutedReport, ROUTED_LISTING, UNROUTED};
 pub use product_filter::{ProductFilter, ProductFilterConfig};
+pub use reconcile::{ReconcileReport, Repair, RepairKind, RoutedReconcileReport};
 pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
 
@@ -67,6 +75,8 @@ pub struct Engine {
     pub(crate) observer: Arc<dyn SyncObserver>,
     pub(crate) enrichment: Option<Arc<enrich::Enricher>>,
     pub(crate) product_filters: Arc<product_filter::ProductFilters>,
+    /// The routed listing (`[routing] poll = true`), if any.
+    pub(crate) routed: Option<Arc<RoutedListing>>,
 }
 
 impl Engine {
@@ -86,6 +96,7 @@ impl Engine {
             observer: Arc::new(NoopObserver),
             enrichment: None,
             product_filters: Arc::new(Default::default()),
+            routed: None,
         }
     }
 

@@ -43,7 +43,7 @@ pub struct FieldChange {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanEntry {
     pub action: PlanAction,
-    /// The DAM's identifier of the asset.
+    /// The DAM's identifier of the asset (empty for a PIM-only asset found by a `full` plan).
     pub dam_id: String,
     /// The PIM asset code (`None` when it cannot be known: a mapping error, a deletion of an
     /// asset the connector never wrote).
@@ -64,24 +64,161 @@ impl Engine {
     ///
     /// Entries come in DAM page order; within a page, two changes of one asset are both listed
     /// and the older one is a skip.
+    ///
+    /// With `full`, the plan is the dry run of a reconciliation ([`crate::reconcile`]): assets
+    /// whose content hash is unchanged are read from the PIM too and compared (an asset edited
+    /// in the PIM is an update, one gone from the PIM a create), and after the DAM listing the
+    /// PIM's listing is read page by page: an asset the connector wrote that the DAM no longer
+    /// lists is a delete / mark (or a skip with `keep`), a PIM-only asset a skip. Those entries
+    /// follow the DAM's. (The plan keeps the codes it met in memory, like its entries.)
+    ///
+    /// A family fed by the routed listing is planned from that listing (its share of it).
     pub async fn plan_family(
         &self,
         plan: &FamilyPlan,
         full: bool,
     ) -> Result<Vec<PlanEntry>, EngineError> {
-        let stored = self.store.cursor(&plan.code).await?;
+        let routed = self.routed.clone().filter(|_| self.is_routed(&plan.code));
+        let (key, query) = match &routed {
+            Some(r) => (crate::ROUTED_LISTING.to_owned(), r.query.clone()),
+            None => (plan.code.clone(), plan.query.clone()),
+        };
+        let stored = self.store.cursor(&key).await?;
         let since = if full {
             None
         } else {
             stored.as_ref().map(|c| c.since(self.options.overlap))
         };
-        let mut pages = std::pin::pin!(self.dam.changes(since, &plan.query));
+        let mut pages = std::pin::pin!(self.dam.changes(since, &query));
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page?;
-            self.plan_page(plan, page.changes, &mut out).await?;
+            let changes = match &routed {
+                None => page.changes,
+                Some(r) => {
+                    let mut unrouted = crate::SyncReport::default();
+                    self.route_changes(r, page.changes, &mut unrouted)
+                        .await?
+                        .into_iter()
+                        .find(|(p, _)| p.code == plan.code)
+                        .map(|(_, c)| c)
+                        .unwrap_or_default()
+                }
+            };
+            self.plan_page(plan, changes, &mut out, full).await?;
+        }
+        if full {
+            self.plan_pim_side(plan, &mut out).await?;
         }
         Ok(out)
+    }
+
+    /// The PIM side of a `full` plan: each PIM asset the DAM listing did not show.
+    async fn plan_pim_side(
+        &self,
+        plan: &FamilyPlan,
+        out: &mut Vec<PlanEntry>,
+    ) -> Result<(), EngineError> {
+        let seen: std::collections::HashSet<String> =
+            out.iter().filter_map(|e| e.code.clone()).collect();
+        // Live DAM assets: every entry so far but the tombstones' (whose reasons say so).
+        let live = out
+            .iter()
+            .filter(|e| !e.reason.starts_with("deleted in the DAM"))
+            .count();
+        let unmapped = out
+            .iter()
+            .filter(|e| e.code.is_none() && e.reason.starts_with("mapping:"))
+            .count();
+        let held_back = if unmapped > 0 {
+            Some(format!(
+                "{unmapped} DAM asset(s) have no asset code (mapping errors)"
+            ))
+        } else if live == 0 {
+            Some("the DAM listing holds no asset (a wrong filter?)".to_owned())
+        } else {
+            None
+        };
+        let listing = self.pim.list_assets(&plan.code, AssetQuery::default());
+        let mut pages = std::pin::pin!(listing.try_chunks(100));
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| EngineError::from(e.1))?;
+            let codes: Vec<String> = page
+                .iter()
+                .filter_map(|a| a.get("code").and_then(Value::as_str).map(str::to_owned))
+                .filter(|c| !seen.contains(c))
+                .collect();
+            drop(page);
+            let states = self
+                .store
+                .reconcile_lookup(&plan.code, None, &codes)
+                .await?;
+            for code in codes {
+                let state = states.get(&code);
+                let entry = |action, dam_id: &str, changes, reason: String| PlanEntry {
+                    action,
+                    dam_id: dam_id.to_owned(),
+                    code: Some(code.clone()),
+                    changes,
+                    reason,
+                };
+                match state.and_then(|s| s.dam_id.as_deref().map(|d| (s, d))) {
+                    None => out.push(entry(
+                        PlanAction::Skip,
+                        "",
+                        Vec::new(),
+                        "in the PIM only: never written by the connector; left alone".into(),
+                    )),
+                    Some((_, dam_id)) if held_back.is_some() => out.push(entry(
+                        PlanAction::Skip,
+                        dam_id,
+                        Vec::new(),
+                        format!(
+                            "absent from the DAM listing (deleted in the DAM); not applied: {}",
+                            held_back.as_deref().unwrap_or_default()
+                        ),
+                    )),
+                    Some((s, dam_id)) => match &self.options.deletions {
+                        DeletionPolicy::Keep => out.push(entry(
+                            PlanAction::Skip,
+                            dam_id,
+                            Vec::new(),
+                            "absent from the DAM listing (deleted in the DAM); kept in the PIM (deletions = \"keep\")".into(),
+                        )),
+                        DeletionPolicy::Delete => out.push(entry(
+                            PlanAction::Delete,
+                            dam_id,
+                            Vec::new(),
+                            "absent from the DAM listing (deleted in the DAM; deletions = \"delete\")".into(),
+                        )),
+                        DeletionPolicy::Mark { attribute, value } => {
+                            if s.hash.as_ref() == Some(&mark_marker(attribute, value)) {
+                                out.push(entry(
+                                    PlanAction::Skip,
+                                    dam_id,
+                                    Vec::new(),
+                                    "absent from the DAM listing; already marked".into(),
+                                ))
+                            } else {
+                                out.push(entry(
+                                    PlanAction::Mark,
+                                    dam_id,
+                                    vec![FieldChange {
+                                        attribute: attribute.clone(),
+                                        locale: None,
+                                        channel: None,
+                                        old: None,
+                                        new: Some(value.clone()),
+                                    }],
+                                    "absent from the DAM listing (deleted in the DAM; deletions = \"mark\")".into(),
+                                ))
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn plan_page(
@@ -89,6 +226,7 @@ impl Engine {
         plan: &FamilyPlan,
         changes: Vec<ChangeKind>,
         out: &mut Vec<PlanEntry>,
+        full: bool,
     ) -> Result<(), EngineError> {
         let skip = |dam_id: &str, code: Option<String>, reason: String| PlanEntry {
             action: PlanAction::Skip,
@@ -106,7 +244,9 @@ impl Engine {
             match kind {
                 ChangeKind::Upsert { asset } if filtered_out.contains_key(&asset.id) => {
                     let why = filtered_out[&asset.id].clone();
-                    out.push(skip(&asset.id, None, why));
+                    // The code is known (a full plan must not take the PIM asset for absent).
+                    let code = plan.mapping.asset_code(&asset).ok();
+                    out.push(skip(&asset.id, code, why));
                 }
                 ChangeKind::Upsert { asset } => {
                     let r = plan
@@ -149,14 +289,46 @@ impl Engine {
             self.store.hashes(&plan.code, &codes).await?
         };
         let mut to_read: Vec<(usize, PimAsset)> = Vec::new();
+        // `full`: unchanged by hash, yet compared with what the PIM holds (drift).
+        let mut to_check: Vec<(usize, PimAsset)> = Vec::new();
         for (i, asset, hash, dead) in mapped {
             match known.get(&asset.code) {
+                Some(h) if *h == hash && full => to_check.push((i, asset)),
                 Some(h) if *h == hash => out[i].reason = "unchanged (content hash)".into(),
                 Some(h) if *h == dead => {
                     out[i].reason =
                         "this DAM version was refused for good (see `assetbridge dlq list`)".into()
                 }
                 _ => to_read.push((i, asset)),
+            }
+        }
+        if !to_check.is_empty() {
+            let codes: Vec<String> = to_check.iter().map(|(_, a)| a.code.clone()).collect();
+            let held = self.read_pim(&plan.code, codes).await?;
+            for (i, asset) in to_check {
+                let e = &mut out[i];
+                match held.get(&asset.code) {
+                    None => {
+                        e.action = PlanAction::Create;
+                        e.changes = diff(None, &asset);
+                        e.reason =
+                            "written by the connector but missing in the PIM (deleted there)"
+                                .into();
+                    }
+                    Some(old) => {
+                        let changes = diff(Some(old), &asset);
+                        if changes.is_empty() {
+                            e.reason = "unchanged (content hash)".into();
+                        } else {
+                            e.action = PlanAction::Update;
+                            e.reason = format!(
+                                "edited in the PIM: {} value(s) differ from the mapping",
+                                changes.len()
+                            );
+                            e.changes = changes;
+                        }
+                    }
+                }
             }
         }
         if !to_read.is_empty() {
@@ -316,7 +488,7 @@ impl Engine {
 
 /// The values of `new` that differ from `old` (attributes `new` does not write are left alone
 /// by a PATCH, so they are not compared).
-fn diff(old: Option<&PimAsset>, new: &PimAsset) -> Vec<FieldChange> {
+pub(crate) fn diff(old: Option<&PimAsset>, new: &PimAsset) -> Vec<FieldChange> {
     type Key = (Option<String>, Option<String>);
     let index = |vals: Option<&Vec<PimValue>>| -> BTreeMap<Key, Value> {
         vals.into_iter()

@@ -1,13 +1,120 @@
-//! Polling: one pass over what changed in the DAM since a family's cursor.
+//! Polling: one pass over what changed in a DAM listing since its cursor.
+//!
+//! A listing feeds either one family (its own listing: `[dam] family_param` or the family's
+//! `query`) or, with a routing table ([`RoutedListing`]), every family the table names: each
+//! asset of the one listing goes to the family its route gives, and an asset no route matches
+//! is skipped and counted ([`routing::SKIP_REASON`]), not failed. Either way the cursor is the
+//! listing's own, advanced strictly in page order past pages fully handled.
 
-use assetbridge_core::{AssetChange, Cursor};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use assetbridge_core::routing::{self, CompiledRoutes};
+use assetbridge_core::{AssetChange, ChangeKind, Cursor};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::reconcile::PassMarks;
 use crate::{Engine, EngineError, FamilyPlan, SyncReport, WriteItem};
 
+/// The cursor name of the routed listing in the state store (never an Akeneo family code,
+/// which has only letters, digits and `_`).
+pub const ROUTED_LISTING: &str = "(routed)";
+
+/// The name of the report row of a routed listing's changes that went to no family: upserts
+/// no route matches (`skipped`) and deletions of assets no routed family holds (`kept`).
+pub const UNROUTED: &str = "(unrouted)";
+
+/// One DAM listing feeding several families through a routing table (`[routing] poll = true`).
+#[derive(Debug)]
+pub struct RoutedListing {
+    /// The routing table.
+    pub routes: Arc<CompiledRoutes>,
+    /// Query parameters of the listing (besides `[dam] extra_query`). Default: none — every
+    /// asset of the DAM.
+    pub query: Vec<(String, String)>,
+}
+
+impl RoutedListing {
+    /// The families the listing feeds: every family a route or the default names.
+    pub fn families(&self) -> Vec<String> {
+        self.routes
+            .families()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// What a pass reads.
+#[derive(Clone)]
+pub(crate) enum Feed {
+    /// One family's own listing.
+    Family(FamilyPlan),
+    /// The routed listing.
+    Routed(Arc<RoutedListing>),
+}
+
+impl Feed {
+    /// The name the listing's cursor is stored under.
+    fn key(&self) -> &str {
+        match self {
+            Feed::Family(p) => &p.code,
+            Feed::Routed(_) => ROUTED_LISTING,
+        }
+    }
+
+    fn query(&self) -> &[(String, String)] {
+        match self {
+            Feed::Family(p) => &p.query,
+            Feed::Routed(r) => &r.query,
+        }
+    }
+}
+
+/// What one pass over a listing did.
+#[derive(Debug, Default)]
+pub(crate) struct PassOutcome {
+    /// Per family, in the engine's order of families (families the pass fed only).
+    pub reports: Vec<(String, SyncReport)>,
+    /// Changes of a routed listing that went to no family.
+    pub unrouted: SyncReport,
+    /// Whether the listing was read to its end (not stopped by shutdown or backpressure).
+    pub complete: bool,
+}
+
+/// The outcome of a routed polling pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutedReport {
+    /// What each routed family received, in configuration order.
+    pub families: Vec<(String, SyncReport)>,
+    /// The changes that went to no family: upserts no route matches are `skipped` (with
+    /// [`routing::SKIP_REASON`]); deletions of assets no routed family holds are `kept`.
+    pub unrouted: SyncReport,
+}
+
 impl Engine {
+    /// Feeds the families a routing table names from one DAM listing (see
+    /// [`RoutedListing`]). Default: none (each family polls its own listing).
+    pub fn with_routed_listing(mut self, listing: RoutedListing) -> Self {
+        self.routed = Some(Arc::new(listing));
+        self
+    }
+
+    /// The routed listing, if configured.
+    pub fn routed_listing(&self) -> Option<&RoutedListing> {
+        self.routed.as_deref()
+    }
+
+    /// Whether `family` is fed by the routed listing rather than its own.
+    pub fn is_routed(&self, family: &str) -> bool {
+        self.routed
+            .as_ref()
+            .is_some_and(|r| r.routes.families().contains(&family))
+    }
+
     /// One polling pass of a family.
     ///
     /// Streams the DAM's changes since the family's cursor (minus the overlap window) page by
@@ -39,29 +146,113 @@ impl Engine {
         full: bool,
         stop: &CancellationToken,
     ) -> Result<SyncReport, EngineError> {
-        self.observer.family_started(&plan.code);
-        let gate = BacklogGate::new(self.clone(), &plan.code);
-        if !gate.clone().open().await {
-            self.observer
-                .family_finished(&plan.code, &SyncReport::default());
-            return Ok(SyncReport::default());
+        let out = self
+            .poll_pass(&Feed::Family(plan.clone()), full, stop, None)
+            .await?;
+        Ok(out
+            .reports
+            .into_iter()
+            .next()
+            .map(|(_, r)| r)
+            .unwrap_or_default())
+    }
+
+    /// One polling pass of the routed listing (see [`RoutedListing`]): like
+    /// [`sync_family`](Self::sync_family), with one cursor for the listing ([`ROUTED_LISTING`]).
+    /// Without a routed listing configured, does nothing.
+    pub async fn sync_routed(&self, full: bool) -> Result<RoutedReport, EngineError> {
+        self.sync_routed_until(full, &CancellationToken::new())
+            .await
+    }
+
+    /// [`sync_routed`](Self::sync_routed) that stops early when `stop` is cancelled.
+    pub async fn sync_routed_until(
+        &self,
+        full: bool,
+        stop: &CancellationToken,
+    ) -> Result<RoutedReport, EngineError> {
+        let Some(routed) = self.routed.clone() else {
+            return Ok(RoutedReport::default());
+        };
+        let out = self
+            .poll_pass(&Feed::Routed(routed), full, stop, None)
+            .await?;
+        Ok(RoutedReport {
+            families: out.reports,
+            unrouted: out.unrouted,
+        })
+    }
+
+    /// The families a feed writes to, in the engine's order.
+    pub(crate) fn feed_families(&self, feed: &Feed) -> Vec<FamilyPlan> {
+        match feed {
+            Feed::Family(p) => vec![p.clone()],
+            Feed::Routed(r) => {
+                let named = r.routes.families();
+                self.families
+                    .iter()
+                    .filter(|p| named.contains(&p.code.as_str()))
+                    .cloned()
+                    .collect()
+            }
         }
-        let stored = self.store.cursor(&plan.code).await?;
+    }
+
+    /// One pass over a listing: stream its pages, hand each page's changes to their families
+    /// (`marks`: a reconciliation pass, see [`crate::reconcile`]), advance the listing's cursor
+    /// in page order.
+    pub(crate) async fn poll_pass(
+        &self,
+        feed: &Feed,
+        full: bool,
+        stop: &CancellationToken,
+        marks: Option<Arc<PassMarks>>,
+    ) -> Result<PassOutcome, EngineError> {
+        let families = self.feed_families(feed);
+        for p in &families {
+            self.observer.family_started(&p.code);
+        }
+        let finish = |out: &PassOutcome| {
+            for (family, report) in &out.reports {
+                self.observer.family_finished(family, report);
+            }
+        };
+        let mut outcome = PassOutcome {
+            reports: families
+                .iter()
+                .map(|p| (p.code.clone(), SyncReport::default()))
+                .collect(),
+            ..PassOutcome::default()
+        };
+        let key = feed.key().to_owned();
+        let gate = BacklogGate::new(self.clone(), &key);
+        if !gate.clone().open().await {
+            finish(&outcome);
+            return Ok(outcome);
+        }
+        let stored = self.store.cursor(&key).await?;
         let since = if full {
             None
         } else {
             stored.as_ref().map(|c| c.since(self.options.overlap))
         };
-        info!(family = %plan.code, since = ?since, "polling the DAM");
+        info!(listing = %key, since = ?since, full, "polling the DAM");
         let stop = stop.clone();
-        let pages = self.dam.changes(since, &plan.query).take_while(move |_| {
-            let (gate, stop) = (gate.clone(), stop.clone());
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stopped_in = stopped.clone();
+        let pages = self.dam.changes(since, feed.query()).take_while(move |_| {
+            let (gate, stop, stopped) = (gate.clone(), stop.clone(), stopped_in.clone());
             async move {
-                if stop.is_cancelled() {
-                    info!(family = %gate.family, "shutting down: the pass reads no further page");
-                    return false;
+                let go = if stop.is_cancelled() {
+                    info!(listing = %gate.family, "shutting down: the pass reads no further page");
+                    false
+                } else {
+                    gate.open().await
+                };
+                if !go {
+                    stopped.store(true, Ordering::SeqCst);
                 }
-                gate.open().await
+                go
             }
         });
         // Each page is written by its own task: the pages in flight keep making progress while
@@ -70,11 +261,61 @@ impl Engine {
         let written = pages
             .map(|page| {
                 let engine = self.clone();
-                let plan = plan.clone();
+                let feed = feed.clone();
+                let marks = marks.clone();
                 tokio::spawn(async move {
                     let page = page?;
-                    let items = page
-                        .changes
+                    let done = engine
+                        .handle_page(&feed, page.changes, marks.as_deref())
+                        .await?;
+                    Ok::<_, EngineError>((done, page.last))
+                })
+            })
+            .buffered(self.options.pages_in_flight.max(1));
+        let mut written = std::pin::pin!(written);
+
+        let mut cursor: Option<Cursor> = stored;
+        while let Some(done) = written.next().await {
+            let ((by_family, unrouted), last) =
+                done.map_err(|e| EngineError::Task(e.to_string()))??;
+            if let Some(last) = last {
+                if cursor.as_ref().is_none_or(|c| &last > c) {
+                    self.store.set_cursor(&key, &last).await?;
+                    cursor = Some(last);
+                }
+            }
+            for (family, report) in by_family {
+                if let Some((_, total)) = outcome.reports.iter_mut().find(|(f, _)| *f == family) {
+                    *total += &report;
+                }
+                self.observer.batch_done(&family, &report);
+            }
+            outcome.unrouted += &unrouted;
+        }
+        outcome.complete = !stopped.load(Ordering::SeqCst);
+        finish(&outcome);
+        Ok(outcome)
+    }
+
+    /// One page of a listing: its changes, grouped by family, written (or reconciled).
+    /// Returns the report of each family the page fed, and that of the unrouted changes.
+    async fn handle_page(
+        &self,
+        feed: &Feed,
+        changes: Vec<ChangeKind>,
+        marks: Option<&PassMarks>,
+    ) -> Result<(Vec<(String, SyncReport)>, SyncReport), EngineError> {
+        let mut unrouted = SyncReport::default();
+        let groups: Vec<(FamilyPlan, Vec<ChangeKind>)> = match feed {
+            Feed::Family(plan) => vec![(plan.clone(), changes)],
+            Feed::Routed(r) => self.route_changes(r, changes, &mut unrouted).await?,
+        };
+        let mut out = Vec::with_capacity(groups.len());
+        for (plan, changes) in groups {
+            let report = match marks.and_then(|m| m.family(&plan.code)) {
+                Some(pass) => self.reconcile_page(&plan, pass, changes).await?,
+                None => {
+                    let items = changes
                         .into_iter()
                         .map(|kind| {
                             WriteItem::fresh(AssetChange {
@@ -85,31 +326,85 @@ impl Engine {
                             })
                         })
                         .collect();
-                    let report = engine.write_changes(&plan, items).await?;
-                    Ok::<_, EngineError>((report, page.last))
-                })
-            })
-            .buffered(self.options.pages_in_flight.max(1));
-        let mut written = std::pin::pin!(written);
-
-        let mut total = SyncReport::default();
-        let mut cursor = stored;
-        while let Some(done) = written.next().await {
-            let (report, last) = done.map_err(|e| EngineError::Task(e.to_string()))??;
-            if let Some(last) = last {
-                if cursor.as_ref().is_none_or(|c| &last > c) {
-                    self.store.set_cursor(&plan.code, &last).await?;
-                    cursor = Some(last);
+                    self.write_changes(&plan, items).await?
                 }
-            }
-            total += &report;
-            self.observer.batch_done(&plan.code, &report);
+            };
+            out.push((plan.code.clone(), report));
         }
-        self.observer.family_finished(&plan.code, &total);
-        Ok(total)
+        Ok((out, unrouted))
     }
 
-    /// The cursor of a family, as stored.
+    /// Splits a routed page by family: an upsert goes to the family its route gives (none:
+    /// skipped, counted in `unrouted`); a deletion, which carries only the DAM id, goes to each
+    /// routed family whose state knows that id (one store read per family for the page's
+    /// deletions), or, known nowhere, is counted as `kept` in `unrouted` (nothing to delete).
+    pub(crate) async fn route_changes(
+        &self,
+        routed: &RoutedListing,
+        changes: Vec<ChangeKind>,
+        unrouted: &mut SyncReport,
+    ) -> Result<Vec<(FamilyPlan, Vec<ChangeKind>)>, EngineError> {
+        let mut groups: BTreeMap<String, Vec<ChangeKind>> = BTreeMap::new();
+        let mut deletes: Vec<ChangeKind> = Vec::new();
+        for kind in changes {
+            match &kind {
+                ChangeKind::Upsert { asset } => match routed.routes.route(&asset.record) {
+                    Some(family) if self.family(family).is_some() => {
+                        groups.entry(family.to_owned()).or_default().push(kind);
+                    }
+                    Some(family) => {
+                        warn!(dam_id = %asset.id, family, "the routing table names a family that is not configured: asset skipped");
+                        unrouted.seen += 1;
+                        unrouted.skipped += 1;
+                    }
+                    None => {
+                        debug!(dam_id = %asset.id, reason = routing::SKIP_REASON, "asset skipped");
+                        unrouted.seen += 1;
+                        unrouted.skipped += 1;
+                    }
+                },
+                ChangeKind::Delete { .. } => deletes.push(kind),
+            }
+        }
+        if !deletes.is_empty() {
+            let ids: Vec<String> = deletes
+                .iter()
+                .map(|d| match d {
+                    ChangeKind::Delete { dam_id, .. } => dam_id.clone(),
+                    ChangeKind::Upsert { asset } => asset.id.clone(),
+                })
+                .collect();
+            let mut known_by: Vec<(String, std::collections::HashMap<String, String>)> = Vec::new();
+            for family in routed.routes.families() {
+                if self.family(family).is_some() {
+                    known_by.push((
+                        family.to_owned(),
+                        self.store.asset_codes(family, &ids).await?,
+                    ));
+                }
+            }
+            for (d, id) in deletes.into_iter().zip(ids) {
+                let mut sent = false;
+                for (family, known) in &known_by {
+                    if known.contains_key(&id) {
+                        groups.entry(family.clone()).or_default().push(d.clone());
+                        sent = true;
+                    }
+                }
+                if !sent {
+                    debug!(dam_id = %id, "deleted in the DAM; no routed family holds it: nothing to do");
+                    unrouted.seen += 1;
+                    unrouted.kept += 1;
+                }
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .filter_map(|(family, changes)| self.family(&family).cloned().map(|p| (p, changes)))
+            .collect())
+    }
+
+    /// The cursor of a family (or of [`ROUTED_LISTING`]), as stored.
     pub async fn cursor(&self, family: &str) -> Result<Option<Cursor>, EngineError> {
         Ok(self.store.cursor(family).await?)
     }

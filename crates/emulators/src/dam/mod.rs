@@ -396,6 +396,15 @@ impl DamEmulator {
         self.inner.store.write().delete(&ids)
     }
 
+    /// Removes the given assets from every listing **without** a tombstone, as a DAM that does
+    /// not list deleted assets (a poller never sees the deletion; only a full comparison finds
+    /// it). `GET /api/assets/{id}` then answers `404`. Unknown or already deleted ids are
+    /// skipped. The clock does not move. Returns the ids removed now, sorted.
+    pub fn purge<S: AsRef<str>>(&self, ids: &[S]) -> Vec<String> {
+        let ids: Vec<String> = ids.iter().map(|s| s.as_ref().to_owned()).collect();
+        self.inner.store.write().purge(&ids)
+    }
+
     /// Deletes `n` live assets chosen deterministically. Returns their ids, sorted.
     pub fn delete_some(&self, n: usize) -> Vec<String> {
         self.inner.store.write().delete_some(n)

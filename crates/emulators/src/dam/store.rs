@@ -93,6 +93,8 @@ pub(crate) struct Store {
     /// JSON merge patches applied with `set`, in order.
     patches: HashMap<u32, Vec<Value>>,
     deleted: usize,
+    /// Assets removed without a tombstone (`purge`).
+    purged: usize,
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -251,6 +253,7 @@ impl Store {
             mutations: 0,
             patches: HashMap::new(),
             deleted: 0,
+            purged: 0,
             p,
         };
         let mut t = base_time.timestamp();
@@ -332,9 +335,9 @@ impl Store {
         self.clock
     }
 
-    /// Assets, tombstones included.
+    /// Assets, tombstones included (purged assets are not listed at all).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.purged
     }
 
     /// Assets not deleted.
@@ -628,6 +631,29 @@ impl Store {
             .filter(|&i| !self.slots[i as usize].deleted && seen.insert(i))
             .collect();
         self.delete_idxs(idxs)
+    }
+
+    /// Removes the given live assets from every listing without a tombstone (a DAM that does
+    /// not list deleted assets). Unknown or already deleted ids are skipped; returns the ids
+    /// removed now. The clock does not move: nothing new is listed.
+    pub fn purge(&mut self, ids: &[String]) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let idxs: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| self.idx_of(id))
+            .filter(|&i| !self.slots[i as usize].deleted && seen.insert(i))
+            .collect();
+        self.mutations += 1;
+        for &i in &idxs {
+            let s = &mut self.slots[i as usize];
+            s.deleted = true;
+            let (gpos, fpos, fam) = (s.gpos, s.fpos, s.family);
+            self.global.kill(gpos as usize);
+            self.by_family[fam as usize].kill(fpos as usize);
+        }
+        self.deleted += idxs.len();
+        self.purged += idxs.len();
+        self.ids_of(idxs)
     }
 
     /// Deletes `n` live assets chosen deterministically.
