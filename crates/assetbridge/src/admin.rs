@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assetbridge_engine::{Engine, SyncObserver, SyncReport};
 use assetbridge_sources::webhook::WebhookStats;
-use assetbridge_store::{DeadLetterFilter, FamilyStatus};
+use assetbridge_store::{DeadLetterFilter, FamilyStatus, OutcomeCounts};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -35,15 +35,101 @@ const RECENT_SCAN_PAGE: usize = 1_000;
 const RECENT_SCAN_PAGES: usize = 200;
 /// How long the status page may take to gather what it shows.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The windows the status page shows PIM write throughput for (as `status` does).
+const THROUGHPUT_WINDOWS: [(&str, Duration); 2] = [
+    ("5m", Duration::from_secs(300)),
+    ("1h", Duration::from_secs(3600)),
+];
+/// Upper bounds (seconds) of the poll-pass duration histogram's buckets.
+const PASS_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// A Prometheus histogram: counts per bucket (upper bounds `bounds`, then +Inf), sum, count.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); one more than `bounds` (the +Inf bucket).
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram with these bucket upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    /// Counts one observation of `v`.
+    pub fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// A family's poll passes as the observer saw them.
+#[derive(Debug, Clone)]
+struct Passes {
+    /// When the pass in progress started (`None` between passes).
+    started: Option<Instant>,
+    /// Durations of the passes that finished.
+    durations: Histogram,
+    /// When the last pass finished (Unix seconds).
+    last_finished: Option<f64>,
+}
+
+impl Default for Passes {
+    fn default() -> Self {
+        Self {
+            started: None,
+            durations: Histogram::new(&PASS_BUCKETS),
+            last_finished: None,
+        }
+    }
+}
 
 /// Per-family sums of every [`SyncReport`] the engine reported (cumulative since start).
 #[derive(Default)]
 pub struct MetricsObserver {
     by_family: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     batches: Mutex<BTreeMap<String, u64>>,
+    passes: Mutex<BTreeMap<String, Passes>>,
 }
 
 impl SyncObserver for MetricsObserver {
+    fn family_started(&self, family: &str) {
+        self.passes
+            .lock()
+            .entry(family.to_owned())
+            .or_default()
+            .started = Some(Instant::now());
+    }
+
+    /// A pass that ends in an error reports no `family_finished`: its start is overwritten by
+    /// the next pass and it is not observed.
+    fn family_finished(&self, family: &str, _report: &SyncReport) {
+        let mut all = self.passes.lock();
+        let p = all.entry(family.to_owned()).or_default();
+        if let Some(started) = p.started.take() {
+            p.durations.observe(started.elapsed().as_secs_f64());
+            p.last_finished = Some(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+    }
+
     fn batch_done(&self, family: &str, report: &SyncReport) {
         // The report's fields, by name (so a new outcome becomes a series on its own).
         let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(report) else {
@@ -181,6 +267,24 @@ impl Text {
         self.head(name, kind, help);
         self.sample(name, &[], value);
     }
+    /// The `_bucket` (cumulative, `le`), `_sum` and `_count` samples of a histogram.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative += n;
+            let le = h
+                .bounds
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, cumulative);
+        }
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count());
+    }
 }
 
 /// Report fields that are not an asset outcome, exported as series of their own.
@@ -245,6 +349,33 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     for (family, n) in &batches {
         t.sample("assetbridge_batches_total", &[("family", family)], n);
     }
+    let passes = s.observer.passes.lock().clone();
+    t.head(
+        "assetbridge_poll_pass_duration_seconds",
+        "histogram",
+        "Duration of the poll passes that finished since start (DAM read and PIM writes), by family.",
+    );
+    for (family, p) in &passes {
+        t.histogram(
+            "assetbridge_poll_pass_duration_seconds",
+            &[("family", family)],
+            &p.durations,
+        );
+    }
+    t.head(
+        "assetbridge_poll_last_finished_timestamp_seconds",
+        "gauge",
+        "When this process last finished a poll pass of the family (Unix time).",
+    );
+    for (family, p) in &passes {
+        if let Some(at) = p.last_finished {
+            t.sample(
+                "assetbridge_poll_last_finished_timestamp_seconds",
+                &[("family", family)],
+                at,
+            );
+        }
+    }
 
     if let Some(engine) = s.engine.get() {
         let c = engine.pim().stats();
@@ -307,6 +438,26 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
                 "Batches split after a 413.",
                 c.batch_splits,
             ),
+            (
+                "assetbridge_pim_structure_fetches_total",
+                "Family structures fetched from the PIM (cache misses).",
+                c.structure_fetches,
+            ),
+            (
+                "assetbridge_pim_options_created_total",
+                "Attribute options created in the PIM.",
+                c.options_created,
+            ),
+            (
+                "assetbridge_pim_media_uploads_total",
+                "Media files uploaded to the PIM.",
+                c.media_uploads,
+            ),
+            (
+                "assetbridge_pim_media_bytes_total",
+                "Bytes of the media files uploaded to the PIM.",
+                c.media_bytes,
+            ),
         ] {
             t.one(name, "counter", help, v);
         }
@@ -332,12 +483,65 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         let store = engine.store();
         let backlog = tokio::time::timeout(STORE_TIMEOUT, store.backlog()).await;
         let dead = tokio::time::timeout(STORE_TIMEOUT, store.dead_letter_count()).await;
+        let families = tokio::time::timeout(STORE_TIMEOUT, store.family_status()).await;
         t.one(
             "assetbridge_store_up",
             "gauge",
             "1 when the state store answered this scrape.",
-            u8::from(matches!((&backlog, &dead), (Ok(Ok(_)), Ok(Ok(_))))),
+            u8::from(matches!(
+                (&backlog, &dead, &families),
+                (Ok(Ok(_)), Ok(Ok(_)), Ok(Ok(_)))
+            )),
         );
+        if let Ok(Ok(families)) = families {
+            // The store's view (shared by every instance), the connector's own positions
+            // (`__journal`, ...) left out as on the status page.
+            let families: Vec<_> = families
+                .into_iter()
+                .filter(|f| !f.family.starts_with("__"))
+                .collect();
+            let unix = |t: &chrono::DateTime<chrono::Utc>| t.timestamp_millis() as f64 / 1000.0;
+            t.head(
+                "assetbridge_family_cursor_timestamp_seconds",
+                "gauge",
+                "The DAM time of the family's poll cursor (Unix time): how far the sync has read.",
+            );
+            for f in &families {
+                if let Some(c) = &f.cursor {
+                    t.sample(
+                        "assetbridge_family_cursor_timestamp_seconds",
+                        &[("family", &f.family)],
+                        unix(&c.updated_at),
+                    );
+                }
+            }
+            t.head(
+                "assetbridge_family_last_success_timestamp_seconds",
+                "gauge",
+                "When a poll pass of the family last succeeded, by any instance (Unix time).",
+            );
+            for f in &families {
+                if let Some(at) = &f.last_success {
+                    t.sample(
+                        "assetbridge_family_last_success_timestamp_seconds",
+                        &[("family", &f.family)],
+                        unix(at),
+                    );
+                }
+            }
+            t.head(
+                "assetbridge_family_assets_written",
+                "gauge",
+                "Assets of the family written to the PIM, all time, as the store counts them.",
+            );
+            for f in &families {
+                t.sample(
+                    "assetbridge_family_assets_written",
+                    &[("family", &f.family)],
+                    f.assets_written,
+                );
+            }
+        }
         if let Ok(Ok(b)) = backlog {
             t.head(
                 "assetbridge_backlog",
@@ -431,6 +635,11 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// The status page. Its elements keep stable ids and data attributes for scripts and the
+/// browser test: `#families tr[data-family] td.<column>`, `#backlog td.<state>`,
+/// `#throughput tr[data-window] td.<column>`, `#recent`, `#dead-letter-count`,
+/// `#dead-letters tr[data-dead-letter-id]`, `#retry-form`, `#admin-token`, `#retry-all`; the
+/// retry action's answer is `#result`.
 async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     let Some(engine) = s.engine.get() else {
         return (
@@ -442,6 +651,26 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     let store = engine.store();
     let gathered = tokio::time::timeout(PAGE_TIMEOUT, async {
         let families = store.family_status().await?;
+        // PIM write outcomes of the last hour per family (the families shown), and over the
+        // throughput windows for all families: what `assetbridge status` shows.
+        let mut last_hour = BTreeMap::new();
+        for code in s.configured.iter().chain(
+            families
+                .iter()
+                .map(|f| &f.family)
+                .filter(|f| !f.starts_with("__")),
+        ) {
+            if !last_hour.contains_key(code) {
+                let o = store
+                    .outcomes(Duration::from_secs(3600), Some(code))
+                    .await?;
+                last_hour.insert(code.clone(), o);
+            }
+        }
+        let mut throughput = Vec::with_capacity(THROUGHPUT_WINDOWS.len());
+        for (name, window) in THROUGHPUT_WINDOWS {
+            throughput.push((name, window, store.outcomes(window, None).await?));
+        }
         let backlog = store.backlog().await?;
         let count = store.dead_letter_count().await?;
         let listed = store
@@ -474,10 +703,12 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
                 break;
             }
         }
-        Ok::<_, assetbridge_store::StoreError>((families, backlog, count, listed, recent))
+        Ok::<_, assetbridge_store::StoreError>((
+            families, last_hour, throughput, backlog, count, listed, recent,
+        ))
     })
     .await;
-    let (known, backlog, count, listed, recent) = match gathered {
+    let (known, last_hour, throughput, backlog, count, listed, recent) = match gathered {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return unavailable(e),
         Err(_) => return unavailable("no answer in time"),
@@ -502,6 +733,7 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     let mut b = String::from(
         "<h1>assetbridge</h1>\n<h2>Families</h2>\n<table id=\"families\">\
 <tr><th>Family</th><th>Cursor</th><th>Last success</th><th>Assets written (all time)</th>\
+<th>Written (1h)</th><th>Failed (1h)</th>\
 <th>Created</th><th>Updated</th><th>Unchanged</th><th>Deleted</th><th>Failed</th></tr>\n",
     );
     for f in &rows {
@@ -520,14 +752,18 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
                 .copied()
                 .unwrap_or(0)
         };
+        let hour = last_hour.get(&f.family).copied().unwrap_or_default();
         let _ = writeln!(
             b,
             "<tr data-family=\"{fam}\"><td>{fam}</td><td class=\"cursor\">{}</td><td class=\"last-success\">{}</td>\
-<td class=\"assets-written\">{}</td><td class=\"created\">{}</td><td class=\"updated\">{}</td>\
+<td class=\"assets-written\">{}</td><td class=\"succeeded-1h\">{}</td><td class=\"failed-1h\">{}</td>\
+<td class=\"created\">{}</td><td class=\"updated\">{}</td>\
 <td class=\"unchanged\">{}</td><td class=\"deleted\">{}</td><td class=\"failed\">{}</td></tr>",
             esc(&cursor),
             esc(&last),
             f.assets_written,
+            hour.succeeded,
+            hour.failed,
             n("created"),
             n("updated"),
             n("unchanged"),
@@ -536,7 +772,10 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
             fam = esc(&f.family),
         );
     }
-    b.push_str("</table>\n<p>Created … failed: since this process started.</p>\n");
+    b.push_str(
+        "</table>\n<p>Written / failed (1h): PIM write outcomes of the last hour, every instance \
+(as <code>assetbridge status</code>). Created … failed: since this process started.</p>\n",
+    );
     let _ = writeln!(
         b,
         "<h2>Backlog</h2>\n<table id=\"backlog\"><tr><th>Pending</th><th>Delayed</th><th>In flight</th>\
@@ -550,6 +789,24 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
             .oldest_age
             .map(|d| format!("{:.0}", d.as_secs_f64()))
             .unwrap_or_else(|| "—".into()),
+    );
+    b.push_str(
+        "<h2>Throughput</h2>\n<table id=\"throughput\"><tr><th>Window</th><th>Written</th>\
+<th>Failed</th><th>Written per minute</th><th>Error rate</th></tr>\n",
+    );
+    for (name, window, o) in &throughput {
+        let _ = writeln!(
+            b,
+            "<tr data-window=\"{name}\"><td>last {name}</td><td class=\"succeeded\">{}</td>\
+<td class=\"failed\">{}</td><td class=\"per-minute\">{:.1}</td><td class=\"error-rate\">{}</td></tr>",
+            o.succeeded,
+            o.failed,
+            o.succeeded as f64 / (window.as_secs_f64() / 60.0),
+            percent(o),
+        );
+    }
+    b.push_str(
+        "</table>\n<p>PIM write outcomes recorded by every instance sharing the store.</p>\n",
     );
 
     let reason = |d: &assetbridge_store::DeadLetter| {
@@ -571,7 +828,8 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     for d in recent.iter().rev() {
         let _ = writeln!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"when\">{}</td><td class=\"family\">{}</td><td class=\"dam-id\">{}</td>\
+<td class=\"reason\">{}</td></tr>",
             d.id,
             esc(&d.failed_at.to_rfc3339()),
             esc(d.family.as_deref().unwrap_or("")),
@@ -584,16 +842,17 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     let disabled = if s.token.is_some() { "" } else { " disabled" };
     let _ = writeln!(
         b,
-        "<h2>Dead letters</h2>\n<p>Dead letters: <span class=\"dead-letter-count\">{count}</span> \
-(listing the first {} by id).</p>\n<form method=\"post\" action=\"/dead-letters/retry\">\n\
+        "<h2>Dead letters</h2>\n<p>Dead letters: <span id=\"dead-letter-count\" class=\"dead-letter-count\">{count}</span> \
+(listing the first {} by id).</p>\n<form id=\"retry-form\" method=\"post\" action=\"/dead-letters/retry\">\n\
 <table id=\"dead-letters\"><tr><th></th><th>Id</th><th>Family</th><th>DAM id</th><th>Attempts</th><th>Reason</th></tr>",
         listed.len().min(DEAD_LETTERS_SHOWN)
     );
     for d in listed.iter().take(DEAD_LETTERS_SHOWN) {
         let _ = writeln!(
             b,
-            "<tr><td><input type=\"checkbox\" name=\"ids\" value=\"{id}\"{disabled}></td><td>{id}</td>\
-<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-dead-letter-id=\"{id}\"><td><input type=\"checkbox\" name=\"ids\" value=\"{id}\"{disabled}></td>\
+<td class=\"id\">{id}</td><td class=\"family\">{}</td><td class=\"dam-id\">{}</td><td class=\"attempts\">{}</td>\
+<td class=\"reason\">{}</td></tr>",
             esc(d.family.as_deref().unwrap_or("")),
             esc(d.dam_id.as_deref().unwrap_or("")),
             d.attempts,
@@ -604,8 +863,8 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     b.push_str("</table>\n");
     if s.token.is_some() {
         b.push_str(
-            "<p><label>Admin token <input type=\"password\" name=\"token\" autocomplete=\"off\"></label>\n\
-<label><input type=\"checkbox\" name=\"all\" value=\"1\"> all dead letters</label>\n\
+            "<p><label>Admin token <input id=\"admin-token\" type=\"password\" name=\"token\" autocomplete=\"off\"></label>\n\
+<label><input id=\"retry-all\" type=\"checkbox\" name=\"all\" value=\"1\"> all dead letters</label>\n\
 <button type=\"submit\">Retry</button></p>\n",
         );
     } else {
@@ -616,6 +875,11 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
     }
     b.push_str("</form>\n");
     Html(page("assetbridge status", &b)).into_response()
+}
+
+/// An error rate as a percentage with one decimal (`0.0%` when nothing was written).
+fn percent(o: &OutcomeCounts) -> String {
+    format!("{:.1}%", o.error_rate() * 100.0)
 }
 
 /// Decodes `application/x-www-form-urlencoded` into pairs (`+` is a space, `%XX` a byte).
@@ -692,7 +956,9 @@ async fn retry(State(s): State<Arc<AdminState>>, headers: HeaderMap, body: Bytes
                 .iter()
                 .find(|(k, _)| k == "token")
                 .map(|(_, v)| v.clone())
-        });
+        })
+        // The page's token field left empty: no token given.
+        .filter(|t| !t.is_empty());
     match given {
         Some(g) if same(g.as_bytes(), token.expose_secret().as_bytes()) => {}
         Some(_) => return reply(StatusCode::UNAUTHORIZED, "wrong admin token".into()),
@@ -778,6 +1044,44 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        static BOUNDS: [f64; 3] = [0.5, 1.0, 5.0];
+        let mut h = Histogram::new(&BOUNDS);
+        for v in [0.2, 0.5, 0.7, 3.0, 9.0] {
+            h.observe(v);
+        }
+        let mut t = Text(String::new());
+        t.histogram("x_seconds", &[("family", "packshots")], &h);
+        assert_eq!(
+            t.0,
+            "x_seconds_bucket{family=\"packshots\",le=\"0.5\"} 2\n\
+x_seconds_bucket{family=\"packshots\",le=\"1\"} 3\n\
+x_seconds_bucket{family=\"packshots\",le=\"5\"} 4\n\
+x_seconds_bucket{family=\"packshots\",le=\"+Inf\"} 5\n\
+x_seconds_sum{family=\"packshots\"} 13.4\n\
+x_seconds_count{family=\"packshots\"} 5\n"
+        );
+    }
+
+    #[test]
+    fn poll_passes_are_timed_from_start_to_finish() {
+        let o = MetricsObserver::default();
+        // A finish without a start (a pass that began before a restart) is not observed.
+        o.family_finished("packshots", &SyncReport::default());
+        assert_eq!(o.passes.lock()["packshots"].durations.count(), 0);
+        o.family_started("packshots");
+        o.family_finished("packshots", &SyncReport::default());
+        o.family_started("lifestyle");
+        let passes = o.passes.lock();
+        assert_eq!(passes["packshots"].durations.count(), 1);
+        assert!(passes["packshots"].last_finished.is_some());
+        assert!(passes["packshots"].started.is_none());
+        // In progress: not observed yet.
+        assert_eq!(passes["lifestyle"].durations.count(), 0);
+        assert!(passes["lifestyle"].last_finished.is_none());
     }
 
     #[test]
