@@ -16,11 +16,15 @@
 //!   (see [`reconcile`]).
 //! - [`Engine::sync_routed`]: one DAM listing feeding several families through the `[routing]`
 //!   table ([`RoutedListing`]).
+//! - [`links`]: explicit product links — the asset codes written are added to their products'
+//!   asset-collection values (NDJSON batches, merged with the codes there, one linker per
+//!   product at a time across processes).
 //! - [`enrich`]: PIM → DAM enrichment of AEM asset metadata from product data
 //!   ([`Engine::with_enrichment`]); claimed inbox changes that belong to it are enriched before
 //!   the DAM → PIM write.
 
 pub mod enrich;
+pub mod links;
 mod options;
 mod plan;
 mod poll;
@@ -31,6 +35,7 @@ mod worker;
 mod write;
 
 pub use enrich::{Enricher, EnrichmentConfig, EnrichmentOutcome, EnrichmentStats};
+pub use links::{LinkReport, Linker, ProductLinkConfig, ProductLinks, LINKS_FAMILY};
 pub use options::{DeletionPolicy, FamilyPlan, SyncOptions};
 pub use plan::{FieldChange, PlanAction, PlanEntry};
 pub use poll::{RoutedListing, RoutedReport, ROUTED_LISTING, UNROUTED};
@@ -75,6 +80,10 @@ pub struct Engine {
     pub(crate) observer: Arc<dyn SyncObserver>,
     pub(crate) enrichment: Option<Arc<enrich::Enricher>>,
     pub(crate) product_filters: Arc<product_filter::ProductFilters>,
+    /// Explicit product links per family (`[[families]] link`).
+    pub(crate) product_links: Arc<std::collections::HashMap<String, Arc<links::ProductLinks>>>,
+    /// Rung when pending product links are recorded in this process.
+    pub(crate) link_wake: Arc<tokio::sync::Notify>,
     /// The routed listing (`[routing] poll = true`), if any.
     pub(crate) routed: Option<Arc<RoutedListing>>,
 }
@@ -96,6 +105,8 @@ impl Engine {
             observer: Arc::new(NoopObserver),
             enrichment: None,
             product_filters: Arc::new(Default::default()),
+            product_links: Arc::new(Default::default()),
+            link_wake: Arc::new(tokio::sync::Notify::new()),
             routed: None,
         }
     }

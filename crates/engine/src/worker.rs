@@ -27,6 +27,8 @@ impl Engine {
         }
         // Enrichment (when configured) takes its changes first; the rest go DAM → PIM.
         let claimed = self.enrich_claimed(claimed).await?;
+        // Product-link dead letters brought back by `dlq retry` become pending links again.
+        let claimed = self.requeue_claimed_links(claimed).await?;
         let mut by_family: BTreeMap<String, Vec<WriteItem>> = BTreeMap::new();
         for c in claimed {
             by_family

@@ -281,16 +281,22 @@ impl Engine {
         report: &mut SyncReport,
     ) -> Result<(), EngineError> {
         let mut changed: Vec<Mapped> = Vec::with_capacity(upserts.len());
+        let mut relink: Vec<(assetbridge_core::AssetChange, String)> = Vec::new();
         for m in upserts {
             if known.get(&m.asset.code) == Some(&m.hash) {
                 report.unchanged += 1;
                 if let Some(id) = m.item.inbox_id {
                     done.push(id);
                 }
+                if self.product_links.contains_key(&plan.code) {
+                    relink.push((m.item.change, m.asset.code));
+                }
             } else {
                 changed.push(m);
             }
         }
+        // Unchanged assets whose products changed get their links (no PIM call).
+        self.relink_unchanged(plan, relink).await?;
         if changed.is_empty() {
             return Ok(());
         }
@@ -333,6 +339,7 @@ impl Engine {
         drop(assets);
 
         let mut written: Vec<WrittenAsset> = Vec::with_capacity(changed.len());
+        let mut linked = Vec::new();
         let mut by_code: HashMap<String, Mapped> = changed
             .into_iter()
             .map(|m| (m.asset.code.clone(), m))
@@ -349,6 +356,7 @@ impl Engine {
                     } else {
                         report.updated += 1;
                     }
+                    self.collect_links(plan, &m.item.change, &m.asset.code, &mut linked);
                     written.push(WrittenAsset {
                         dam_id: m.item.change.dam_id().to_owned(),
                         code: m.asset.code,
@@ -387,7 +395,8 @@ impl Engine {
                 .await?;
         }
         if !written.is_empty() {
-            self.store.record_written(&plan.code, &written).await?;
+            // With the family's pending product links, in the same transaction.
+            self.record_written_linked(plan, &written, linked).await?;
         }
         Ok(())
     }
@@ -497,7 +506,8 @@ impl Engine {
         if !forgotten.is_empty() {
             // Hashes and codes go together: a tombstone seen again (poll overlap) then finds
             // no code, so there is nothing more to delete.
-            self.store.forget_assets(family, &forgotten).await?;
+            // With the removal of their product links, in the same transaction.
+            self.forget_linked(plan, &forgotten).await?;
         }
         Ok(())
     }
