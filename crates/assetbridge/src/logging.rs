@@ -1,5 +1,9 @@
 //! Structured logs: human or JSON, to stderr. Secrets never reach a log line: they are
-//! `SecretString`s (their Debug prints `[REDACTED]`) and URLs are printed redacted.
+//! `SecretString`s (their Debug prints `[REDACTED]`) and URLs are printed redacted
+//! (`tests/log_redaction.rs` checks it at `trace` level, in both formats). Human logs are
+//! coloured only on a terminal (and not with `NO_COLOR`): files and pipes get plain text.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -25,7 +29,11 @@ pub fn init(args: &LogArgs, file: Option<&LogConfig>) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Human => builder.with_target(false).try_init(),
+        LogFormat::Human => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_target(false).with_ansi(colour).try_init()
+        }
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }

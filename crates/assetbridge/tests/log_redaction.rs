@@ -252,6 +252,12 @@ async fn sync_logs_hold_no_secret_in_json_or_human_format() {
             assert_redacted(&format!("{what}: stdout"), &text(&out.stdout));
             if format == "json" {
                 assert_json_lines(&what, &text(&out.stderr));
+            } else {
+                // Not a terminal: plain text, no colour codes.
+                assert!(
+                    !text(&out.stderr).contains('\u{1b}'),
+                    "{what}: ANSI escapes in a piped log"
+                );
             }
         }
     }
