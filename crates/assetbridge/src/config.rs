@@ -16,7 +16,9 @@ use assetbridge_core::mapping::{
 use assetbridge_core::FamilyStructure;
 use assetbridge_dam::aem::AemConfig;
 use assetbridge_dam::rest::RestDamConfig;
-use assetbridge_engine::{DeletionPolicy, EnrichmentConfig, ProductFilterConfig, SyncOptions};
+use assetbridge_engine::{
+    DeletionPolicy, EnrichmentConfig, ProductFilterConfig, ProductLinkConfig, SyncOptions,
+};
 use assetbridge_sources::amqp::AmqpConfig;
 use assetbridge_sources::journal::JournalSourceConfig;
 use assetbridge_sources::nats::NatsConfig;
@@ -332,6 +334,11 @@ pub struct FamilyConfig {
     /// Default: none (every asset).
     #[serde(default)]
     pub product_filter: Option<ProductFilterConfig>,
+    /// Explicit product links: after an asset is written, its code is added to its product's
+    /// asset collection, `link = { product = "/metadata/sku", attribute = "packshots" }` (see
+    /// docs/configuration.md, "Product links"). Default: none.
+    #[serde(default)]
+    pub link: Option<ProductLinkConfig>,
 }
 
 fn d_schedule() -> String {
@@ -455,6 +462,10 @@ pub fn validate(
         }
         if let Err((key, message)) = f.compile(i, None, &cfg.akeneo.create_missing_options) {
             return Err(err(key, message));
+        }
+        if let Some(link) = &f.link {
+            link.compile(Some(&f.maps))
+                .map_err(|(key, message)| err(format!("families[{i}].link.{key}"), message))?;
         }
     }
     if let Some(enrichment) = &cfg.enrichment {
@@ -671,6 +682,49 @@ values = [
         );
         let e = with(r#"{ sku_form = "/name" }"#).unwrap_err();
         assert!(e.to_string().contains("sku_form"), "{e}");
+    }
+
+    #[test]
+    fn a_product_link_loads_and_its_mistakes_name_their_key() {
+        let with = |link: &str| {
+            load_text(&MINIMAL.replace(
+                "code = \"packshots\"",
+                &format!("code = \"packshots\"\nlink = {link}"),
+            ))
+        };
+        let c = with(r#"{ product = "/metadata/sku", attribute = "packshot_images" }"#)
+            .unwrap()
+            .value;
+        let link = c.families[0].link.as_ref().unwrap();
+        assert_eq!(link.attribute, "packshot_images");
+        assert_eq!(link.mode, assetbridge_engine::links::LinkMode::Add);
+        assert_eq!(link.on_delete, assetbridge_engine::links::OnDelete::Unlink);
+        assert!(load_text(MINIMAL).unwrap().value.families[0].link.is_none());
+        let c = with(
+            r#"{ product = { from = "/name", transform = [{ regex = '^(SKU-\d+)_' }] }, attribute = "images", scope = "ecommerce", on_delete = "keep" }"#,
+        )
+        .unwrap()
+        .value;
+        assert_eq!(c.families[0].link.as_ref().unwrap().scope.as_deref(), Some("ecommerce"));
+
+        let e = with(r#"{ product = "metadata/sku", attribute = "images" }"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[0].link.product"), "{e}");
+        assert_eq!(e.line, Some(14), "{e}");
+        let e = with(r#"{ product = { from = "/name", transform = [{ regex = "(" }] }, attribute = "images" }"#)
+            .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].link.product.transform[0]"),
+            "{e}"
+        );
+        let e = with(r#"{ product = "/sku", attribute = "images", mode = "replace" }"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[0].link.mode"), "{e}");
+        let e = with(r#"{ product = { form = "/sku" }, attribute = "images" }"#).unwrap_err();
+        assert!(e.to_string().contains("form"), "{e}");
+        let e = with(r#"{ product = "/sku" }"#).unwrap_err();
+        assert!(e.to_string().contains("attribute"), "{e}");
+        let e = with(r#"{ product = "/sku", attribute = "not-a-code" }"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("families[0].link.attribute"), "{e}");
     }
 
     const AEM_AND_ENRICHMENT: &str = r#"

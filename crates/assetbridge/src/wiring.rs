@@ -68,6 +68,15 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
             })?;
             engine = engine.with_product_filter(&f.code, filter);
         }
+        if let Some(link) = &f.link {
+            // Checked against the PIM by `plans` above.
+            let links = link.compile(Some(&f.maps)).map_err(|(key, message)| {
+                loaded
+                    .source
+                    .error_at(&format!("families[{i}].link.{key}"), message)
+            })?;
+            engine = engine.with_product_links(&f.code, links);
+        }
     }
     Ok(match enricher {
         Some(e) => engine.with_enrichment(e),
@@ -111,6 +120,26 @@ pub async fn plans(
                         .error_at(&key, format!("does not fit the PIM: {message}")),
                 )
             })?;
+        if let Some(link) = &f.link {
+            // The product attribute: an asset collection of this family, locale and scope as
+            // it needs them.
+            let attribute = pim
+                .product_attribute(&link.attribute)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot read product attribute `{}` from Akeneo",
+                        link.attribute
+                    )
+                })?;
+            link.check_attribute(&f.code, attribute.as_ref())
+                .map_err(|(key, message)| {
+                    Failure::from(loaded.source.error_at(
+                        &format!("families[{i}].link.{key}"),
+                        format!("does not fit the PIM: {message}"),
+                    ))
+                })?;
+        }
         plans.push(FamilyPlan {
             code: f.code.clone(),
             query: f

@@ -150,6 +150,21 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         let name = format!("{}-{}-worker-{i}", hostname(), std::process::id());
         tasks.spawn(async move { engine.run_worker(&name, Duration::from_secs(1), stop).await });
     }
+    let links_configured = loaded.value.families.iter().any(|f| f.link.is_some());
+    let links_pending = match engine.store().link_backlog().await {
+        Ok(b) => b.pending > 0,
+        Err(e) => {
+            warn!(error = %e, "cannot count pending product links");
+            false
+        }
+    };
+    if links_configured || links_pending {
+        // Product links: one linker per process; across processes a product is linked by one
+        // linker at a time (the store's per-product claims).
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { engine.run_linker(Duration::from_secs(1), stop).await });
+    }
     info!(
         families = engine.families().len(),
         workers = args.workers,

@@ -55,15 +55,35 @@ pub async fn run(args: SyncArgs, log: LogArgs) -> CliResult {
     };
     let engine = wiring::engine(&loaded).await?.with_observer(progress);
     let started = Instant::now();
+    // Product links are made as batches are written, and what is left at the end.
+    let linker = engine.start_linker();
     let rows = sync_all(&engine, &args.families, args.full).await?;
+    let links = linker
+        .finish()
+        .await
+        .map_err(|e| Failure::Fatal(anyhow::anyhow!("product links: {e}")))?;
     let waiting = waiting_retries(&engine).await?;
+    let links_waiting = engine
+        .store()
+        .link_backlog()
+        .await
+        .map_err(|e| Failure::Fatal(anyhow::anyhow!("state store: {e}")))?
+        .pending;
     eprintln!();
     print!("{}", summary(&rows));
+    if links.links > 0 || links_waiting > 0 {
+        println!(
+            "product links: {} handled — {} code(s) added, {} removed, {} product(s) written ({} NDJSON request(s)), {} already as wanted, {} dead-lettered, {} waiting for a retry",
+            links.links, links.added, links.removed, links.products_written, links.pim_writes,
+            links.products_unchanged, links.failed, links_waiting
+        );
+    }
     println!("took {:.1}s", started.elapsed().as_secs_f64());
     if waiting > 0 {
         println!("{waiting} change(s) wait in the inbox for a retry (`assetbridge run` retries them; `assetbridge status` shows them)");
     }
-    Ok(exit_code(&rows, waiting))
+    // Links dead-lettered or waiting make the run partial, as assets do.
+    Ok(exit_code(&rows, waiting + links_waiting + links.failed))
 }
 
 /// Polls every selected family once, then drains the inbox (retries, webhook and queue
