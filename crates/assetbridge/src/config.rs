@@ -137,6 +137,9 @@ pub struct SyncConfig {
     /// DAM pages written at once. Default: 4.
     #[serde(default = "d_pages")]
     pub pages_in_flight: usize,
+    /// Families a `sync` pass polls at once. Default: 4.
+    #[serde(default = "d_families")]
+    pub families_in_flight: usize,
     /// Attempts before a change is dead-lettered. Default: 8.
     #[serde(default = "d_attempts")]
     pub max_attempts: u32,
@@ -192,6 +195,9 @@ fn d_overlap() -> u64 {
 fn d_pages() -> usize {
     4
 }
+fn d_families() -> usize {
+    4
+}
 fn d_attempts() -> u32 {
     8
 }
@@ -216,6 +222,7 @@ impl Default for SyncConfig {
         Self {
             overlap_secs: d_overlap(),
             pages_in_flight: d_pages(),
+            families_in_flight: d_families(),
             max_attempts: d_attempts(),
             retry_base_secs: d_retry_base(),
             retry_max_secs: d_retry_max(),
@@ -274,6 +281,7 @@ impl SyncConfig {
         SyncOptions {
             overlap: chrono::Duration::seconds(self.overlap_secs as i64),
             pages_in_flight: self.pages_in_flight.max(1),
+            families_in_flight: self.families_in_flight.max(1),
             max_attempts: self.max_attempts.max(1),
             retry_base: Duration::from_secs(self.retry_base_secs),
             retry_max: Duration::from_secs(self.retry_max_secs.max(self.retry_base_secs)),

@@ -56,6 +56,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,3 +91,18 @@ fn main() -> ExitCode {
 }
 
 pub type CliResult = Result<ExitCode, Failure>;
+
+/// glibc gives each thread that allocates concurrently an arena of its own (up to 8 per core),
+/// and each keeps the memory it has freed: the 1 000 000-asset benchmark's resident memory grew
+/// in arena-sized steps (41 MiB peak, not flat). Two arenas keep it flat (34 MiB peak, +0.8 MiB
+/// over the second half) at no measured throughput cost — the same as `MALLOC_ARENA_MAX=2`,
+/// which, when set, still wins (glibc reads it first; an explicit value is not overridden).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}

@@ -91,36 +91,45 @@ impl SyncSummary {
     /// a `total` row when there are several, then `took N s`.
     pub fn parse(stdout: &str) -> Result<Self> {
         let mut s = SyncSummary::default();
-        let mut header = false;
+        // Column names from the header (`pim writes` is one column of two words), so a column
+        // added to the table does not shift the others.
+        let mut columns: Option<Vec<String>> = None;
         for line in stdout.lines() {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.first() == Some(&"family") && cols.get(1) == Some(&"seen") {
-                header = true;
+                let joined = line.replace("pim writes", "pim_writes");
+                columns = Some(joined.split_whitespace().map(str::to_owned).collect());
                 continue;
             }
             if let Some(t) = line.strip_prefix("took ") {
                 s.took_s = t.trim().trim_end_matches('s').parse().ok();
                 continue;
             }
-            if !header || cols.len() != 10 || cols[0] == "total" {
+            let Some(names) = &columns else { continue };
+            if cols.len() != names.len() || cols[0] == "total" {
                 continue;
             }
             let n: Vec<u64> = match cols[1..].iter().map(|c| c.parse()).collect() {
                 Ok(n) => n,
                 Err(_) => continue,
             };
-            s.seen += n[0];
-            s.created += n[1];
-            s.updated += n[2];
-            s.unchanged += n[3];
-            s.deleted += n[4];
-            s.kept += n[5];
-            s.failed += n[6];
-            s.retrying += n[7];
-            s.pim_writes += n[8];
+            for (name, v) in names[1..].iter().zip(n) {
+                match name.as_str() {
+                    "seen" => s.seen += v,
+                    "created" => s.created += v,
+                    "updated" => s.updated += v,
+                    "unchanged" => s.unchanged += v,
+                    "deleted" => s.deleted += v,
+                    "kept" => s.kept += v,
+                    "failed" => s.failed += v,
+                    "retrying" => s.retrying += v,
+                    "pim_writes" => s.pim_writes += v,
+                    _ => {}
+                }
+            }
         }
         anyhow::ensure!(
-            header,
+            columns.is_some(),
             "no summary table in the output of `assetbridge sync`:\n{stdout}"
         );
         Ok(s)
@@ -333,10 +342,10 @@ mod tests {
     use super::*;
 
     const OUT: &str = "\
-family                seen   created   updated  unchanged  deleted    kept  failed  retrying pim writes
-packshots             5000      4990         0         10        0       0       0         0         50
-lifestyle             5000      5000         0          0        0       0       0         0         50
-total                10000      9990         0         10        0       0       0         0        100
+family                seen   created   updated  unchanged  deleted  marked    kept  skipped  failed  retrying pim writes
+packshots             5000      4990         0         10        0       0       0        0       0         0         50
+lifestyle             5000      5000         0          0        0       0       0        0       0         0         50
+total                10000      9990         0         10        0       0       0        0       0         0        100
 took 2.5s
 ";
 

@@ -31,6 +31,7 @@ mod poll;
 mod product_filter;
 pub mod reconcile;
 mod report;
+mod tally;
 mod worker;
 mod write;
 
@@ -86,6 +87,7 @@ pub struct Engine {
     pub(crate) link_wake: Arc<tokio::sync::Notify>,
     /// The routed listing (`[routing] poll = true`), if any.
     pub(crate) routed: Option<Arc<RoutedListing>>,
+    pub(crate) outcomes: Arc<tally::OutcomeTally>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             product_links: Arc::new(Default::default()),
             link_wake: Arc::new(tokio::sync::Notify::new()),
             routed: None,
+            outcomes: Arc::new(Default::default()),
         }
     }
 

@@ -274,15 +274,20 @@ impl Engine {
             .buffered(self.options.pages_in_flight.max(1));
         let mut written = std::pin::pin!(written);
 
-        let mut cursor: Option<Cursor> = stored;
+        let mut cursor = CursorKeeper::new(stored);
         while let Some(done) = written.next().await {
             let ((by_family, unrouted), last) =
-                done.map_err(|e| EngineError::Task(e.to_string()))??;
+                match done.map_err(|e| EngineError::Task(e.to_string())) {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) | Err(e) => {
+                        // The pages before this one are durable: the cursor may move past them.
+                        cursor.save(self, &key).await?;
+                        self.flush_outcomes().await;
+                        return Err(e);
+                    }
+                };
             if let Some(last) = last {
-                if cursor.as_ref().is_none_or(|c| &last > c) {
-                    self.store.set_cursor(&key, &last).await?;
-                    cursor = Some(last);
-                }
+                cursor.advance(self, &key, last).await?;
             }
             for (family, report) in by_family {
                 if let Some((_, total)) = outcome.reports.iter_mut().find(|(f, _)| *f == family) {
@@ -292,6 +297,8 @@ impl Engine {
             }
             outcome.unrouted += &unrouted;
         }
+        cursor.save(self, &key).await?;
+        self.flush_outcomes().await;
         outcome.complete = !stopped.load(Ordering::SeqCst);
         finish(&outcome);
         Ok(outcome)
@@ -407,6 +414,54 @@ impl Engine {
     /// The cursor of a family (or of [`ROUTED_LISTING`]), as stored.
     pub async fn cursor(&self, family: &str) -> Result<Option<Cursor>, EngineError> {
         Ok(self.store.cursor(family).await?)
+    }
+}
+
+/// How often a pass stores its cursor while pages keep coming (and once more at its end).
+const CURSOR_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The cursor of a pass in progress: advanced after each page in page order, stored at most
+/// once a second and at the end of the pass (one synced commit a second instead of one a
+/// page). A crash re-reads at most a second of pages, whose unchanged assets cost no PIM call;
+/// the cursor still never moves past a change that is not durable.
+struct CursorKeeper {
+    current: Option<Cursor>,
+    unsaved: bool,
+    saved_at: std::time::Instant,
+}
+
+impl CursorKeeper {
+    fn new(stored: Option<Cursor>) -> Self {
+        Self {
+            current: stored,
+            unsaved: false,
+            saved_at: std::time::Instant::now(),
+        }
+    }
+
+    async fn advance(
+        &mut self,
+        engine: &Engine,
+        key: &str,
+        last: Cursor,
+    ) -> Result<(), EngineError> {
+        if self.current.as_ref().is_none_or(|c| &last > c) {
+            self.current = Some(last);
+            self.unsaved = true;
+        }
+        if self.saved_at.elapsed() >= CURSOR_SAVE_EVERY {
+            self.save(engine, key).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(&mut self, engine: &Engine, key: &str) -> Result<(), EngineError> {
+        if let (true, Some(c)) = (self.unsaved, &self.current) {
+            engine.store.set_cursor(key, c).await?;
+            self.unsaved = false;
+        }
+        self.saved_at = std::time::Instant::now();
+        Ok(())
     }
 }
 

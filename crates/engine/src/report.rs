@@ -1,4 +1,5 @@
 use std::ops::AddAssign;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -62,6 +63,9 @@ pub trait SyncObserver: Send + Sync {
     fn batch_done(&self, _family: &str, _report: &SyncReport) {}
     /// A family's pass finished.
     fn family_finished(&self, _family: &str, _report: &SyncReport) {}
+    /// One write batch (≤ 100 changes of one family: map, diff, one PIM request, state
+    /// recorded) took `elapsed`, with these outcomes. For latency histograms.
+    fn batch_written(&self, _family: &str, _report: &SyncReport, _elapsed: Duration) {}
 }
 
 /// An observer that does nothing.

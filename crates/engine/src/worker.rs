@@ -89,6 +89,7 @@ impl Engine {
                 }
             }
         }
+        self.flush_outcomes().await;
         match first_error {
             Some(e) => Err(e),
             None => Ok((n, report)),

@@ -69,7 +69,51 @@ impl Engine {
     /// (hash recorded), unchanged, dead-lettered, or back in the inbox for a retry; the report
     /// counts each. Only errors that make every write pointless (the store is gone, the PIM
     /// refuses our credentials) are returned as `Err`, with nothing recorded for the batch.
+    ///
+    /// Each call is one `batch` tracing span (family, changes, and the outcome counts once
+    /// done), reported to the observer with its duration
+    /// ([`SyncObserver::batch_written`](crate::SyncObserver::batch_written)).
     pub async fn write_changes(
+        &self,
+        plan: &FamilyPlan,
+        items: Vec<WriteItem>,
+    ) -> Result<SyncReport, EngineError> {
+        use tracing::field::Empty;
+        use tracing::Instrument;
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "batch",
+            family = %plan.code,
+            changes = items.len(),
+            created = Empty,
+            updated = Empty,
+            unchanged = Empty,
+            deleted = Empty,
+            skipped = Empty,
+            failed = Empty,
+            retrying = Empty,
+            pim_writes = Empty,
+            ms = Empty,
+        );
+        let result = self.write_batch(plan, items).instrument(span.clone()).await;
+        if let Ok(r) = &result {
+            let elapsed = started.elapsed();
+            span.record("created", r.created);
+            span.record("updated", r.updated);
+            span.record("unchanged", r.unchanged);
+            span.record("deleted", r.deleted + r.marked);
+            span.record("skipped", r.skipped + r.kept);
+            span.record("failed", r.failed);
+            span.record("retrying", r.retrying);
+            span.record("pim_writes", r.pim_writes);
+            span.record("ms", elapsed.as_secs_f64() * 1000.0);
+            debug!(parent: &span, "batch written");
+            self.observer.batch_written(&plan.code, r, elapsed);
+        }
+        result
+    }
+
+    async fn write_batch(
         &self,
         plan: &FamilyPlan,
         items: Vec<WriteItem>,
@@ -153,19 +197,14 @@ impl Engine {
         if !done.is_empty() {
             self.store.complete(&done).await?;
         }
-        // Per-minute outcome counters for `assetbridge status` (the recent error rate). A
-        // failure to count is not a failure to write: it is logged, not returned.
-        let succeeded = report.written();
-        let failed = report.failed + report.retrying;
-        if succeeded + failed > 0 {
-            if let Err(e) = self
-                .store
-                .record_outcomes(&plan.code, succeeded, failed)
-                .await
-            {
-                warn!(family = %plan.code, error = %e, "cannot record write outcomes");
-            }
-        }
+        // Per-minute outcome counters for `assetbridge status` (the recent error rate), stored
+        // at most once a second (see `OutcomeTally`).
+        self.count_outcomes(
+            &plan.code,
+            report.written(),
+            report.failed + report.retrying,
+        )
+        .await;
         Ok(report)
     }
 

@@ -191,7 +191,19 @@ impl SqliteStore {
                     .filename(path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full);
+                    .synchronous(SqliteSynchronous::Full)
+                    // Statement journals (multi-row upserts) in memory, not in a temporary
+                    // file: measured at 12 % of the connector's CPU when on disk.
+                    .pragma("temp_store", "memory");
+                // The writer: a larger page cache (8 MiB, default 2 MiB) keeps the B-tree
+                // pages of the hash and code tables it keeps updating; checkpoints every 4 000
+                // WAL pages (16 MiB, default 1 000) so a page updated by many transactions is
+                // copied back to the database file fewer times. Durability is unchanged: each
+                // commit still syncs the WAL (`synchronous = FULL`).
+                let writer_file = file
+                    .clone()
+                    .pragma("cache_size", "-8192")
+                    .pragma("wal_autocheckpoint", "4000");
                 // Writes are serialised through one connection, kept open so the WAL stays
                 // in place for the readers. Waiting for it is bounded by the acquire timeout.
                 let writer = SqlitePoolOptions::new()
@@ -200,7 +212,7 @@ impl SqliteStore {
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .acquire_timeout(options.connect_timeout.max(Duration::from_secs(30)))
-                    .connect_with(file.clone())
+                    .connect_with(writer_file)
                     .await
                     .map_err(connect_err)?;
                 let reader = SqlitePoolOptions::new()
