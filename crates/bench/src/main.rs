@@ -19,6 +19,7 @@
 //! ```
 
 mod http;
+mod ingest;
 mod process;
 mod report;
 
@@ -69,6 +70,23 @@ struct Args {
     /// Run nothing: print the Markdown table of the results file.
     #[arg(long)]
     table: bool,
+    /// State store of the ingest scenarios (webhook, queues): `sqlite` (a file in the temporary
+    /// directory) or `postgres` (a database created on 127.0.0.1:5432, user postgres, and
+    /// dropped afterwards; results named `*_postgres`). Default: sqlite.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    ingest_state: ingest::StateBackend,
+    /// webhook_ingest: wrk's connections (requests in flight). Default: 64.
+    #[arg(long, default_value_t = 64)]
+    wrk_connections: u32,
+    /// webhook_ingest: wrk's threads. Default: 1 (the connector needs the other CPU).
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    /// webhook_ingest: seconds of load. Default: 20 (10 with --quick).
+    #[arg(long)]
+    wrk_seconds: Option<u64>,
+    /// queue_ingest_*: messages published. Default: 100 000 (20 000 with --quick).
+    #[arg(long)]
+    messages: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,10 +105,16 @@ enum Scenario {
     Million,
     /// The per-asset baseline (one PATCH and one new token per asset) through the same harness.
     Baseline,
-    // TODO(issue 8, once `assetbridge run` serves webhooks and consumes queues): `webhook` and
-    // `queue` ingest scenarios — signed events POSTed to `run`'s receiver, messages published
-    // to RabbitMQ / NATS JetStream — measuring end-to-end latency (DAM change → PIM write) and
-    // sustained ingest throughput with the same process-level measurements.
+    /// Generic webhook deliveries from wrk to `assetbridge run`: durable events/s and p99
+    /// acknowledgement latency (target ≥ 10 000/s, ≤ 25 ms). Needs `wrk` and `sqlite3`.
+    #[value(name = "webhook-ingest", alias = "webhook_ingest")]
+    WebhookIngest,
+    /// RabbitMQ messages published beforehand, consumed by `assetbridge run`.
+    #[value(name = "queue-ingest-amqp", alias = "queue_ingest_amqp")]
+    QueueIngestAmqp,
+    /// NATS JetStream messages published beforehand, consumed by `assetbridge run`.
+    #[value(name = "queue-ingest-nats", alias = "queue_ingest_nats")]
+    QueueIngestNats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -852,6 +876,8 @@ fn run(args: Args) -> Result<bool> {
         env.finish(args.keep);
     }
 
+    let ingest_results = run_ingest(&args, &bin, &wanted)?;
+
     let out = results_path(&args, &root);
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
@@ -862,8 +888,51 @@ fn run(args: Args) -> Result<bool> {
         });
     let file =
         ResultsFile::merge_into(&out, machine.clone(), git_describe(&root), built, &results)?;
+    let file = ingest::merge_into(&out, file, &ingest_results)?;
     print_table(&file, &out);
-    Ok(results.iter().all(|r| r.met != Some(false)))
+    Ok(results.iter().all(|r| r.met != Some(false))
+        && ingest_results.iter().all(|r| r.met != Some(false)))
+}
+
+/// The ingest scenarios that are wanted (webhook, then the queues).
+fn run_ingest(
+    args: &Args,
+    bin: &Path,
+    wanted: &dyn Fn(Scenario) -> bool,
+) -> Result<Vec<ingest::IngestResult>> {
+    let webhook = wanted(Scenario::WebhookIngest);
+    let amqp = wanted(Scenario::QueueIngestAmqp);
+    let nats = wanted(Scenario::QueueIngestNats);
+    if !(webhook || amqp || nats) {
+        return Ok(Vec::new());
+    }
+    ingest::check_tools(webhook, args.ingest_state)?;
+    let opts = ingest::IngestOptions {
+        bin: bin.to_path_buf(),
+        quick: args.quick,
+        keep: args.keep,
+        state: args.ingest_state,
+        duration_s: args.wrk_seconds.unwrap_or(if args.quick { 10 } else { 20 }),
+        connections: args.wrk_connections,
+        threads: args.wrk_threads,
+        messages: args
+            .messages
+            .unwrap_or(if args.quick { 20_000 } else { 100_000 }),
+    };
+    let mut out = Vec::new();
+    if webhook {
+        eprintln!("webhook_ingest ({} state)", opts.state.name());
+        out.push(ingest::webhook_ingest(&opts)?);
+    }
+    if amqp {
+        eprintln!("queue_ingest_amqp ({} state)", opts.state.name());
+        out.push(ingest::queue_ingest(&opts, ingest::Broker::Amqp)?);
+    }
+    if nats {
+        eprintln!("queue_ingest_nats ({} state)", opts.state.name());
+        out.push(ingest::queue_ingest(&opts, ingest::Broker::Nats)?);
+    }
+    Ok(out)
 }
 
 fn results_path(args: &Args, root: &Path) -> PathBuf {
@@ -904,6 +973,15 @@ fn print_table(file: &ResultsFile, path: &Path) {
     for r in &rows {
         for n in &r.notes {
             println!("- {}: {n}", r.name);
+        }
+    }
+    if !file.ingest.is_empty() {
+        let ingest: Vec<&ingest::IngestResult> = file.ingest.values().collect();
+        println!("\nIngest:\n\n{}", ingest::markdown(&ingest));
+        for r in &ingest {
+            for n in &r.notes {
+                println!("- {}: {n}", r.name);
+            }
         }
     }
     let dates: Vec<&str> = rows.iter().map(|r| r.date.as_str()).collect();

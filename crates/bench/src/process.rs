@@ -115,6 +115,11 @@ impl Proc {
         })
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits (bounded) for a line of the child's piped stdout that contains `marker` and
     /// returns it; later output is drained in the background.
     pub fn wait_for_line(&mut self, marker: &str, within: Duration) -> Result<String> {

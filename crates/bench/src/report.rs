@@ -248,6 +248,9 @@ pub struct ResultsFile {
     pub machine: Machine,
     /// By scenario name.
     pub scenarios: BTreeMap<String, ScenarioResult>,
+    /// Ingest scenarios (webhook, queues; [`crate::ingest`]), by name.
+    #[serde(default)]
+    pub ingest: BTreeMap<String, crate::ingest::IngestResult>,
 }
 
 impl ResultsFile {
@@ -272,6 +275,7 @@ impl ResultsFile {
                 binary_built: None,
                 machine: machine.clone(),
                 scenarios: BTreeMap::new(),
+                ingest: BTreeMap::new(),
             });
         file.generated_by = "cargo run --release -p assetbridge-bench".into();
         file.machine = machine;
