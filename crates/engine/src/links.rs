@@ -186,6 +186,9 @@ fn reason(kind: &str, message: String) -> DeadLetterReason {
     DeadLetterReason::new(kind, message)
 }
 
+/// One value of a product: (attribute, locale, scope).
+type ValueKey<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
 /// One product's pending links on their way.
 struct ProductWork<'a> {
     links: Vec<&'a PendingLink>,
@@ -575,8 +578,7 @@ impl Engine {
                 continue;
             };
             // Per value (attribute, locale, scope): the current codes, then the links in order.
-            let mut by_value: BTreeMap<(&str, Option<&str>, Option<&str>), Vec<&PendingLink>> =
-                BTreeMap::new();
+            let mut by_value: BTreeMap<ValueKey<'_>, Vec<&PendingLink>> = BTreeMap::new();
             for l in &work.links {
                 let t = &l.request.target;
                 by_value

@@ -285,6 +285,9 @@ pub(crate) fn normalise(targets: &[LinkTarget]) -> Vec<LinkTarget> {
         .collect()
 }
 
+/// An asset's new target list by code (`None`: forget the asset's entry).
+pub(crate) type TargetEntries = Vec<(String, Option<Vec<LinkTarget>>)>;
+
 /// What recording `links` means, given what each asset was linked to before (`old`, by code):
 /// an `add` for every current target (the PIM may have lost it: adding is idempotent), a
 /// `remove` for every former target no longer wanted; and each asset's new target list
@@ -293,7 +296,7 @@ pub(crate) fn plan_record(
     family: &str,
     old: &HashMap<String, Vec<LinkTarget>>,
     links: &[AssetLinks],
-) -> (Vec<LinkRequest>, Vec<(String, Option<Vec<LinkTarget>>)>) {
+) -> (Vec<LinkRequest>, TargetEntries) {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, l) in links.iter().enumerate() {
         last.insert(l.code.as_str(), i);
