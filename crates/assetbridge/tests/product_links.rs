@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use assetbridge_core::sanitize_code;
 use assetbridge_emulators::akeneo::ProductAttribute;
-use common::{config_arg, text, Backend, Env, EnvOptions};
+use common::{config_arg, terminate, text, wait_exit, wait_until, Backend, Env, EnvOptions};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
@@ -291,4 +291,101 @@ async fn check_refuses_a_link_that_does_not_fit_the_pim() {
     ))
     .await;
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// Two `run` processes on one PostgreSQL store, many assets of a few products: each process
+/// polls, works its inbox and runs its linker; every link ends up in the PIM, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_run_processes_on_one_store_link_every_asset() {
+    let env = Env::start(EnvOptions {
+        assets: 300,
+        backend: Backend::Postgres,
+        ..EnvOptions::default()
+    })
+    .await;
+    env.akeneo
+        .add_product_attribute(ProductAttribute::asset_collection(ATTR, "packshots"));
+    // Crowd the packshots onto four products, each with a code linked by hand.
+    let hot = ["HOT-1", "HOT-2", "HOT-3", "HOT-4"];
+    for (i, id) in env.live_ids("packshots").iter().enumerate() {
+        env.dam
+            .set(id, &json!({"metadata": {"sku": hot[i % hot.len()]}}))
+            .unwrap();
+    }
+    for p in hot {
+        env.akeneo
+            .add_product(json!({"identifier": p, "values": {ATTR: [{"locale": null, "scope": null, "data": [format!("by_hand_{p}")]}]}}))
+            .unwrap();
+    }
+    let path = env.config("run.toml", "", "", "1s");
+    let toml = std::fs::read_to_string(&path).unwrap().replacen(
+        "code = \"packshots\"\n",
+        &format!("code = \"packshots\"\nlink = {{ product = \"/metadata/sku\", attribute = \"{ATTR}\" }}\n"),
+        1,
+    );
+    std::fs::write(&path, toml).unwrap();
+    let cfg = config_arg(&path);
+    let mut runs = vec![
+        env.spawn(
+            &["run", "--config", &cfg, "--shutdown-grace", "10"],
+            "run-a",
+        ),
+        env.spawn(
+            &["run", "--config", &cfg, "--shutdown-grace", "10"],
+            "run-b",
+        ),
+    ];
+
+    let complete = |env: &Env| {
+        let by_sku = packshots_by_sku(env);
+        hot.iter().all(|p| {
+            let held = codes(env, p);
+            let mut want: BTreeSet<String> = by_sku
+                .get(*p)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            want.insert(format!("by_hand_{p}"));
+            held.first().map(String::as_str) == Some(format!("by_hand_{p}").as_str())
+                && held.len() == want.len()
+                && held.into_iter().collect::<BTreeSet<_>>() == want
+        })
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "every packshot linked to its product",
+        || complete(&env),
+    )
+    .await;
+
+    // While both run: some assets move to another product, some are deleted in the DAM.
+    let ids = env.live_ids("packshots");
+    for id in ids.iter().take(20) {
+        env.dam
+            .set(id, &json!({"metadata": {"sku": "HOT-1"}}))
+            .unwrap();
+    }
+    env.dam.delete(&ids[20..30]);
+    wait_until(
+        Duration::from_secs(90),
+        "links follow the moves and deletions",
+        || complete(&env),
+    )
+    .await;
+
+    for r in &runs {
+        terminate(r);
+    }
+    for (r, log) in runs.iter_mut().zip(["run-a", "run-b"]) {
+        let status = wait_exit(r, Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            env.logs(log)
+        );
+    }
+    let store = env.store().await;
+    assert_eq!(store.link_backlog().await.unwrap().pending, 0);
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
 }
