@@ -391,7 +391,10 @@ pub(crate) async fn product_link_outcomes(db: &TestDb) {
     let again: LinkRequest = serde_json::from_value(asset.record.clone()).unwrap();
     assert_eq!(again, request);
     // … and a request added as it is becomes ready at once.
-    store.add_pending_links(&[again.clone()]).await.unwrap();
+    store
+        .add_pending_links(std::slice::from_ref(&again))
+        .await
+        .unwrap();
     let claim = store.claim_links(10).await.unwrap();
     assert_eq!(claim.links().len(), 1);
     assert_eq!(claim.links()[0].request, again);
