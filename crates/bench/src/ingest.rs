@@ -225,6 +225,20 @@ fn cpu_and_peak(pid: u32) -> (f64, f64) {
     (cpu, hwm)
 }
 
+/// Seconds the threads of a process have spent runnable but waiting for a CPU (the second
+/// field of `/proc/<pid>/task/*/schedstat`): time lost to other processes (and to each other).
+fn run_queue_wait_s(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
 /// The state store of one scenario: where it is, and how to count the run's events in it.
 struct StateDb {
     backend: StateBackend,
@@ -618,10 +632,13 @@ pub fn webhook_ingest(opts: &IngestOptions) -> Result<IngestResult> {
     let load_before = report::load_average();
     let date = report::now();
     let (cpu0, _) = cpu_and_peak(pid);
+    let wait0 = run_queue_wait_s(pid);
     let pim0 = stack.pim_asset_writes();
     let wrk_out = dir.join("wrk.out");
     let exited = run_wrk(&script, opts.duration_s, &wrk_out)?;
     let (cpu1, peak) = cpu_and_peak(pid);
+    let waited = run_queue_wait_s(pid) - wait0;
+    let load_after = report::load_average();
     let metrics_after = stack.metrics();
     let pim1 = stack.pim_asset_writes();
     stack.stop_connector();
@@ -676,6 +693,9 @@ pub fn webhook_ingest(opts: &IngestOptions) -> Result<IngestResult> {
         format!(
             "meanwhile the inbox workers wrote {} assets to the Akeneo emulator (drain held to 5 requests/s)",
             pim1 - pim0
+        ),
+        format!(
+            "the connector's threads waited {waited:.1} s in all for a CPU during the load (run-queue delay, /proc/<pid>/task/*/schedstat); load average {load_before} before, {load_after} after"
         ),
     ];
     if durable < acknowledged {
