@@ -57,6 +57,11 @@ pub struct AppConfig {
     pub adobe_journal: Option<JournalSourceConfig>,
     /// One table per Akeneo asset family to fill.
     pub families: Vec<FamilyConfig>,
+    /// `[routing]`: the family of an asset whose source does not say (message shapes without a
+    /// family) and, with `poll = true`, one DAM listing for every family it names. Default:
+    /// none.
+    #[serde(default)]
+    pub routing: Option<crate::routing_config::RoutingConfig>,
     /// AEM as a Cloud Service: allowed author hosts and the IMS credential (used by
     /// enrichment). Default: none.
     #[serde(default)]
@@ -170,6 +175,14 @@ pub struct SyncConfig {
     /// further DAM page until it drains (`0`: no bound). Default: 100000.
     #[serde(default = "d_backlog_limit")]
     pub backlog_limit: u64,
+    /// How often `run` reconciles each family (DAM ⇄ PIM compared in full, like
+    /// `sync --full`): an interval or a cron expression, or `"off"`. Default: `"1d"`.
+    #[serde(default = "d_reconcile_schedule")]
+    pub reconcile_schedule: String,
+}
+
+fn d_reconcile_schedule() -> String {
+    "1d".to_owned()
 }
 
 /// `[sync] deletions`: what a deletion in the DAM does in the PIM.
@@ -232,6 +245,7 @@ impl Default for SyncConfig {
             mark_attribute: None,
             mark_value: d_mark_value(),
             backlog_limit: d_backlog_limit(),
+            reconcile_schedule: d_reconcile_schedule(),
         }
     }
 }
@@ -342,6 +356,10 @@ pub struct FamilyConfig {
     /// Default: none (every asset).
     #[serde(default)]
     pub product_filter: Option<ProductFilterConfig>,
+    /// How often `run` reconciles this family (`"off"` = never). Default: `[sync]
+    /// reconcile_schedule`.
+    #[serde(default)]
+    pub reconcile_schedule: Option<String>,
     /// Explicit product links: after an asset is written, its code is added to its product's
     /// asset collection, `link = { product = "/metadata/sku", attribute = "packshots" }` (see
     /// docs/configuration.md, "Product links"). Default: none.
@@ -366,6 +384,16 @@ impl FamilyConfig {
 
     pub fn schedule(&self) -> Result<Schedule, String> {
         Schedule::parse(&self.schedule)
+    }
+
+    /// When `run` reconciles this family: its own `reconcile_schedule`, else `[sync]`'s;
+    /// `None` = never.
+    pub fn reconcile_schedule(&self, sync: &SyncConfig) -> Result<Option<Schedule>, String> {
+        Schedule::parse_optional(
+            self.reconcile_schedule
+                .as_deref()
+                .unwrap_or(&sync.reconcile_schedule),
+        )
     }
 
     /// Compiles the mapping (checked against `structure` when given). An error comes with the
@@ -395,8 +423,11 @@ impl FamilyConfig {
 pub fn load(
     path: &Path,
 ) -> Result<assetbridge_config::Loaded<AppConfig>, assetbridge_config::ConfigError> {
-    let loaded = assetbridge_config::load_with::<AppConfig>(path, load_options())?;
+    let mut loaded = assetbridge_config::load_with::<AppConfig>(path, load_options())?;
     validate(&loaded)?;
+    if let Err((key, message)) = crate::routing_config::attach(&mut loaded.value) {
+        return Err(loaded.source.error_at(&key, message));
+    }
     Ok(loaded)
 }
 
@@ -454,6 +485,13 @@ pub fn validate(
         if let Err(e) = f.schedule() {
             return Err(err(format!("families[{i}].schedule"), e));
         }
+        if let Err(e) = f.reconcile_schedule(&cfg.sync) {
+            let key = match f.reconcile_schedule {
+                Some(_) => format!("families[{i}].reconcile_schedule"),
+                None => "sync.reconcile_schedule".to_owned(),
+            };
+            return Err(err(key, e));
+        }
         if let Some(pf) = &f.product_filter {
             pf.compile().map_err(|(key, message)| {
                 err(format!("families[{i}].product_filter.{key}"), message)
@@ -476,6 +514,7 @@ pub fn validate(
                 .map_err(|(key, message)| err(format!("families[{i}].link.{key}"), message))?;
         }
     }
+    crate::routing_config::validate(cfg).map_err(|(key, message)| err(key, message))?;
     if let Some(enrichment) = &cfg.enrichment {
         if cfg.aem.is_none() {
             return Err(err(

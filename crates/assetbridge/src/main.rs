@@ -9,6 +9,7 @@ mod config;
 mod exit;
 mod logging;
 mod progress;
+mod routing_config;
 mod schedule;
 mod wiring;
 

@@ -1,4 +1,4 @@
-//! When `run` polls a family: a fixed interval or a cron expression.
+//! When `run` polls a family (or reconciles it): a fixed interval or a cron expression.
 
 use std::time::Duration;
 
@@ -34,6 +34,28 @@ impl Schedule {
             .parse()
             .map(|c| Schedule::Cron(Box::new(c)))
             .map_err(|e| format!("`{s}` is not a valid cron expression: {e}"))
+    }
+
+    /// Like [`parse`](Self::parse), where `off` (or `never`) means no schedule.
+    pub fn parse_optional(s: &str) -> Result<Option<Self>, String> {
+        match s.trim() {
+            "off" | "never" => Ok(None),
+            _ => Self::parse(s).map(Some),
+        }
+    }
+
+    /// When a pass is next due, counted from `base` (the end of the last pass, or the start of
+    /// the process): `base` + the interval, or the cron expression's first time after `base`.
+    /// A time in the past means "now".
+    pub fn next_after(&self, base: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Schedule::Every(d) => {
+                base + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)
+            }
+            Schedule::Cron(c) => c
+                .find_next_occurrence(&base, false)
+                .unwrap_or(base + chrono::Duration::days(1)),
+        }
     }
 
     /// How long to wait, from `now`, before the next pass.
@@ -81,6 +103,25 @@ mod tests {
         );
         assert!(Schedule::parse("0s").is_err());
         assert!(Schedule::parse("soon").is_err());
+    }
+
+    #[test]
+    fn off_and_next_after() {
+        assert!(Schedule::parse_optional("off").unwrap().is_none());
+        assert!(Schedule::parse_optional(" never ").unwrap().is_none());
+        assert!(Schedule::parse_optional("soon").is_err());
+        let daily = Schedule::parse_optional("1d").unwrap().unwrap();
+        let base = Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap();
+        assert_eq!(
+            daily.next_after(base),
+            Utc.with_ymd_and_hms(2026, 1, 2, 10, 0, 0).unwrap()
+        );
+        // At 03:00 every day: the first 03:00 after the last pass.
+        let at3 = Schedule::parse("0 3 * * *").unwrap();
+        assert_eq!(
+            at3.next_after(base),
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 0, 0).unwrap()
+        );
     }
 
     #[test]

@@ -78,6 +78,13 @@ pub async fn engine(loaded: &Loaded<AppConfig>) -> Result<Engine, Failure> {
             engine = engine.with_product_links(&f.code, links);
         }
     }
+    // `[routing] poll = true`: one DAM listing feeds the families the table names.
+    if let Some(routing) = cfg.routing.as_ref().filter(|r| r.poll) {
+        let routes = routing
+            .compile()
+            .map_err(|(key, message)| loaded.source.error_at(&key, message))?;
+        engine = engine.with_routed_listing(routing.listing(Arc::new(routes)));
+    }
     Ok(match enricher {
         Some(e) => engine.with_enrichment(e),
         None => engine,

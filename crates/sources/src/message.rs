@@ -21,7 +21,14 @@
 //!    [`family_pointer`](MessageShape::family_pointer) in the item — used as the family code, or
 //!    translated through [`family_map`](MessageShape::family_map). A value the map does not
 //!    know (or an item without a value when a map is set) is [`ParsedChange::Skipped`]: counted
-//!    and acknowledged, not an error.
+//!    and acknowledged, not an error. A shape with neither is **routed**: the `[routing]` table
+//!    ([`MessageShape::routes`], attached by the configuration loader) decides each item's
+//!    family from the item (the DAM record), as for a routed DAM listing; an item no route
+//!    matches goes to the table's default, or without one is skipped
+//!    ([`routing::SKIP_REASON`]). A deletion no route matches (a deletion message often
+//!    carries little more than the id) goes to every family of the table — each family's
+//!    write path deletes it only if it holds the asset — with the event id suffixed
+//!    `@<family>` so that each copy is deduplicated on its own.
 //! 5. **Event id** (the delivery id, for deduplication of redeliveries): the value at
 //!    [`event_id_pointer`](MessageShape::event_id_pointer) in the item when it is there; else
 //!    the envelope's id — a CloudEvent's `id`, or for a plain body whose items are below the
@@ -47,7 +54,9 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use assetbridge_core::routing::{self, CompiledRoutes, Routed};
 use assetbridge_core::{AssetChange, ChangeKind};
 use assetbridge_dam::record::{parse_timestamp, RecordError, RecordShape};
 use serde::{Deserialize, Serialize};
@@ -89,8 +98,9 @@ pub struct MessageShape {
     pub deleted_pointer: Option<String>,
     /// JSON pointer to the delivery's event id (in the item, else in the body). Default: none.
     pub event_id_pointer: Option<String>,
-    /// The fixed asset family code of every change. Exactly one of `family` and
-    /// `family_pointer` must be set.
+    /// The fixed asset family code of every change. At most one of `family` and
+    /// `family_pointer` may be set; with neither, the items are routed by
+    /// [`routes`](Self::routes).
     pub family: Option<String>,
     /// JSON pointer (in the item) to a value naming the family.
     pub family_pointer: Option<String>,
@@ -100,7 +110,25 @@ pub struct MessageShape {
     /// CloudEvent `type`s that mean "deleted" (e.g. `com.example.asset.deleted`).
     /// Default: none.
     pub deleted_types: Vec<String>,
+    /// The routing table of a shape with neither `family` nor `family_pointer` (the top-level
+    /// `[routing]`; attached by the configuration loader, never read from the shape's table).
+    /// Default: none.
+    #[serde(skip)]
+    pub routes: Option<SharedRoutes>,
 }
+
+/// A compiled routing table shared by several shapes. Two are equal when they are the same
+/// table.
+#[derive(Debug, Clone)]
+pub struct SharedRoutes(pub Arc<CompiledRoutes>);
+
+impl PartialEq for SharedRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedRoutes {}
 
 /// The serialised form of [`MessageShape`], checked by [`MessageShape::validate`] on the way in.
 #[derive(Deserialize)]
@@ -143,6 +171,7 @@ impl TryFrom<MessageShapeDef> for MessageShape {
             family_pointer: d.family_pointer,
             family_map: d.family_map,
             deleted_types: d.deleted_types,
+            routes: None,
         };
         shape.validate()?;
         Ok(shape)
@@ -162,12 +191,36 @@ impl MessageShape {
             family_pointer: None,
             family_map: None,
             deleted_types: Vec::new(),
+            routes: None,
         }
     }
 
+    /// A shape with every default that routes each item with `routes` (neither `family` nor
+    /// `family_pointer`).
+    pub fn routed(routes: Arc<CompiledRoutes>) -> Self {
+        Self {
+            family: None,
+            routes: Some(SharedRoutes(routes)),
+            ..Self::with_family("unused")
+        }
+    }
+
+    /// Whether the items' family comes from the routing table (neither `family` nor
+    /// `family_pointer` is set).
+    pub fn is_routed(&self) -> bool {
+        self.family.is_none() && self.family_pointer.is_none()
+    }
+
+    /// Attaches the routing table used when the shape [is routed](Self::is_routed).
+    pub fn with_routes(mut self, routes: Arc<CompiledRoutes>) -> Self {
+        self.routes = Some(SharedRoutes(routes));
+        self
+    }
+
     /// Checks the shape: pointers are `""` or start with `/` (the id and updated pointers must
-    /// not be empty), exactly one of `family` / `family_pointer`, `family_map` only with
-    /// `family_pointer`, no empty family code.
+    /// not be empty), at most one of `family` / `family_pointer` (neither: the items are routed
+    /// by the `[routing]` table, which the configuration must then have), `family_map` only
+    /// with `family_pointer`, no empty family code.
     pub fn validate(&self) -> Result<(), String> {
         let pointer = |name: &str, p: &str, may_be_empty: bool| {
             if p.is_empty() && !may_be_empty {
@@ -195,9 +248,6 @@ impl MessageShape {
         match (&self.family, &self.family_pointer) {
             (Some(_), Some(_)) => {
                 return Err("set either `family` or `family_pointer`, not both".into())
-            }
-            (None, None) => {
-                return Err("set `family` (a fixed asset family code) or `family_pointer`".into())
             }
             (Some(f), None) if f.trim().is_empty() => return Err("`family` is empty".into()),
             _ => {}
@@ -244,6 +294,15 @@ impl MessageShape {
         header_event_id: Option<&str>,
     ) -> Result<Vec<ParsedChange>, MessageError> {
         self.validate().map_err(MessageError::Config)?;
+        let routes = match (self.is_routed(), &self.routes) {
+            (false, _) => None,
+            (true, Some(r)) => Some(r.0.as_ref()),
+            (true, None) => {
+                return Err(MessageError::Config(
+                    "set `family` (a fixed asset family code), `family_pointer`, or a top-level [routing] table".into(),
+                ))
+            }
+        };
         let record = self.record_shape();
         let header_event_id = header_event_id.map(str::trim).filter(|s| !s.is_empty());
 
@@ -286,16 +345,20 @@ impl MessageShape {
                         }
                     })
                 });
-                let family = match self.family_of(item).map_err(at)? {
-                    FamilyOutcome::Family(f) => f,
-                    FamilyOutcome::Skip(reason) => {
-                        out.push(ParsedChange::Skipped {
-                            dam_id: id_at(item, &self.id_pointer),
-                            event_id,
-                            reason,
-                        });
-                        continue;
-                    }
+                let family = match routes {
+                    // Routed: decided below, once the kind of change is known.
+                    Some(_) => String::new(),
+                    None => match self.family_of(item).map_err(at)? {
+                        FamilyOutcome::Family(f) => f,
+                        FamilyOutcome::Skip(reason) => {
+                            out.push(ParsedChange::Skipped {
+                                dam_id: id_at(item, &self.id_pointer),
+                                event_id,
+                                reason,
+                            });
+                            continue;
+                        }
+                    },
                 };
                 let deleted_by_type = envelope.cloud_event.as_ref().is_some_and(|ce| {
                     ce.event_type
@@ -321,6 +384,10 @@ impl MessageShape {
                         Err(e) => return Err(at(MessageError::Record(e))),
                     }
                 };
+                if let Some(routes) = routes {
+                    route_item(routes, item, kind, event_id, source, &mut out);
+                    continue;
+                }
                 out.push(ParsedChange::Change(AssetChange {
                     family,
                     event_id,
@@ -416,6 +483,45 @@ impl MessageShape {
             (Some(_), None) => Ok(FamilyOutcome::Skip(format!(
                 "no family value at `{pointer}`"
             ))),
+        }
+    }
+}
+
+/// The change(s) of a routed item: the family of the first route that matches, else the
+/// default; an upsert no route matches without a default is skipped; a deletion no route
+/// matches goes to every family of the table (event id suffixed `@<family>`).
+fn route_item(
+    routes: &CompiledRoutes,
+    item: &Value,
+    kind: ChangeKind,
+    event_id: Option<String>,
+    source: &str,
+    out: &mut Vec<ParsedChange>,
+) {
+    let change = |family: &str, event_id: Option<String>, kind: ChangeKind| {
+        ParsedChange::Change(AssetChange {
+            family: family.to_owned(),
+            event_id,
+            source: source.to_owned(),
+            kind,
+        })
+    };
+    let decided = routes.decide(item);
+    match (&kind, decided) {
+        (_, Routed::Route { family, .. }) => out.push(change(family, event_id, kind)),
+        (ChangeKind::Upsert { .. }, Routed::Default(family)) => {
+            out.push(change(family, event_id, kind))
+        }
+        (ChangeKind::Upsert { asset }, Routed::Skipped) => out.push(ParsedChange::Skipped {
+            dam_id: Some(asset.id.clone()),
+            event_id,
+            reason: routing::SKIP_REASON.to_owned(),
+        }),
+        (ChangeKind::Delete { .. }, Routed::Default(_) | Routed::Skipped) => {
+            for family in routes.families() {
+                let id = event_id.as_ref().map(|e| format!("{e}@{family}"));
+                out.push(change(family, id, kind.clone()));
+            }
         }
     }
 }
@@ -837,7 +943,6 @@ mod tests {
     #[test]
     fn shapes_are_validated_when_deserialised() {
         for (bad, want) in [
-            (json!({}), "set `family`"),
             (json!({"family": "a", "family_pointer": "/f"}), "not both"),
             (
                 json!({"family": "a", "family_map": {"x": "y"}}),
@@ -862,5 +967,104 @@ mod tests {
         // Round trip.
         let back: MessageShape = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+        // Neither `family` nor `family_pointer`: routed, which needs a routing table.
+        let routed: MessageShape = serde_json::from_value(json!({})).unwrap();
+        assert!(routed.is_routed());
+        let e = routed
+            .parse(br#"{"id": "a", "updated_at": 1}"#, "w", None)
+            .unwrap_err();
+        assert!(
+            matches!(&e, MessageError::Config(m) if m.contains("[routing]")),
+            "{e}"
+        );
+    }
+
+    fn routes() -> Arc<CompiledRoutes> {
+        let cfg: routing::RouteConfig = serde_json::from_value(json!({"routes": [
+            {"family": "packshots", "when": {"pointer": "/path", "prefix": "/dam/packshots/"}},
+            {"family": "videos", "when": {"pointer": "/type", "equals": "video"}},
+        ]}))
+        .unwrap();
+        Arc::new(CompiledRoutes::new(&cfg).unwrap())
+    }
+
+    #[test]
+    fn items_without_a_family_are_routed() {
+        let shape = MessageShape::routed(routes());
+        assert!(shape.is_routed());
+        let body = json!([
+            {"id": "a", "updated_at": 1_767_225_600, "path": "/dam/packshots/a.jpg"},
+            {"id": "b", "updated_at": 1_767_225_600, "type": "video"},
+            {"id": "c", "updated_at": 1_767_225_600, "path": "/dam/misc/c.jpg"},
+            {"id": "d", "deleted": true, "type": "video"},
+            {"id": "e", "deleted": true},
+        ]);
+        let parsed = shape
+            .parse(body.to_string().as_bytes(), "webhook", Some("m1"))
+            .unwrap();
+        let families: Vec<(Option<&str>, Option<&str>)> = parsed
+            .iter()
+            .map(|p| match p {
+                ParsedChange::Change(c) => (Some(c.family.as_str()), c.event_id.as_deref()),
+                ParsedChange::Skipped { event_id, .. } => (None, event_id.as_deref()),
+            })
+            .collect();
+        assert_eq!(
+            families,
+            vec![
+                (Some("packshots"), Some("m1#0")),
+                (Some("videos"), Some("m1#1")),
+                (None, Some("m1#2")),
+                (Some("videos"), Some("m1#3")),
+                // A deletion no route matches: every family, ids of their own.
+                (Some("packshots"), Some("m1#4@packshots")),
+                (Some("videos"), Some("m1#4@videos")),
+            ]
+        );
+        match &parsed[2] {
+            ParsedChange::Skipped { dam_id, reason, .. } => {
+                assert_eq!(dam_id.as_deref(), Some("c"));
+                assert_eq!(reason, routing::SKIP_REASON);
+            }
+            other => panic!("{other:?}"),
+        }
+        // With a default, an unmatched upsert goes there (a deletion still fans out).
+        let cfg: routing::RouteConfig =
+            serde_json::from_value(json!({"default": "other", "routes": [
+                {"family": "videos", "when": {"pointer": "/type", "equals": "video"}},
+            ]}))
+            .unwrap();
+        let shape = MessageShape::with_family("x");
+        let shape = MessageShape {
+            family: None,
+            ..shape
+        }
+        .with_routes(Arc::new(CompiledRoutes::new(&cfg).unwrap()));
+        let c = changes(
+            shape
+                .parse(br#"{"id": "c", "updated_at": 1}"#, "w", None)
+                .unwrap(),
+        );
+        assert_eq!(c[0].family, "other");
+        let c = changes(
+            shape
+                .parse(br#"{"id": "c", "deleted": true}"#, "w", None)
+                .unwrap(),
+        );
+        let fams: Vec<&str> = c.iter().map(|c| c.family.as_str()).collect();
+        assert_eq!(fams, vec!["videos", "other"]);
+        assert!(c.iter().all(|c| c.event_id.is_none()));
+        // A shape with a family ignores an attached table.
+        let fixed = MessageShape::with_family("packshots").with_routes(routes());
+        let c = changes(
+            fixed
+                .parse(
+                    br#"{"id": "b", "updated_at": 1, "type": "video"}"#,
+                    "w",
+                    None,
+                )
+                .unwrap(),
+        );
+        assert_eq!(c[0].family, "packshots");
     }
 }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use assetbridge_engine::Engine;
+use assetbridge_engine::{Engine, ROUTED_LISTING};
 use clap::Args;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -15,9 +15,12 @@ use crate::{config, wiring, CliResult};
 
 /// Runs continuously: polls each family on its schedule and works the inbox.
 ///
-/// Each family is polled on its `schedule` (an interval such as `5m`, or a cron expression);
-/// inbox workers write what webhooks, queues and retries put in the inbox. SIGTERM or Ctrl-C
-/// stops taking work, lets batches in flight finish (at most --shutdown-grace seconds) and exits.
+/// Each family is polled on its `schedule` (an interval such as `5m`, or a cron expression), and
+/// reconciled (DAM and PIM compared in full, as `sync --full`) on its `reconcile_schedule`
+/// (default: daily); families a `[routing]` table feeds from one listing (`poll = true`) are
+/// polled through it. Inbox workers write what webhooks, queues and retries put in the inbox.
+/// SIGTERM or Ctrl-C stops taking work, lets batches in flight finish (at most --shutdown-grace
+/// seconds) and exits.
 ///
 /// Example:
 ///   assetbridge run --config assetbridge.toml
@@ -88,12 +91,37 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     );
     admin.set_engine(engine.clone());
 
+    let started = chrono::Utc::now();
     for (plan, fcfg) in engine.families().iter().zip(&loaded.value.families) {
+        if engine.is_routed(&plan.code) {
+            // Fed by the routed listing, polled below.
+            continue;
+        }
         let schedule = fcfg.schedule().map_err(crate::exit::Failure::Config)?;
+        let reconcile = fcfg
+            .reconcile_schedule(&loaded.value.sync)
+            .map_err(crate::exit::Failure::Config)?;
         let engine = engine.clone();
-        let code = plan.code.clone();
+        let target = Target::Family(plan.code.clone());
         let stop = shutdown.clone();
-        tasks.spawn(async move { poll_loop(engine, code, schedule, stop).await });
+        tasks.spawn(
+            async move { poll_loop(engine, target, schedule, reconcile, started, stop).await },
+        );
+    }
+    if let Some(routing) = loaded.value.routing.as_ref().filter(|r| r.poll) {
+        let schedule = routing.schedule().map_err(crate::exit::Failure::Config)?;
+        let reconcile = crate::schedule::Schedule::parse_optional(
+            routing
+                .reconcile_schedule
+                .as_deref()
+                .unwrap_or(&loaded.value.sync.reconcile_schedule),
+        )
+        .map_err(crate::exit::Failure::Config)?;
+        let engine = engine.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            poll_loop(engine, Target::Routed, schedule, reconcile, started, stop).await
+        });
     }
     let cfg = &loaded.value;
     if let Some(webhooks) = &cfg.webhooks {
@@ -188,18 +216,126 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a poll loop polls: one family's listing, or the routed listing.
+enum Target {
+    Family(String),
+    Routed,
+}
+
+impl Target {
+    /// The name of its lock (and of its cursor).
+    fn name(&self) -> &str {
+        match self {
+            Target::Family(f) => f,
+            Target::Routed => ROUTED_LISTING,
+        }
+    }
+}
+
+/// Polls `target` on `schedule` under its lock; when its reconciliation is due (checked before
+/// each poll), the pass is a reconciliation instead (which reads the whole listing, so it
+/// replaces the poll). A reconciliation is due one `reconcile` interval (or at the cron
+/// expression's next time) after the end of the last complete one recorded in the state store
+/// — or, when none is recorded, after this process started — and never twice within one
+/// interval of an attempt by this process.
 async fn poll_loop(
     engine: Arc<Engine>,
-    family: String,
+    target: Target,
     schedule: Schedule,
+    reconcile: Option<Schedule>,
+    started: chrono::DateTime<chrono::Utc>,
     stop: CancellationToken,
 ) {
+    let name = target.name().to_owned();
+    let mut last_attempt: Option<chrono::DateTime<chrono::Utc>> = None;
     while !stop.is_cancelled() {
-        let plan = engine.family(&family).expect("configured family").clone();
-        match engine.store().try_lock_family(&family).await {
+        match engine.store().try_lock_family(&name).await {
             Ok(Some(lock)) => {
-                match engine.sync_family_until(&plan, false, &stop).await {
-                    Ok(r) => info!(
+                let due = match &reconcile {
+                    None => false,
+                    Some(s) => reconcile_due(&engine, &target, s, started, last_attempt).await,
+                };
+                if due {
+                    last_attempt = Some(chrono::Utc::now());
+                    reconcile_once(&engine, &target, &stop).await;
+                } else {
+                    poll_once(&engine, &target, &stop).await;
+                }
+                drop(lock);
+            }
+            Ok(None) => info!(
+                listing = %name,
+                "another instance polls this listing; skipping this round"
+            ),
+            Err(e) => warn!(listing = %name, error = %e, "cannot take the family lock"),
+        }
+        let delay = schedule.delay_from(chrono::Utc::now());
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Whether a reconciliation of `target` is due now.
+async fn reconcile_due(
+    engine: &Engine,
+    target: &Target,
+    schedule: &Schedule,
+    started: chrono::DateTime<chrono::Utc>,
+    last_attempt: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    // The routed listing's families are reconciled together: the first one's record speaks
+    // for them.
+    let family = match target {
+        Target::Family(f) => Some(f.clone()),
+        Target::Routed => engine
+            .routed_listing()
+            .and_then(|r| r.families().first().cloned()),
+    };
+    let Some(family) = family else {
+        return false;
+    };
+    let recorded = match engine.store().last_reconcile(&family, true).await {
+        Ok(r) => r.map(|r| r.finished_at),
+        Err(e) => {
+            warn!(family, error = %e, "cannot read the last reconciliation; not reconciling this round");
+            return false;
+        }
+    };
+    let base = [recorded, last_attempt]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(started);
+    chrono::Utc::now() >= schedule.next_after(base)
+}
+
+async fn poll_once(engine: &Engine, target: &Target, stop: &CancellationToken) {
+    match target {
+        Target::Family(family) => {
+            let plan = engine.family(family).expect("configured family").clone();
+            match engine.sync_family_until(&plan, false, stop).await {
+                Ok(r) => info!(
+                    family,
+                    seen = r.seen,
+                    created = r.created,
+                    updated = r.updated,
+                    unchanged = r.unchanged,
+                    deleted = r.deleted,
+                    failed = r.failed,
+                    retrying = r.retrying,
+                    "poll done"
+                ),
+                Err(e) => {
+                    warn!(family, error = %e, "poll failed; the cursor stays where it was")
+                }
+            }
+        }
+        Target::Routed => match engine.sync_routed_until(false, stop).await {
+            Ok(r) => {
+                for (family, r) in &r.families {
+                    info!(
                         family,
                         seen = r.seen,
                         created = r.created,
@@ -208,24 +344,51 @@ async fn poll_loop(
                         deleted = r.deleted,
                         failed = r.failed,
                         retrying = r.retrying,
-                        "poll done"
-                    ),
-                    Err(e) => {
-                        warn!(family, error = %e, "poll failed; the cursor stays where it was")
-                    }
+                        "poll done (routed listing)"
+                    );
                 }
-                drop(lock);
+                info!(
+                    seen = r.unrouted.seen,
+                    skipped = r.unrouted.skipped,
+                    "routed listing: changes that went to no family"
+                );
             }
-            Ok(None) => info!(
-                family,
-                "another instance polls this family; skipping this round"
-            ),
-            Err(e) => warn!(family, error = %e, "cannot take the family lock"),
+            Err(e) => {
+                warn!(error = %e, "poll of the routed listing failed; the cursor stays where it was")
+            }
+        },
+    }
+}
+
+async fn reconcile_once(engine: &Engine, target: &Target, stop: &CancellationToken) {
+    // The engine logs each family's outcome ("reconciliation done") and its repairs.
+    let result = match target {
+        Target::Family(family) => {
+            let plan = engine.family(family).expect("configured family").clone();
+            info!(family, "scheduled reconciliation starting");
+            engine
+                .reconcile_family_until(&plan, stop)
+                .await
+                .map(|r| vec![r])
         }
-        let delay = schedule.delay_from(chrono::Utc::now());
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        Target::Routed => {
+            info!("scheduled reconciliation of the routed listing starting");
+            engine
+                .reconcile_routed_until(stop)
+                .await
+                .map(|r| r.families)
+        }
+    };
+    match result {
+        Ok(reports) => {
+            for r in reports {
+                if !r.complete {
+                    warn!(family = %r.family, note = r.note.as_deref().unwrap_or(""), "reconciliation incomplete");
+                }
+            }
+        }
+        Err(e) => {
+            warn!(listing = %target.name(), error = %e, "reconciliation failed; the next is due one interval from now")
         }
     }
 }

@@ -2,7 +2,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use assetbridge_engine::{Engine, SyncObserver, SyncReport};
+use assetbridge_engine::{
+    Engine, ReconcileReport, RepairKind, SyncObserver, SyncReport, UNROUTED,
+};
 use clap::Args;
 
 use super::ConfigArg;
@@ -29,8 +31,10 @@ pub struct SyncArgs {
     /// Only these families (repeatable). Default: all configured families.
     #[arg(long = "family", value_name = "CODE")]
     pub families: Vec<String>,
-    /// Start from the beginning of the DAM instead of the cursor (unchanged assets still cost
-    /// no PIM write).
+    /// Reconciliation: read the whole DAM listing (not only what changed since the cursor) and
+    /// the whole PIM listing, and repair drift — missed changes and assets edited or deleted
+    /// in the PIM are written again, assets deleted in the DAM get the deletion policy, assets
+    /// only the PIM has are reported. Unchanged assets cost no PIM write (one read per 100).
     #[arg(long)]
     pub full: bool,
     /// Plain log lines even on a terminal (no progress bars).
@@ -57,7 +61,11 @@ pub async fn run(args: SyncArgs, log: LogArgs) -> CliResult {
     let started = Instant::now();
     // Product links are made as batches are written, and what is left at the end.
     let linker = engine.start_linker();
-    let rows = sync_all(&engine, &args.families, args.full).await?;
+    let (rows, reconciled) = if args.full {
+        reconcile_all(&engine, &args.families).await?
+    } else {
+        (sync_all(&engine, &args.families, false).await?, Vec::new())
+    };
     let links = linker
         .finish()
         .await
@@ -71,6 +79,7 @@ pub async fn run(args: SyncArgs, log: LogArgs) -> CliResult {
         .pending;
     eprintln!();
     print!("{}", summary(&rows));
+    print!("{}", reconciliation(&reconciled));
     if links.links > 0 || links_waiting > 0 {
         println!(
             "product links: {} handled — {} code(s) added, {} removed, {} product(s) written ({} NDJSON request(s)), {} already as wanted, {} dead-lettered, {} waiting for a retry",
@@ -95,7 +104,8 @@ pub async fn sync_all(
 ) -> Result<Vec<(String, SyncReport)>, Failure> {
     let mut rows = Vec::new();
     for plan in engine.families() {
-        if !only.is_empty() && !only.contains(&plan.code) {
+        // Families fed by the routed listing are polled through it, below.
+        if (!only.is_empty() && !only.contains(&plan.code)) || engine.is_routed(&plan.code) {
             continue;
         }
         let report = engine
@@ -103,6 +113,16 @@ pub async fn sync_all(
             .await
             .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))?;
         rows.push((plan.code.clone(), report));
+    }
+    if routed_selected(engine, only) {
+        let routed = engine
+            .sync_routed(full)
+            .await
+            .map_err(|e| Failure::Fatal(anyhow::anyhow!("routed listing: {e}")))?;
+        rows.extend(routed.families);
+        if routed.unrouted.seen > 0 {
+            rows.push((UNROUTED.to_owned(), routed.unrouted));
+        }
     }
     let drained = engine
         .drain_inbox("sync")
@@ -112,6 +132,155 @@ pub async fn sync_all(
         rows.push(("inbox".to_owned(), drained));
     }
     Ok(rows)
+}
+
+/// Whether the routed listing is configured and (with `--family`) one of its families asked
+/// for: it then feeds all of them (one listing, one cursor).
+fn routed_selected(engine: &Engine, only: &[String]) -> bool {
+    engine.routed_listing().is_some()
+        && (only.is_empty() || only.iter().any(|f| engine.is_routed(f)))
+}
+
+/// `sync --full`: reconciles every selected family — the whole DAM listing and the whole PIM
+/// listing compared, streamed page by page, drift repaired through the write path (see
+/// `assetbridge_engine::reconcile`) — one listing after the other, then drains the inbox.
+/// Returns the rows of the summary and the reconciliation reports.
+pub async fn reconcile_all(
+    engine: &Engine,
+    only: &[String],
+) -> Result<(Vec<(String, SyncReport)>, Vec<ReconcileReport>), Failure> {
+    let mut rows = Vec::new();
+    let mut reports = Vec::new();
+    for plan in engine.families() {
+        if (!only.is_empty() && !only.contains(&plan.code)) || engine.is_routed(&plan.code) {
+            continue;
+        }
+        let r = engine
+            .reconcile_family(plan)
+            .await
+            .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))?;
+        rows.push((plan.code.clone(), r.report.clone()));
+        reports.push(r);
+    }
+    if routed_selected(engine, only) {
+        let routed = engine
+            .reconcile_routed()
+            .await
+            .map_err(|e| Failure::Fatal(anyhow::anyhow!("routed listing: {e}")))?;
+        for r in routed.families {
+            rows.push((r.family.clone(), r.report.clone()));
+            reports.push(r);
+        }
+        if routed.unrouted.seen > 0 {
+            rows.push((UNROUTED.to_owned(), routed.unrouted));
+        }
+    }
+    let drained = engine
+        .drain_inbox("sync")
+        .await
+        .map_err(|e| Failure::Fatal(anyhow::anyhow!("inbox: {e}")))?;
+    if drained.seen > 0 {
+        rows.push(("inbox".to_owned(), drained));
+    }
+    Ok((rows, reports))
+}
+
+/// What the reconciliation found and did, per family: the counts, then each repair (the first
+/// ones the report lists) with its reason and, for an asset edited in the PIM, the values
+/// written back. Empty without reports.
+pub fn reconciliation(reports: &[ReconcileReport]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if reports.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "\nreconciliation (DAM and PIM compared in full):");
+    let _ = writeln!(
+        s,
+        "{:<16} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10} {:>9}",
+        "family",
+        "dam assets",
+        "pim assets",
+        "missed",
+        "drift",
+        "gone in pim",
+        "gone in dam",
+        "held back",
+        "pim only"
+    );
+    for r in reports {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10} {:>9}",
+            r.family,
+            r.dam_assets,
+            r.pim_assets,
+            r.missed,
+            r.drift,
+            r.missing_in_pim,
+            r.deleted_in_dam,
+            r.held_back,
+            r.pim_only
+        );
+    }
+    for r in reports {
+        if !r.complete || r.note.is_some() {
+            let _ = writeln!(
+                s,
+                "  {}: {}{}",
+                r.family,
+                if r.complete { "" } else { "incomplete — " },
+                r.note.as_deref().unwrap_or("")
+            );
+        }
+        for repair in &r.repairs {
+            let kind = match repair.kind {
+                RepairKind::Missed => "missed",
+                RepairKind::Drift => "drift",
+                RepairKind::MissingInPim => "gone in pim",
+                RepairKind::DeletedInDam => "gone in dam",
+                RepairKind::PimOnly => "pim only",
+            };
+            let _ = writeln!(
+                s,
+                "  {}: {:<11} {} (DAM {}): {}",
+                r.family,
+                kind,
+                repair.code,
+                repair.dam_id.as_deref().unwrap_or("—"),
+                repair.reason
+            );
+            for c in &repair.changes {
+                let show = |v: &Option<serde_json::Value>| match v {
+                    None => "∅".to_owned(),
+                    Some(v) => v.to_string(),
+                };
+                let field = match (&c.locale, &c.channel) {
+                    (None, None) => c.attribute.clone(),
+                    (l, ch) => format!(
+                        "{}[{}{}]",
+                        c.attribute,
+                        l.as_deref().unwrap_or(""),
+                        ch.as_deref().map(|c| format!("/{c}")).unwrap_or_default()
+                    ),
+                };
+                let _ = writeln!(
+                    s,
+                    "      {field}: {} (in the PIM) → {}",
+                    show(&c.old),
+                    show(&c.new)
+                );
+            }
+        }
+        if r.not_listed > 0 {
+            let _ = writeln!(
+                s,
+                "  {}: … {} more not listed (each is logged at debug level)",
+                r.family, r.not_listed
+            );
+        }
+    }
+    s
 }
 
 /// Changes still in the inbox after the drain (waiting for a retry).
