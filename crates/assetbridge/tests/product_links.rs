@@ -389,3 +389,56 @@ async fn two_run_processes_on_one_store_link_every_asset() {
     assert_eq!(store.link_backlog().await.unwrap().pending, 0);
     assert_eq!(store.dead_letter_count().await.unwrap(), 0);
 }
+
+/// Links configured on a catalogue the connector wrote before: `sync --full` re-reads the DAM,
+/// finds the assets unchanged (no asset write) and links them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_full_links_a_catalogue_written_before_links_were_configured() {
+    let env = Env::start(EnvOptions {
+        assets: 120,
+        ..EnvOptions::default()
+    })
+    .await;
+    env.akeneo
+        .add_product_attribute(ProductAttribute::asset_collection(ATTR, "packshots"));
+    let by_sku = packshots_by_sku(&env);
+    for sku in by_sku.keys() {
+        env.akeneo
+            .add_product(json!({"identifier": sku, "values": {}}))
+            .unwrap();
+    }
+    let plain = config_arg(&env.config("plain.toml", "", "", "5m"));
+    let out = env
+        .output(&["sync", "--config", &plain, "--no-progress"], T)
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(by_sku.keys().all(|s| codes(&env, s).is_empty()));
+
+    let cfg = with_link(
+        &env,
+        "links.toml",
+        &format!("{{ product = \"/metadata/sku\", attribute = \"{ATTR}\" }}"),
+    );
+    env.akeneo.reset_log();
+    let out = env
+        .output(&["sync", "--config", &cfg, "--no-progress", "--full"], T)
+        .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for (sku, assets) in &by_sku {
+        let held: BTreeSet<String> = codes(&env, sku).into_iter().collect();
+        let want: BTreeSet<String> = assets.iter().cloned().collect();
+        assert_eq!(held, want, "product {sku}");
+    }
+    let asset_writes = env
+        .akeneo
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/asset-families/"))
+        .count();
+    assert_eq!(asset_writes, 0, "the assets were unchanged");
+}
