@@ -365,6 +365,11 @@ pub struct FamilyConfig {
     /// docs/configuration.md, "Product links"). Default: none.
     #[serde(default)]
     pub link: Option<ProductLinkConfig>,
+    /// What the PIM's asset family must look like (labels, attributes, options, naming
+    /// convention, product link rules), applied by `assetbridge structure apply`; `sync` and
+    /// `run` do not use it. Default: none.
+    #[serde(default)]
+    pub structure: Option<crate::structure_config::StructureConfig>,
 }
 
 fn d_schedule() -> String {
@@ -512,6 +517,11 @@ pub fn validate(
         if let Some(link) = &f.link {
             link.compile(Some(&f.maps))
                 .map_err(|(key, message)| err(format!("families[{i}].link.{key}"), message))?;
+        }
+        if let Some(structure) = &f.structure {
+            structure
+                .validate()
+                .map_err(|(key, message)| err(format!("families[{i}].structure.{key}"), message))?;
         }
     }
     crate::routing_config::validate(cfg).map_err(|(key, message)| err(key, message))?;
@@ -841,6 +851,27 @@ format = "option_label"
     fn the_shipped_example_is_valid() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
+    #[test]
+    fn a_structure_mistake_names_its_key_and_line() {
+        let text = format!(
+            "{MINIMAL}\n[families.structure]\nlabels = {{ en_US = \"Packshots\" }}\n\n[[families.structure.attributes]]\ncode = \"season\"\ntype = \"single_option\"\noptions = [ {{ code = \"late-fall\" }} ]\n"
+        );
+        let e = load_text(&text).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("families[0].structure.attributes[0].options[0].code"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(25), "{e}");
+        let ok = text.replace("late-fall", "late_fall");
+        let c = load_text(&ok).unwrap().value;
+        let s = c.families[0].structure.as_ref().unwrap();
+        assert_eq!(s.attributes[0].options[0].code, "late_fall");
+        assert!(load_text(MINIMAL).unwrap().value.families[0]
+            .structure
+            .is_none());
+    }
+
             "/../../examples/assetbridge.toml"
         ))
         .unwrap();

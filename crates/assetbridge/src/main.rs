@@ -11,6 +11,7 @@ mod logging;
 mod progress;
 mod routing_config;
 mod schedule;
+mod structure_config;
 mod wiring;
 
 use std::process::ExitCode;
@@ -54,6 +55,7 @@ enum Command {
     Emulate(commands::emulate::EmulateArgs),
     Dlq(commands::dlq::DlqArgs),
     Status(commands::status::StatusArgs),
+    Structure(commands::structure::StructureArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Emulate(a) => commands::emulate::run(a, log).await,
             Command::Dlq(a) => commands::dlq::run(a, log).await,
             Command::Status(a) => commands::status::run(a, log).await,
+            Command::Structure(a) => commands::structure::run(a, log).await,
         }
     });
     match result {

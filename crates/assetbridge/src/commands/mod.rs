@@ -5,6 +5,7 @@ pub mod emulate;
 pub mod plan;
 pub mod run;
 pub mod status;
+pub mod structure;
 pub mod sync;
 
 use std::path::PathBuf;
