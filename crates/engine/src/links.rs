@@ -390,7 +390,16 @@ impl Engine {
             return Ok((0, report));
         }
         let n = claim.links().len();
-        let results = self.apply_links(claim.links(), &mut report).await?;
+        let results = match self.apply_links(claim.links(), &mut report).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing recorded: the links stay pending, the products are free again.
+                if let Err(r) = claim.release().await {
+                    warn!(error = %r, "cannot release the claimed products (they come free when the connection closes)");
+                }
+                return Err(e);
+            }
+        };
         claim.finish(&results).await?;
         report.links += n as u64;
         report.done += results.done.len() as u64;

@@ -208,6 +208,20 @@ impl LinkClaim {
         self.busy
     }
 
+    /// Gives the products back with nothing changed, now. (Dropping a claim does the same, but
+    /// on PostgreSQL the rollback, and so the release of the products, happens a moment later,
+    /// when the connection goes back to the pool.)
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        match std::mem::replace(&mut self.hold, Hold::None) {
+            Hold::None | Hold::Sqlite { .. } => Ok(()),
+            Hold::Postgres { tx } => tx.rollback().await.map_err(|cause| StoreError::Database {
+                backend: crate::Backend::Postgres,
+                operation: "release pending links",
+                cause,
+            }),
+        }
+    }
+
     /// Records the outcome in one transaction and releases the products.
     pub async fn finish(mut self, results: &LinkResults) -> Result<(), StoreError> {
         match std::mem::replace(&mut self.hold, Hold::None) {
@@ -448,12 +462,22 @@ impl Store {
             }
             Db::Postgres(p) => {
                 let (tx, links, products, busy) = p.claim_links(max).await?;
+                let hold = match tx {
+                    Some(tx) if !links.is_empty() => Hold::Postgres { tx },
+                    Some(tx) => {
+                        // Locked, but their links were finished meanwhile: free them now.
+                        tx.rollback().await.map_err(|cause| StoreError::Database {
+                            backend: crate::Backend::Postgres,
+                            operation: "release pending links",
+                            cause,
+                        })?;
+                        Hold::None
+                    }
+                    None => Hold::None,
+                };
                 Ok(LinkClaim {
                     products: if links.is_empty() { 0 } else { products },
-                    hold: match tx {
-                        Some(tx) if !links.is_empty() => Hold::Postgres { tx },
-                        _ => Hold::None,
-                    },
+                    hold,
                     links,
                     busy,
                 })

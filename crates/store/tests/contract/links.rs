@@ -39,10 +39,10 @@ fn written(code: &str) -> WrittenAsset {
     }
 }
 
-/// (op, code, product) of every ready pending link, via a claim that is then dropped.
+/// (op, code, product) of every ready pending link, via a claim that is then released.
 async fn pending(store: &assetbridge_store::Store) -> BTreeSet<(LinkOp, String, String)> {
     let claim = store.claim_links(1000).await.unwrap();
-    claim
+    let found = claim
         .links()
         .iter()
         .map(|l| {
@@ -52,7 +52,9 @@ async fn pending(store: &assetbridge_store::Store) -> BTreeSet<(LinkOp, String, 
                 l.request.target.product.clone(),
             )
         })
-        .collect()
+        .collect();
+    claim.release().await.unwrap();
+    found
 }
 
 fn set(items: &[(LinkOp, &str, &str)]) -> BTreeSet<(LinkOp, String, String)> {
@@ -128,7 +130,7 @@ pub(crate) async fn product_links_are_recorded_with_writes(db: &TestDb) {
         .map(|l| l.request.op)
         .collect();
     assert_eq!(p1_ops, vec![LinkOp::Add, LinkOp::Remove]);
-    drop(claim);
+    claim.release().await.unwrap();
 
     // Deleted: removed from every product it is linked to, and forgotten.
     let n = store
@@ -218,7 +220,7 @@ pub(crate) async fn product_link_claims_exclude_each_other(db: &TestDb) {
     assert!(two.busy() >= 2, "P1 and P2 were held: {}", two.busy());
     let three = second.claim_links(10).await.unwrap();
     assert!(three.is_empty(), "{three:?}");
-    drop(three);
+    three.release().await.unwrap();
 
     // Finishing releases; the row recorded meanwhile is then claimable.
     let done: Vec<i64> = one.links().iter().map(|l| l.id).collect();
@@ -235,14 +237,23 @@ pub(crate) async fn product_link_claims_exclude_each_other(db: &TestDb) {
         .map(|l| (l.request.code.clone(), l.request.target.product.clone()))
         .collect();
     assert_eq!(codes, vec![("c".to_owned(), "P1".to_owned())]);
-    // Dropping a claim changes nothing and gives the products back.
-    drop(four);
+    // Releasing a claim changes nothing and gives the products back at once; dropping it does
+    // too, a moment later (PostgreSQL rolls back when the connection returns to the pool).
+    four.release().await.unwrap();
     drop(two);
-    let five = first.claim_links(10).await.unwrap();
+    let mut five = first.claim_links(10).await.unwrap();
+    for _ in 0..100 {
+        if five.links().len() == 2 {
+            break;
+        }
+        five.release().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        five = first.claim_links(10).await.unwrap();
+    }
     assert_eq!(five.links().len(), 2, "{five:?}");
 
     // Many claimers at once never hold one product together.
-    drop(five);
+    five.release().await.unwrap();
     let products: Vec<String> = (0..40).map(|i| format!("Q{i}")).collect();
     let product_refs: Vec<&str> = products.iter().map(String::as_str).collect();
     first
