@@ -17,9 +17,12 @@ use crate::Engine;
 /// How often the counts are stored while batches keep coming.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// Counts not yet stored, per family: (succeeded, failed).
+/// Per family: (succeeded, failed).
+type Counts = BTreeMap<String, (u64, u64)>;
+
+/// Counts not yet stored, and when counts were last taken to the store.
 pub(crate) struct OutcomeTally {
-    state: Mutex<(BTreeMap<String, (u64, u64)>, Instant)>,
+    state: Mutex<(Counts, Instant)>,
 }
 
 impl Default for OutcomeTally {
@@ -32,12 +35,7 @@ impl Default for OutcomeTally {
 
 impl OutcomeTally {
     /// Adds counts; returns what to store now when a second has passed since the last time.
-    fn add(
-        &self,
-        family: &str,
-        succeeded: u64,
-        failed: u64,
-    ) -> Option<BTreeMap<String, (u64, u64)>> {
+    fn add(&self, family: &str, succeeded: u64, failed: u64) -> Option<Counts> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (pending, last) = &mut *guard;
         let e = pending.entry(family.to_owned()).or_default();
@@ -52,7 +50,7 @@ impl OutcomeTally {
     }
 
     /// Everything not yet stored.
-    fn take(&self) -> BTreeMap<String, (u64, u64)> {
+    fn take(&self) -> Counts {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         guard.1 = Instant::now();
         std::mem::take(&mut guard.0)
@@ -78,7 +76,7 @@ impl Engine {
     }
 
     /// A failure to count is not a failure to write: it is logged, not returned.
-    async fn store_outcomes(&self, due: BTreeMap<String, (u64, u64)>) {
+    async fn store_outcomes(&self, due: Counts) {
         for (family, (succeeded, failed)) in due {
             if succeeded + failed == 0 {
                 continue;
