@@ -236,3 +236,64 @@ routes = [ { family = "packshots", when = { pointer = "/type", equals = "packsho
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reconciles_on_its_schedule() {
+    let env = Env::start(EnvOptions {
+        assets: 60,
+        ..EnvOptions::default()
+    })
+    .await;
+    // Polls every second, reconciles every 3 s; the admin server on a free port.
+    let path = env.config(
+        "run.toml",
+        "reconcile_schedule = \"3s\"",
+        "\n[server]\nlisten = \"127.0.0.1:0\"\n",
+        "1s",
+    );
+    let cfg = config_arg(&path);
+    let log = "run";
+    let mut run = env.spawn(&["run", "--config", &cfg, "--shutdown-grace", "10"], log);
+    common::wait_until(Duration::from_secs(60), "the first poll", || {
+        env.pim_count() == 60
+    })
+    .await;
+
+    // Drift no poll can see: an edit in the PIM, an asset gone from the DAM without a trace.
+    let packshots = env.live_ids("packshots");
+    let edited = packshots[1].clone();
+    let code = sanitize_code(&edited);
+    let dam_title = env.dam.get(&edited).unwrap()["metadata"]["title"].clone();
+    env.akeneo
+        .upsert_asset(
+            "packshots",
+            json!({"code": code, "values": {"title": [{"locale": "en_US", "channel": null, "data": "Edited in the PIM"}]}}),
+        )
+        .unwrap();
+    let purged = env.dam.purge(&packshots[0..1]);
+    let gone = sanitize_code(&purged[0]);
+    let repaired = || {
+        let title = env
+            .akeneo
+            .asset("packshots", &code)
+            .map(|a| a["values"]["title"][0]["data"].clone());
+        title.as_ref() == Some(&dam_title) && env.akeneo.asset("packshots", &gone).is_none()
+    };
+    common::wait_until(
+        Duration::from_secs(60),
+        "the scheduled reconciliation",
+        repaired,
+    )
+    .await;
+    common::terminate(&run);
+    let status = common::wait_exit(&mut run, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("run did not stop\n{}", env.logs(log)));
+    assert!(status.success(), "{}", env.logs(log));
+    let logs = std::fs::read_to_string(env.dir.path().join("run.err")).unwrap();
+    assert!(logs.contains("scheduled reconciliation starting"), "{logs}");
+    let store = env.store().await;
+    let last = store.last_reconcile("packshots", true).await.unwrap();
+    assert!(last.is_some_and(|r| r.complete), "{logs}");
+    store.close().await;
+}
