@@ -321,7 +321,18 @@ impl Engine {
             let complete = match result {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = self.store.finish_reconcile(fp.pass.id, false).await;
+                    // This family's pass and those not compared yet end incomplete (their
+                    // marks deleted now rather than a day later).
+                    let unfinished = marks.by_family.values().filter(|p| {
+                        !reports
+                            .iter()
+                            .any(|r: &ReconcileReport| r.pass == p.pass.id)
+                    });
+                    for p in unfinished {
+                        if let Err(fe) = self.store.finish_reconcile(p.pass.id, false).await {
+                            warn!(family = %p.pass.family, error = %fe, "cannot record the end of an interrupted reconciliation");
+                        }
+                    }
                     return Err(e);
                 }
             };
