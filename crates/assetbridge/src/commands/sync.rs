@@ -2,9 +2,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use assetbridge_engine::{
-    Engine, ReconcileReport, RepairKind, SyncObserver, SyncReport, UNROUTED,
-};
+use assetbridge_engine::{Engine, ReconcileReport, RepairKind, SyncObserver, SyncReport, UNROUTED};
 use clap::Args;
 
 use super::ConfigArg;
