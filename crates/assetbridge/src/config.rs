@@ -762,7 +762,10 @@ values = [
         )
         .unwrap()
         .value;
-        assert_eq!(c.families[0].link.as_ref().unwrap().scope.as_deref(), Some("ecommerce"));
+        assert_eq!(
+            c.families[0].link.as_ref().unwrap().scope.as_deref(),
+            Some("ecommerce")
+        );
 
         let e = with(r#"{ product = "metadata/sku", attribute = "images" }"#).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[0].link.product"), "{e}");
@@ -774,7 +777,8 @@ values = [
             Some("families[0].link.product.transform[0]"),
             "{e}"
         );
-        let e = with(r#"{ product = "/sku", attribute = "images", mode = "replace" }"#).unwrap_err();
+        let e =
+            with(r#"{ product = "/sku", attribute = "images", mode = "replace" }"#).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("families[0].link.mode"), "{e}");
         let e = with(r#"{ product = { form = "/sku" }, attribute = "images" }"#).unwrap_err();
         assert!(e.to_string().contains("form"), "{e}");
@@ -848,10 +852,6 @@ format = "option_label"
     }
 
     #[test]
-    fn the_shipped_example_is_valid() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-    #[test]
     fn a_structure_mistake_names_its_key_and_line() {
         let text = format!(
             "{MINIMAL}\n[families.structure]\nlabels = {{ en_US = \"Packshots\" }}\n\n[[families.structure.attributes]]\ncode = \"season\"\ntype = \"single_option\"\noptions = [ {{ code = \"late-fall\" }} ]\n"
@@ -872,6 +872,10 @@ format = "option_label"
             .is_none());
     }
 
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
             "/../../examples/assetbridge.toml"
         ))
         .unwrap();

@@ -93,25 +93,32 @@ pub async fn run(args: SyncArgs, log: LogArgs) -> CliResult {
     Ok(exit_code(&rows, waiting + links_waiting + links.failed))
 }
 
-/// Polls every selected family once, then drains the inbox (retries, webhook and queue
-/// changes). Returns a report per family (and one row `inbox` for what the drain did).
+/// Polls every selected family once — `[sync] families_in_flight` of them at a time — then
+/// drains the inbox (retries, webhook and queue changes). Returns a report per family, in the
+/// configuration's order (and one row `inbox` for what the drain did).
 pub async fn sync_all(
     engine: &Engine,
     only: &[String],
     full: bool,
 ) -> Result<Vec<(String, SyncReport)>, Failure> {
-    let mut rows = Vec::new();
-    for plan in engine.families() {
-        // Families fed by the routed listing are polled through it, below.
-        if (!only.is_empty() && !only.contains(&plan.code)) || engine.is_routed(&plan.code) {
-            continue;
-        }
-        let report = engine
-            .sync_family(plan, full)
-            .await
-            .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))?;
-        rows.push((plan.code.clone(), report));
-    }
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    // Families fed by the routed listing are polled through it, below.
+    let selected = engine
+        .families()
+        .iter()
+        .filter(|plan| only.is_empty() || only.contains(&plan.code))
+        .filter(|plan| !engine.is_routed(&plan.code));
+    let mut rows: Vec<(String, SyncReport)> = stream::iter(selected)
+        .map(|plan| async move {
+            engine
+                .sync_family(plan, full)
+                .await
+                .map(|report| (plan.code.clone(), report))
+                .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))
+        })
+        .buffered(engine.options().families_in_flight.max(1))
+        .try_collect()
+        .await?;
     if routed_selected(engine, only) {
         let routed = engine
             .sync_routed(full)
