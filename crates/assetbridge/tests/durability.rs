@@ -425,7 +425,7 @@ async fn three_instances_share_one_postgres_database() {
             count_lines(
                 &env,
                 l,
-                "another instance polls this family; skipping this round",
+                "another instance polls this listing; skipping this round",
             )
         })
         .sum();
