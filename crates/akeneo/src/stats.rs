@@ -42,6 +42,8 @@ pub struct ClientStats {
     /// Media files uploaded, and their total size in bytes.
     pub media_uploads: u64,
     pub media_bytes: u64,
+    /// Durations of the HTTP attempts that got an answer (send → body read).
+    pub request_latency: assetbridge_core::latency::LatencySnapshot,
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ pub(crate) struct Counters {
     pub options_created: AtomicU64,
     pub media_uploads: AtomicU64,
     pub media_bytes: AtomicU64,
+    pub latency: assetbridge_core::latency::LatencyHistogram,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -106,6 +109,7 @@ impl Counters {
             options_created: g(&self.options_created),
             media_uploads: g(&self.media_uploads),
             media_bytes: g(&self.media_bytes),
+            request_latency: self.latency.snapshot(),
         }
     }
 }

@@ -246,16 +246,20 @@ impl Inner {
                 }
                 let _in_flight = self.stats.enter();
                 inc(&self.stats.requests);
+                let sent_at = std::time::Instant::now();
                 match rb.send().await {
                     Ok(resp) => {
                         let status = resp.status();
                         let headers = resp.headers().clone();
                         match resp.bytes().await {
-                            Ok(body) => Ok(RawResponse {
-                                status,
-                                headers,
-                                body,
-                            }),
+                            Ok(body) => {
+                                self.stats.latency.record(sent_at.elapsed());
+                                Ok(RawResponse {
+                                    status,
+                                    headers,
+                                    body,
+                                })
+                            }
                             Err(e) => Err(e),
                         }
                     }

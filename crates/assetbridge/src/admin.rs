@@ -70,6 +70,15 @@ impl Histogram {
         }
     }
 
+    /// A client's request-latency snapshot, as a histogram to render.
+    pub fn of_latency(l: &assetbridge_core::latency::LatencySnapshot) -> Self {
+        Self {
+            bounds: &assetbridge_core::latency::LATENCY_BUCKETS,
+            counts: l.counts.clone(),
+            sum: l.sum_seconds(),
+        }
+    }
+
     /// Counts one observation of `v`.
     pub fn observe(&mut self, v: f64) {
         let i = self
@@ -407,6 +416,57 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 
     if let Some(engine) = s.engine.get() {
         let c = engine.pim().stats();
+        t.head(
+            "assetbridge_pim_request_duration_seconds",
+            "histogram",
+            "Duration of the PIM attempts that got an answer (send → body read).",
+        );
+        t.histogram(
+            "assetbridge_pim_request_duration_seconds",
+            &[],
+            &Histogram::of_latency(&c.request_latency),
+        );
+        let d = engine.dam().stats();
+        t.one(
+            "assetbridge_dam_requests_total",
+            "counter",
+            "HTTP requests sent to the DAM (every attempt: listing pages, single assets, files).",
+            d.requests,
+        );
+        t.head(
+            "assetbridge_dam_responses_total",
+            "counter",
+            "DAM answers by HTTP status.",
+        );
+        for (status, n) in &d.responses_by_status {
+            t.sample(
+                "assetbridge_dam_responses_total",
+                &[("status", &status.to_string())],
+                n,
+            );
+        }
+        t.one(
+            "assetbridge_dam_transport_errors_total",
+            "counter",
+            "DAM attempts without an answer.",
+            d.transport_errors,
+        );
+        t.one(
+            "assetbridge_dam_retries_total",
+            "counter",
+            "DAM attempts repeated after a transient failure.",
+            d.retries,
+        );
+        t.head(
+            "assetbridge_dam_request_duration_seconds",
+            "histogram",
+            "Time from sending a DAM attempt to its answer's status line and headers.",
+        );
+        t.histogram(
+            "assetbridge_dam_request_duration_seconds",
+            &[],
+            &Histogram::of_latency(&d.request_latency),
+        );
         t.one(
             "assetbridge_pim_requests_total",
             "counter",

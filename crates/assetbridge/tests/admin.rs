@@ -141,6 +141,21 @@ async fn probes_metrics_status_page_and_retry_with_a_token() {
     assert!(metrics["assetbridge_pim_requests_total"] > 0.0);
     assert!(metrics["assetbridge_pim_responses_total{status=\"200\"}"] > 0.0);
     assert!(metrics.contains_key("assetbridge_pim_rate_limit_wait_seconds_total"));
+    // Requests to both sides, by status, and their latency histograms (one snapshot each:
+    // the +Inf bucket is the count).
+    assert!(metrics["assetbridge_dam_requests_total"] > 0.0);
+    assert!(metrics["assetbridge_dam_responses_total{status=\"200\"}"] > 0.0);
+    assert!(metrics.contains_key("assetbridge_dam_retries_total"));
+    for side in ["pim", "dam"] {
+        let count = metrics[&format!("assetbridge_{side}_request_duration_seconds_count")];
+        assert!(count > 0.0, "{side}");
+        assert_eq!(
+            metrics[&format!("assetbridge_{side}_request_duration_seconds_bucket{{le=\"+Inf\"}}")],
+            count,
+            "{side}"
+        );
+        assert!(metrics[&format!("assetbridge_{side}_request_duration_seconds_sum")] > 0.0);
+    }
     assert!(metrics.contains_key("assetbridge_backlog{state=\"pending\"}"));
 
     // The status page says what `assetbridge status --json` says.

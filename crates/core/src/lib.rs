@@ -4,13 +4,14 @@
 //! learned from a source ([`AssetChange`]), the PIM's view ([`PimAsset`]), the asset family
 //! structure as Akeneo describes it ([`structure`]), the mapping from one to the other
 //! ([`mapping`]), family routing ([`routing`]), asset-code sanitising ([`code`]), content hashing
-//! ([`hash`]) and poll cursors ([`cursor`]). No I/O, no HTTP library, no clock reads: adapters depend on this crate, never the
+//! ([`hash`]), a request latency histogram for the clients' metrics ([`latency`]) and poll cursors ([`cursor`]). No I/O, no HTTP library, no clock reads: adapters depend on this crate, never the
 //! reverse.
 
 pub mod asset;
 pub mod code;
 pub mod cursor;
 pub mod hash;
+pub mod latency;
 pub mod mapping;
 pub mod routing;
 pub mod structure;

@@ -461,6 +461,42 @@ struct Inner {
     /// `base_url` + `list_path`.
     list_url: Url,
     origin: url::Origin,
+    stats: DamCounters,
+}
+
+/// What the DAM client did since it was created ([`RestDam::stats`]), for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DamStats {
+    /// HTTP attempts sent (listing pages, single assets, files; every retry counts).
+    pub requests: u64,
+    /// Answers received, by HTTP status.
+    pub responses_by_status: BTreeMap<u16, u64>,
+    /// Attempts that got no answer: timeout, refused or dropped connection.
+    pub transport_errors: u64,
+    /// Attempts repeated after a transient failure (429, 408, 5xx, no answer).
+    pub retries: u64,
+    /// Time from sending an attempt to its answer's status line and headers.
+    pub request_latency: assetbridge_core::latency::LatencySnapshot,
+}
+
+#[derive(Default)]
+struct DamCounters {
+    requests: std::sync::atomic::AtomicU64,
+    by_status: parking_lot::Mutex<BTreeMap<u16, u64>>,
+    transport_errors: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+    latency: assetbridge_core::latency::LatencyHistogram,
+}
+
+impl DamCounters {
+    fn inc(c: &std::sync::atomic::AtomicU64) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn answered(&self, status: StatusCode, took: Duration) {
+        *self.by_status.lock().entry(status.as_u16()).or_default() += 1;
+        self.latency.record(took);
+    }
 }
 
 impl std::fmt::Debug for RestDam {
@@ -613,8 +649,22 @@ impl RestDam {
                 client,
                 auth,
                 cfg: config,
+                stats: DamCounters::default(),
             }),
         })
+    }
+
+    /// Counters of the requests made so far (for metrics and tests).
+    pub fn stats(&self) -> DamStats {
+        let c = &self.inner.stats;
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        DamStats {
+            requests: g(&c.requests),
+            responses_by_status: c.by_status.lock().clone(),
+            transport_errors: g(&c.transport_errors),
+            retries: g(&c.retries),
+            request_latency: c.latency.snapshot(),
+        }
     }
 
     /// The configuration.
@@ -748,9 +798,16 @@ impl RestDam {
             if json {
                 req = req.header(reqwest::header::ACCEPT, "application/json");
             }
+            let stats = &self.inner.stats;
+            DamCounters::inc(&stats.requests);
+            let sent_at = std::time::Instant::now();
             let sent = tokio::time::timeout(timeout, req.send()).await;
+            if let Ok(Ok(resp)) = &sent {
+                stats.answered(resp.status(), sent_at.elapsed());
+            }
             let wait = match sent {
                 Err(_) => {
+                    DamCounters::inc(&stats.transport_errors);
                     detail = format!("no response within {}s", cfg.timeout_secs);
                     self.backoff(attempt)
                 }
@@ -758,6 +815,7 @@ impl RestDam {
                     return Err(DamError::Config(format!("request: {}", e.without_url())))
                 }
                 Ok(Err(e)) => {
+                    DamCounters::inc(&stats.transport_errors);
                     detail = e.without_url().to_string();
                     self.backoff(attempt)
                 }
@@ -795,6 +853,7 @@ impl RestDam {
                 }
             };
             if attempt < attempts {
+                DamCounters::inc(&self.inner.stats.retries);
                 warn!(url = %redact(url), attempt, wait_ms = wait.as_millis() as u64, %detail, "DAM request failed; retrying");
                 tokio::time::sleep(wait).await;
             }

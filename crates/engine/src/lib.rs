@@ -144,6 +144,11 @@ impl Engine {
         &self.pim
     }
 
+    /// The DAM client (its request counters feed `/metrics`).
+    pub fn dam(&self) -> &RestDam {
+        &self.dam
+    }
+
     pub fn options(&self) -> &SyncOptions {
         &self.options
     }
