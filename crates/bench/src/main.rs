@@ -776,8 +776,8 @@ fn run(args: Args) -> Result<bool> {
             r.pim_limit = None;
             r.ratio_to_pim_limit = None;
             r.notes.push(format!(
-                "{} assets read, {} unchanged: the only PIM calls are the token grant and structure reads ({} requests)",
-                r.summary.seen, r.summary.unchanged, r.pim_requests
+                "{} assets read, {} unchanged: `sync --full` reconciles, so besides the token grant and structure reads the PIM calls are reads — one asset search per DAM page of unchanged assets and the PIM's asset listing, page by page ({} requests, {} of them writes)",
+                r.summary.seen, r.summary.unchanged, r.pim_requests, r.pim_write_requests
             ));
             explain_limits(&mut r);
             results.push(r);

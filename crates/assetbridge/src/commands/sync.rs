@@ -154,19 +154,28 @@ pub async fn reconcile_all(
     engine: &Engine,
     only: &[String],
 ) -> Result<(Vec<(String, SyncReport)>, Vec<ReconcileReport>), Failure> {
-    let mut rows = Vec::new();
-    let mut reports = Vec::new();
-    for plan in engine.families() {
-        if (!only.is_empty() && !only.contains(&plan.code)) || engine.is_routed(&plan.code) {
-            continue;
-        }
-        let r = engine
-            .reconcile_family(plan)
-            .await
-            .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))?;
-        rows.push((plan.code.clone(), r.report.clone()));
-        reports.push(r);
-    }
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    // Families side by side, as `sync_all` polls them: each reads its PIM listing one
+    // search_after page after another, so this is what spreads the PIM's concurrent calls.
+    let selected = engine
+        .families()
+        .iter()
+        .filter(|plan| only.is_empty() || only.contains(&plan.code))
+        .filter(|plan| !engine.is_routed(&plan.code));
+    let mut reports: Vec<ReconcileReport> = stream::iter(selected)
+        .map(|plan| async move {
+            engine
+                .reconcile_family(plan)
+                .await
+                .map_err(|e| Failure::Fatal(anyhow::anyhow!("family `{}`: {e}", plan.code)))
+        })
+        .buffered(engine.options().families_in_flight.max(1))
+        .try_collect()
+        .await?;
+    let mut rows: Vec<(String, SyncReport)> = reports
+        .iter()
+        .map(|r| (r.family.clone(), r.report.clone()))
+        .collect();
     if routed_selected(engine, only) {
         let routed = engine
             .reconcile_routed()
