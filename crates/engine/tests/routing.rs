@@ -8,20 +8,18 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use assetbridge_akeneo::{AkeneoClient, AkeneoConfig};
 use assetbridge_core::mapping::CompiledMapping;
 use assetbridge_core::routing::{CompiledRoutes, RouteConfig};
 use assetbridge_core::sanitize_code;
-use assetbridge_dam::rest::{DamAuth, Paging, RestDam, RestDamConfig};
+use assetbridge_dam::rest::RestDam;
 use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
 use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, PagingStyle, RunningDam};
 use assetbridge_engine::{
     DeletionPolicy, Engine, FamilyPlan, RoutedListing, SyncOptions, ROUTED_LISTING,
 };
-use assetbridge_store::Store;
 use secrecy::SecretString;
 use serde_json::json;
-use support::{localhost, mapping, structure};
+use support::{dam_config, localhost, mapping, pim_client, sqlite_store, structure};
 
 const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
 
@@ -63,30 +61,9 @@ impl App {
             akeneo.add_asset_family(s);
         }
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!(
-            "sqlite://{}",
-            dir.path().join("state.db").display()
-        ))
-        .await
-        .unwrap();
-        let pim = AkeneoClient::new(AkeneoConfig::new(
-            akeneo_server.base_url.clone(),
-            "assetbridge",
-            "secret",
-            "admin",
-            "admin",
-        ))
-        .unwrap();
-        let mut dam_cfg = RestDamConfig::new(dam_server.base_url.clone());
-        dam_cfg.auth = DamAuth::Bearer {
-            token: SecretString::from("dam-token".to_owned()),
-        };
-        dam_cfg.family_param = Some("type".into());
-        dam_cfg.paging = Paging::Cursor {
-            cursor_param: "cursor".into(),
-            next_cursor_pointer: "/next_cursor".into(),
-        };
-        let rest = RestDam::new(dam_cfg).unwrap();
+        let store = sqlite_store(&dir).await;
+        let pim = pim_client(&akeneo_server.base_url);
+        let rest = RestDam::new(dam_config(&dam_server.base_url)).unwrap();
         let mut plans = Vec::new();
         for f in FAMILIES {
             let s = pim.family_structure(f).await.unwrap();

@@ -76,6 +76,43 @@ pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A SQLite state file in `dir`.
+pub async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+    Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+/// The Akeneo client with the emulator's credentials.
+pub fn pim_client(base_url: &str) -> AkeneoClient {
+    AkeneoClient::new(AkeneoConfig::new(
+        base_url.to_owned(),
+        "assetbridge",
+        "secret",
+        "admin",
+        "admin",
+    ))
+    .unwrap()
+}
+
+/// The DAM client's configuration for the DAM emulator: bearer token, `type` as the family
+/// filter, cursor paging.
+pub fn dam_config(base_url: &str) -> RestDamConfig {
+    let mut dam_cfg = RestDamConfig::new(base_url.to_owned());
+    dam_cfg.auth = DamAuth::Bearer {
+        token: SecretString::from("dam-token".to_owned()),
+    };
+    dam_cfg.family_param = Some("type".into());
+    dam_cfg.paging = Paging::Cursor {
+        cursor_param: "cursor".into(),
+        next_cursor_pointer: "/next_cursor".into(),
+    };
+    dam_cfg
+}
+
 impl TestApp {
     pub async fn start(assets: usize, options: SyncOptions) -> Self {
         Self::start_with(assets, options, |p| p).await
@@ -99,30 +136,9 @@ impl TestApp {
         let prefix = format!("{}/files/", dam_server.base_url);
         akeneo.add_asset_family(structure(&prefix));
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!(
-            "sqlite://{}",
-            dir.path().join("state.db").display()
-        ))
-        .await
-        .unwrap();
-        let pim = AkeneoClient::new(AkeneoConfig::new(
-            akeneo_server.base_url.clone(),
-            "assetbridge",
-            "secret",
-            "admin",
-            "admin",
-        ))
-        .unwrap();
-        let mut dam_cfg = RestDamConfig::new(dam_server.base_url.clone());
-        dam_cfg.auth = DamAuth::Bearer {
-            token: SecretString::from("dam-token".to_owned()),
-        };
-        dam_cfg.family_param = Some("type".into());
-        dam_cfg.paging = Paging::Cursor {
-            cursor_param: "cursor".into(),
-            next_cursor_pointer: "/next_cursor".into(),
-        };
-        let rest = RestDam::new(dam_cfg).unwrap();
+        let store = sqlite_store(&dir).await;
+        let pim = pim_client(&akeneo_server.base_url);
+        let rest = RestDam::new(dam_config(&dam_server.base_url)).unwrap();
         let s = pim.family_structure(FAMILY).await.unwrap();
         options.deletions.check_against(&s).unwrap();
         let plan = adjust(FamilyPlan {
