@@ -16,6 +16,10 @@ mod wiring;
 
 use std::process::ExitCode;
 
+/// The binary's allocator: mimalloc (see [`configure_allocators`]).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 use crate::exit::Failure;
@@ -59,7 +63,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    configure_allocators();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,17 +100,86 @@ fn main() -> ExitCode {
 
 pub type CliResult = Result<ExitCode, Failure>;
 
-/// glibc gives each thread that allocates concurrently an arena of its own (up to 8 per core),
-/// and each keeps the memory it has freed: the 1 000 000-asset benchmark's resident memory grew
-/// in arena-sized steps (41 MiB peak, not flat). Two arenas keep it flat (34 MiB peak, +0.8 MiB
-/// over the second half) at no measured throughput cost — the same as `MALLOC_ARENA_MAX=2`,
-/// which, when set, still wins (glibc reads it first; an explicit value is not overridden).
-fn limit_malloc_arenas() {
+/// Two allocators live in the process: Rust's allocations go to mimalloc (the global allocator
+/// above), SQLite's (its page caches, statements) to glibc's malloc.
+///
+/// **mimalloc** because the connector allocates and frees many small values per asset (JSON
+/// values, strings, maps) and a few large buffers per page: with glibc's malloc, `malloc`,
+/// `free` and the consolidation that each large request triggers were ≈ 38 % of the async
+/// workers' CPU in a profile of the zero-latency benchmark, and mimalloc's thread-local free
+/// lists do the same work for less (measured in the README's Performance section). See
+/// [`configure_mimalloc`] for the two options that keep its resident memory as low as glibc's.
+///
+/// **glibc** gives each thread that allocates concurrently an arena of its own (up to 8 per
+/// core), and each keeps the memory it has freed: the 1 000 000-asset benchmark's resident
+/// memory grew in arena-sized steps. Two arenas keep it flat at no measured throughput cost —
+/// the same as `MALLOC_ARENA_MAX=2`, which, when set, still wins.
+fn configure_allocators() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only adjusts allocator parameters; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
+    }
+}
+
+/// mimalloc 2's `mi_option_purge_delay`.
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc 2's `mi_option_arena_eager_commit`.
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Runs before `main` (an ELF constructor), before the first Rust allocation: mimalloc reserves
+/// its first arena at that allocation and reads `arena_eager_commit` then, so setting it from
+/// `main` is too late (measured: the resident memory stayed ≈ 40 % higher). mimalloc's own
+/// constructor (priority 101) has already run and read the environment.
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_MIMALLOC: extern "C" fn() = configure_mimalloc;
+
+/// mimalloc is told to give freed memory back to the OS at once (`purge_delay = 0`; default
+/// 10 ms) and to commit its arenas on demand (`arena_eager_commit = 0`; default: eagerly on
+/// Linux): with its defaults the benchmarks' peak RSS was ≈ 40 % higher, with these it matches
+/// glibc's. The environment (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`), when set,
+/// wins. Allocates nothing (C strings, `getenv`).
+extern "C" fn configure_mimalloc() {
+    let options: [(libmimalloc_sys::mi_option_t, &std::ffi::CStr); 2] = [
+        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY"),
+        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT"),
+    ];
+    for (option, env) in options {
+        // SAFETY: getenv reads the environment, which nothing modifies before `main`; setting
+        // one of mimalloc's runtime options before any thread exists is what its API asks.
+        unsafe {
+            if libc::getenv(env.as_ptr()).is_null() {
+                libmimalloc_sys::mi_option_set(option, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The constructor ran before this test binary's first allocation: both options are 0 (the
+    /// values mimalloc would otherwise use are 10 and 2), unless the environment sets them.
+    #[test]
+    fn mimalloc_is_configured_before_main() {
+        for (option, env) in [
+            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
+            (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT"),
+        ] {
+            if std::env::var_os(env).is_some() {
+                continue;
+            }
+            // SAFETY: reads one of mimalloc's options.
+            let value = unsafe { libmimalloc_sys::mi_option_get(option) };
+            assert_eq!(value, 0, "{env}");
+        }
+        // And the allocator in use is mimalloc: a block it allocated is one it owns.
+        let block = vec![0u8; 1000];
+        // SAFETY: asks mimalloc whether a pointer is in its heap.
+        assert!(unsafe { libmimalloc_sys::mi_is_in_heap_region(block.as_ptr().cast()) });
     }
 }

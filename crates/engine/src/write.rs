@@ -369,7 +369,15 @@ impl Engine {
                 .collect();
             self.store.put_asset_codes(&plan.code, &codes).await?;
         }
-        let assets: Vec<PimAsset> = changed.iter().map(|m| m.asset.clone()).collect();
+        // The values move into the request (no copy of each asset); what is needed after the
+        // PIM's answer is the code, the change and the hash.
+        let assets: Vec<PimAsset> = changed
+            .iter_mut()
+            .map(|m| PimAsset {
+                code: m.asset.code.clone(),
+                values: std::mem::take(&mut m.asset.values),
+            })
+            .collect();
         report.pim_writes += assets.len().div_ceil(100) as u64;
         let results = match self.pim.upsert_assets(&plan.code, &assets).await {
             Ok(results) => results,

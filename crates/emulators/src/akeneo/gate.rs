@@ -197,17 +197,22 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
             return too_many(s, faults.retry_after_secs);
         }
     }
-    if !faults.latency.is_zero() {
-        tokio::time::sleep(faults.latency).await;
-    }
+    // The latency is the request's response time: the answer leaves `latency` after the request
+    // arrived, the emulator's own work (reading the body, validating, storing) included — as a
+    // server's response time is measured — and never earlier.
+    let answer_at = tokio::time::Instant::now() + faults.latency;
+    let wait = || tokio::time::sleep_until(answer_at);
     if faults.outage {
+        wait().await;
         return server_error(s, StatusCode::SERVICE_UNAVAILABLE);
     }
     let roll: f64 = rand::random();
     if roll < faults.rate_drop {
+        wait().await;
         return dropped(s);
     }
     if roll < faults.rate_drop + faults.rate_429 {
+        wait().await;
         return too_many(s, faults.retry_after_secs);
     }
     if roll < faults.rate_drop + faults.rate_429 + faults.rate_5xx {
@@ -216,17 +221,21 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
             1 => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
+        wait().await;
         return server_error(s, status);
     }
     if let Err(r) = check_accept(&req) {
+        wait().await;
         return r;
     }
     if route != routes::UNMATCHED && !routes::is_public(route) {
         if let Err(r) = check_bearer(s, &req) {
+            wait().await;
             return r;
         }
     }
     let resp = next.run(req).await;
+    wait().await;
     drop(guard);
     resp
 }

@@ -130,7 +130,8 @@ pub struct AkeneoEmulatorConfig {
     pub token_ttl: Duration,
     /// Refresh token lifetime. Default: 1 209 600 s (14 days).
     pub refresh_ttl: Duration,
-    /// Added to every API request (not the token route) before it is handled. Default: 0.
+    /// The response time of every API request (not the token route): the answer leaves this long
+    /// after the request arrived, the emulator's own work included (never earlier). Default: 0.
     pub latency: Duration,
     /// Concurrent API requests above this are answered 429 with `Retry-After` (SaaS: 4 per
     /// connection, §3.4). Default: `None` (no cap).
@@ -181,7 +182,8 @@ impl Default for AkeneoEmulatorConfig {
 /// Fault injection settings, changeable at runtime with [`AkeneoEmulator::set_faults`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Faults {
-    /// Added to every API request. Default: 0.
+    /// The response time of every API request: the answer leaves this long after the request
+    /// arrived, the emulator's own work included (never earlier). Default: 0.
     pub latency: Duration,
     /// Concurrency cap (429 above). Default: none.
     pub max_concurrency: Option<usize>,
@@ -632,7 +634,7 @@ impl AkeneoEmulator {
         *self.shared.faults.write() = faults;
     }
 
-    /// Sets the latency added to every API request.
+    /// Sets the response time of every API request (see [`Faults::latency`]).
     pub fn set_latency(&self, latency: Duration) {
         self.shared.faults.write().latency = latency;
     }
