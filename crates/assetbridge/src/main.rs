@@ -124,10 +124,12 @@ fn configure_allocators() {
     }
 }
 
-/// mimalloc 2's `mi_option_purge_delay`.
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// mimalloc 2's `mi_option_arena_eager_commit`.
-const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// The mimalloc options [`configure_mimalloc`] sets to 0, each with the environment variable
+/// that, when set, wins: mimalloc 2's `mi_option_purge_delay` and `mi_option_arena_eager_commit`.
+const MIMALLOC_OPTIONS: [(libmimalloc_sys::mi_option_t, &std::ffi::CStr); 2] = [
+    (15, c"MIMALLOC_PURGE_DELAY"),
+    (4, c"MIMALLOC_ARENA_EAGER_COMMIT"),
+];
 
 /// Runs before `main` (an ELF constructor), before the first Rust allocation: mimalloc reserves
 /// its first arena at that allocation and reads `arena_eager_commit` then, so setting it from
@@ -143,11 +145,7 @@ static CONFIGURE_MIMALLOC: extern "C" fn() = configure_mimalloc;
 /// glibc's. The environment (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`), when set,
 /// wins. Allocates nothing (C strings, `getenv`).
 extern "C" fn configure_mimalloc() {
-    let options: [(libmimalloc_sys::mi_option_t, &std::ffi::CStr); 2] = [
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY"),
-        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT"),
-    ];
-    for (option, env) in options {
+    for (option, env) in MIMALLOC_OPTIONS {
         // SAFETY: getenv reads the environment, which nothing modifies before `main`; setting
         // one of mimalloc's runtime options before any thread exists is what its API asks.
         unsafe {
@@ -166,10 +164,8 @@ mod tests {
     /// values mimalloc would otherwise use are 10 and 2), unless the environment sets them.
     #[test]
     fn mimalloc_is_configured_before_main() {
-        for (option, env) in [
-            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
-            (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT"),
-        ] {
+        for (option, env) in MIMALLOC_OPTIONS {
+            let env = env.to_str().unwrap();
             if std::env::var_os(env).is_some() {
                 continue;
             }

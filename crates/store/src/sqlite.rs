@@ -158,8 +158,8 @@ const WRITER_AUTOCHECKPOINT_PAGES: &str = "16384";
 /// How often the background checkpointer copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Copies committed WAL frames back into the database file from its own connection and task,
-/// beside the writer. SQLite's automatic checkpoint runs inside the commit that crosses its
+/// Copies committed WAL frames back into the database file from a reader connection and a task
+/// of its own, beside the writer. SQLite's automatic checkpoint runs inside the commit that crosses its
 /// threshold, on the one writer connection that every state write waits for: measured at 18 %
 /// of that connection's time at zero latency. A `PASSIVE` checkpoint never blocks the writer or
 /// the readers (it copies what no reader still needs and leaves the rest for the next round),
@@ -210,7 +210,7 @@ impl SqliteStore {
         let base = SqliteConnectOptions::new()
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        let (writer, reader, checkpoints) = match &target {
+        let (writer, reader) = match &target {
             SqliteTarget::Memory => {
                 // One connection serves reads and writes: an in-memory database lives and dies
                 // with its connection, so it is never closed while the store lives.
@@ -223,7 +223,7 @@ impl SqliteStore {
                     .connect_with(base.in_memory(true))
                     .await
                     .map_err(connect_err)?;
-                (pool.clone(), pool, None)
+                (pool.clone(), pool)
             }
             SqliteTarget::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -262,29 +262,22 @@ impl SqliteStore {
                     .connect_with(writer_file)
                     .await
                     .map_err(connect_err)?;
-                let checkpoints = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(options.connect_timeout)
-                    .connect_with(file.clone())
-                    .await
-                    .map_err(connect_err)?;
                 let reader = SqlitePoolOptions::new()
                     .max_connections(options.max_connections.max(1))
                     .acquire_timeout(options.connect_timeout)
                     .connect_with(file)
                     .await
                     .map_err(connect_err)?;
-                (writer, reader, Some(checkpoints))
+                (writer, reader)
             }
         };
         let store = Self {
+            // A file database's WAL is checkpointed beside the writer; an in-memory one has none.
+            checkpointer: matches!(target, SqliteTarget::File(_))
+                .then(|| Checkpointer::start(reader.clone())),
             writer,
             reader,
             target,
-            checkpointer: checkpoints.map(Checkpointer::start),
         };
         store.migrate().await?;
         Ok(store)

@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, StatusCode};
 use super::http::{error, essence, DropConnection, ItemCount};
 use super::routes;
 use super::state::{bump, LoggedRequest, Shared};
+use super::Faults;
 
 /// Counts a request in flight for as long as it lives.
 struct InFlight<'a> {
@@ -199,20 +200,31 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
     }
     // The latency is the request's response time: the answer leaves `latency` after the request
     // arrived, the emulator's own work (reading the body, validating, storing) included — as a
-    // server's response time is measured — and never earlier.
+    // server's response time is measured — and never earlier. Whatever the answer is.
     let answer_at = tokio::time::Instant::now() + faults.latency;
-    let wait = || tokio::time::sleep_until(answer_at);
+    let resp = answer(s, route, &faults, req, next).await;
+    tokio::time::sleep_until(answer_at).await;
+    drop(guard);
+    resp
+}
+
+/// An API request past the concurrency cap: injected faults, then `Accept`, then the bearer
+/// token, then the route itself.
+async fn answer(
+    s: &Shared,
+    route: &'static str,
+    faults: &Faults,
+    req: Request,
+    next: Next,
+) -> Response {
     if faults.outage {
-        wait().await;
         return server_error(s, StatusCode::SERVICE_UNAVAILABLE);
     }
     let roll: f64 = rand::random();
     if roll < faults.rate_drop {
-        wait().await;
         return dropped(s);
     }
     if roll < faults.rate_drop + faults.rate_429 {
-        wait().await;
         return too_many(s, faults.retry_after_secs);
     }
     if roll < faults.rate_drop + faults.rate_429 + faults.rate_5xx {
@@ -221,23 +233,17 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
             1 => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        wait().await;
         return server_error(s, status);
     }
     if let Err(r) = check_accept(&req) {
-        wait().await;
         return r;
     }
     if route != routes::UNMATCHED && !routes::is_public(route) {
         if let Err(r) = check_bearer(s, &req) {
-            wait().await;
             return r;
         }
     }
-    let resp = next.run(req).await;
-    wait().await;
-    drop(guard);
-    resp
+    next.run(req).await
 }
 
 /// Fallback for unknown paths (Symfony's router answers before the firewall).
