@@ -65,6 +65,9 @@ enum Command {
 fn main() -> ExitCode {
     configure_allocators();
     let cli = Cli::parse();
+    if let Err(code) = check_sqlite_page_cache() {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,7 +104,8 @@ fn main() -> ExitCode {
 pub type CliResult = Result<ExitCode, Failure>;
 
 /// Two allocators live in the process: Rust's allocations go to mimalloc (the global allocator
-/// above), SQLite's (its page caches, statements) to glibc's malloc.
+/// above), SQLite's (statements, records; its page caches only beyond the region of
+/// [`configure_sqlite`]) to glibc's malloc.
 ///
 /// **mimalloc** because the connector allocates and frees many small values per asset (JSON
 /// values, strings, maps) and a few large buffers per page: with glibc's malloc, `malloc`,
@@ -131,20 +135,59 @@ const MIMALLOC_OPTIONS: [(libmimalloc_sys::mi_option_t, &std::ffi::CStr); 2] = [
     (4, c"MIMALLOC_ARENA_EAGER_COMMIT"),
 ];
 
-/// Runs before `main` (an ELF constructor), before the first Rust allocation: mimalloc reserves
-/// its first arena at that allocation and reads `arena_eager_commit` then, so setting it from
-/// `main` is too late (measured: the resident memory stayed ≈ 40 % higher). mimalloc's own
-/// constructor (priority 101) has already run and read the environment.
+/// Runs before `main` (an ELF constructor), before the first Rust allocation:
+/// [`configure_mimalloc`], then [`configure_sqlite`]. mimalloc's own constructor (priority 101)
+/// has already run and read the environment.
 #[used]
 #[link_section = ".init_array"]
-static CONFIGURE_MIMALLOC: extern "C" fn() = configure_mimalloc;
+static BEFORE_MAIN: extern "C" fn() = before_main;
+
+extern "C" fn before_main() {
+    configure_mimalloc();
+    configure_sqlite();
+}
+
+/// What [`configure_sqlite`] did: page-cache slots, or why there is no region (reported by
+/// `main`).
+static SQLITE_PAGE_CACHE: std::sync::OnceLock<
+    Result<usize, assetbridge_store::page_cache::PageCacheError>,
+> = std::sync::OnceLock::new();
+
+/// SQLite's page caches get one fixed region ([`assetbridge_store::page_cache`]: 16 MiB unless
+/// `ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB` says otherwise), so that the pages every reader's cache
+/// drops and refills after each write come from fixed slots, not from glibc's arenas — whose
+/// fragmentation kept the 1 000 000-asset benchmark's resident memory growing while its live
+/// heap was level. SQLite reads this configuration only before its first use: hence here.
+extern "C" fn configure_sqlite() {
+    // SAFETY: before `main`: no thread exists, SQLite is not initialised, nothing changes the
+    // environment.
+    let outcome = unsafe { assetbridge_store::page_cache::configure_from_env() };
+    let _ = SQLITE_PAGE_CACHE.set(outcome);
+}
+
+/// `ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB` that is not a number is a configuration error (exit 2);
+/// a region the system or SQLite refused only costs memory: a warning, and SQLite's default.
+fn check_sqlite_page_cache() -> Result<(), ExitCode> {
+    use assetbridge_store::page_cache::PageCacheError;
+    match SQLITE_PAGE_CACHE.get() {
+        Some(Err(e @ PageCacheError::InvalidSize(_))) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+        Some(Err(e)) => {
+            eprintln!("warning: {e}; SQLite's pages come from malloc");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
 
 /// mimalloc is told to give freed memory back to the OS at once (`purge_delay = 0`; default
 /// 10 ms) and to commit its arenas on demand (`arena_eager_commit = 0`; default: eagerly on
 /// Linux): with its defaults the benchmarks' peak RSS was ≈ 40 % higher, with these it matches
 /// glibc's. The environment (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`), when set,
 /// wins. Allocates nothing (C strings, `getenv`).
-extern "C" fn configure_mimalloc() {
+fn configure_mimalloc() {
     for (option, env) in MIMALLOC_OPTIONS {
         // SAFETY: getenv reads the environment, which nothing modifies before `main`; setting
         // one of mimalloc's runtime options before any thread exists is what its API asks.
@@ -177,5 +220,40 @@ mod tests {
         let block = vec![0u8; 1000];
         // SAFETY: asks mimalloc whether a pointer is in its heap.
         assert!(unsafe { libmimalloc_sys::mi_is_in_heap_region(block.as_ptr().cast()) });
+    }
+
+    /// The constructor gave SQLite its page-cache region before this test binary's first
+    /// connection: a database's pages are then held in its slots (SQLite's own counter of
+    /// slots in use), the region's default size unless the environment sets another.
+    #[tokio::test]
+    async fn sqlite_pages_come_from_the_region_configured_before_main() {
+        use assetbridge_store::page_cache;
+        if std::env::var_os(page_cache::ENV).is_some() {
+            return;
+        }
+        let slots = *SQLITE_PAGE_CACHE.get().unwrap().as_ref().unwrap();
+        assert!(
+            slots > 0 && slots * 4096 <= page_cache::DEFAULT_BYTES,
+            "{slots}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = assetbridge_store::Store::open(&format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
+        .await
+        .unwrap();
+        let hashes: Vec<(String, assetbridge_core::ContentHash)> = (0..2000)
+            .map(|i| {
+                (
+                    format!("asset_{i:05}"),
+                    assetbridge_core::ContentHash(format!("{i:064}")),
+                )
+            })
+            .collect();
+        store.put_hashes("images", &hashes).await.unwrap();
+        let (_, highest) = page_cache::slots_in_use();
+        assert!(highest > 10, "{highest} slots used");
+        store.close().await;
     }
 }

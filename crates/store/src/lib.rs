@@ -34,6 +34,7 @@
 mod error;
 mod links;
 mod model;
+pub mod page_cache;
 mod plan;
 mod postgres;
 mod reconcile;
