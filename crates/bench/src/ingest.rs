@@ -629,7 +629,7 @@ pub fn webhook_ingest(opts: &IngestOptions) -> Result<IngestResult> {
     );
     eprintln!("  webhook_ingest: {load}");
     let metrics_before = stack.metrics();
-    let load_before = report::load_average();
+    let load_before = report::settle();
     let date = report::now();
     let (cpu0, _) = cpu_and_peak(pid);
     let wait0 = run_queue_wait_s(pid);
@@ -945,7 +945,7 @@ pub fn queue_ingest(opts: &IngestOptions, broker: Broker) -> Result<IngestResult
         ),
     };
     stack.add_config(&consumer)?;
-    let load_before = report::load_average();
+    let load_before = report::settle();
     let date = report::now();
     eprintln!("  {base}: assetbridge run consumes them");
     let started = Instant::now();

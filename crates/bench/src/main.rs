@@ -334,7 +334,7 @@ impl Env {
             .arg(&self.config)
             .arg("--no-progress")
             .args(extra);
-        let load_before = report::load_average();
+        let load_before = report::settle();
         let date = report::now();
         eprintln!("  {name}: assetbridge sync {}", extra.join(" "));
         let deadline = Instant::now() + self.spec.deadline();
