@@ -660,6 +660,30 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         }
     }
 
+    if let Some(Ok(capacity)) = crate::SQLITE_PAGE_CACHE.get().filter(|r| r != &&Ok(0)) {
+        let (in_use, highest) = assetbridge_store::page_cache::slots_in_use();
+        t.head(
+            "assetbridge_sqlite_page_cache_slots",
+            "gauge",
+            "SQLite's page-cache region (ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB): its slots of one page, those in use, and the most in use at once.",
+        );
+        t.sample(
+            "assetbridge_sqlite_page_cache_slots",
+            &[("state", "capacity")],
+            capacity,
+        );
+        t.sample(
+            "assetbridge_sqlite_page_cache_slots",
+            &[("state", "in_use")],
+            in_use,
+        );
+        t.sample(
+            "assetbridge_sqlite_page_cache_slots",
+            &[("state", "highest")],
+            highest,
+        );
+    }
+
     if let Some(w) = s.webhooks.get() {
         if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(w.snapshot()) {
             t.head(

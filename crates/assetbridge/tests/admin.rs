@@ -141,6 +141,12 @@ async fn probes_metrics_status_page_and_retry_with_a_token() {
     assert!(metrics["assetbridge_pim_requests_total"] > 0.0);
     assert!(metrics["assetbridge_pim_responses_total{status=\"200\"}"] > 0.0);
     assert!(metrics.contains_key("assetbridge_pim_rate_limit_wait_seconds_total"));
+    // SQLite's page-cache region (16 MiB by default): the state's pages are held in its slots.
+    let slots =
+        |state: &str| metrics[&format!("assetbridge_sqlite_page_cache_slots{{state=\"{state}\"}}")];
+    assert!(slots("capacity") > 0.0);
+    assert!(slots("in_use") > 0.0, "the store's pages are in the region");
+    assert!(slots("in_use") <= slots("highest") && slots("highest") <= slots("capacity"));
     // Requests to both sides, by status, and their latency histograms (one snapshot each:
     // the +Inf bucket is the count).
     assert!(metrics["assetbridge_dam_requests_total"] > 0.0);
