@@ -667,21 +667,18 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
             "gauge",
             "SQLite's page-cache region (ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB): its slots of one page, those in use, and the most in use at once.",
         );
-        t.sample(
-            "assetbridge_sqlite_page_cache_slots",
-            &[("state", "capacity")],
-            capacity,
-        );
-        t.sample(
-            "assetbridge_sqlite_page_cache_slots",
-            &[("state", "in_use")],
-            in_use,
-        );
-        t.sample(
-            "assetbridge_sqlite_page_cache_slots",
-            &[("state", "highest")],
-            highest,
-        );
+        let capacity = *capacity as i64;
+        for (state, n) in [
+            ("capacity", capacity),
+            ("in_use", in_use),
+            ("highest", highest),
+        ] {
+            t.sample(
+                "assetbridge_sqlite_page_cache_slots",
+                &[("state", state)],
+                n,
+            );
+        }
     }
 
     if let Some(w) = s.webhooks.get() {
