@@ -660,18 +660,16 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         }
     }
 
-    if let Some(Ok(capacity)) = crate::SQLITE_PAGE_CACHE.get().filter(|r| r != &&Ok(0)) {
-        let (in_use, highest) = assetbridge_store::page_cache::slots_in_use();
+    if let Some(u) = assetbridge_store::page_cache::usage() {
         t.head(
             "assetbridge_sqlite_page_cache_slots",
             "gauge",
             "SQLite's page-cache region (ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB): its slots of one page, those in use, and the most in use at once.",
         );
-        let capacity = *capacity as i64;
         for (state, n) in [
-            ("capacity", capacity),
-            ("in_use", in_use),
-            ("highest", highest),
+            ("capacity", u.capacity as i64),
+            ("in_use", u.in_use),
+            ("highest", u.highest),
         ] {
             t.sample(
                 "assetbridge_sqlite_page_cache_slots",

@@ -147,11 +147,9 @@ extern "C" fn before_main() {
     configure_sqlite();
 }
 
-/// What [`configure_sqlite`] did: page-cache slots, or why there is no region (reported by
-/// `main`).
-static SQLITE_PAGE_CACHE: std::sync::OnceLock<
-    Result<usize, assetbridge_store::page_cache::PageCacheError>,
-> = std::sync::OnceLock::new();
+/// Why [`configure_sqlite`] installed no region, if it failed (reported by `main`).
+static SQLITE_PAGE_CACHE_ERROR: std::sync::OnceLock<assetbridge_store::page_cache::PageCacheError> =
+    std::sync::OnceLock::new();
 
 /// SQLite's page caches get one fixed region ([`assetbridge_store::page_cache`]: 16 MiB unless
 /// `ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB` says otherwise), so that the pages every reader's cache
@@ -161,24 +159,25 @@ static SQLITE_PAGE_CACHE: std::sync::OnceLock<
 extern "C" fn configure_sqlite() {
     // SAFETY: before `main`: no thread exists, SQLite is not initialised, nothing changes the
     // environment.
-    let outcome = unsafe { assetbridge_store::page_cache::configure_from_env() };
-    let _ = SQLITE_PAGE_CACHE.set(outcome);
+    if let Err(e) = unsafe { assetbridge_store::page_cache::configure_from_env() } {
+        let _ = SQLITE_PAGE_CACHE_ERROR.set(e);
+    }
 }
 
 /// `ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB` that is not a number is a configuration error (exit 2);
 /// a region the system or SQLite refused only costs memory: a warning, and SQLite's default.
 fn check_sqlite_page_cache() -> Result<(), ExitCode> {
     use assetbridge_store::page_cache::PageCacheError;
-    match SQLITE_PAGE_CACHE.get() {
-        Some(Err(e @ PageCacheError::InvalidSize(_))) => {
+    match SQLITE_PAGE_CACHE_ERROR.get() {
+        Some(e @ PageCacheError::InvalidSize(_)) => {
             eprintln!("error: {e}");
             Err(ExitCode::from(2))
         }
-        Some(Err(e)) => {
+        Some(e) => {
             eprintln!("warning: {e}; SQLite's pages come from malloc");
             Ok(())
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -231,7 +230,8 @@ mod tests {
         if std::env::var_os(page_cache::ENV).is_some() {
             return;
         }
-        let slots = *SQLITE_PAGE_CACHE.get().unwrap().as_ref().unwrap();
+        assert!(SQLITE_PAGE_CACHE_ERROR.get().is_none());
+        let slots = page_cache::usage().expect("a region").capacity;
         assert!(
             slots > 0 && slots * 4096 <= page_cache::DEFAULT_BYTES,
             "{slots}"
@@ -252,7 +252,7 @@ mod tests {
             })
             .collect();
         store.put_hashes("images", &hashes).await.unwrap();
-        let (_, highest) = page_cache::slots_in_use();
+        let highest = page_cache::usage().expect("a region").highest;
         assert!(highest > 10, "{highest} slots used");
         store.close().await;
     }

@@ -19,6 +19,7 @@
 //! before `main`.
 
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libsqlite3_sys as ffi;
 
@@ -34,6 +35,9 @@ pub const ENV: &str = "ASSETBRIDGE_SQLITE_PAGE_CACHE_MIB";
 
 /// The page size the slots are cut for: SQLite's default, which assetbridge's databases use.
 const PAGE_SIZE: usize = 4096;
+
+/// The slots of the region [`configure`] installed (0: none).
+static SLOTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why [`configure`] did not install a region.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,18 +137,42 @@ pub unsafe fn configure(bytes: usize) -> Result<usize, PageCacheError> {
         unsafe { libc::munmap(region, len) };
         return Err(PageCacheError::Refused(rc));
     }
+    SLOTS.store(slots, Ordering::Relaxed);
     Ok(slots)
 }
 
-/// Page-cache slots in use now and at most since the process started (SQLite's
-/// `SQLITE_STATUS_PAGECACHE_USED`; both 0 when no region was configured).
-pub fn slots_in_use() -> (i64, i64) {
-    let (mut now, mut highest) = (0i64, 0i64);
+/// How the region is used, from SQLite's own counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// The region's slots (one page each).
+    pub capacity: usize,
+    /// Slots in use now (`SQLITE_STATUS_PAGECACHE_USED`).
+    pub in_use: i64,
+    /// The most slots in use at once since the process started.
+    pub highest: i64,
+}
+
+/// The region's usage; `None` when no region was configured.
+pub fn usage() -> Option<Usage> {
+    let capacity = SLOTS.load(Ordering::Relaxed);
+    if capacity == 0 {
+        return None;
+    }
+    let (mut in_use, mut highest) = (0i64, 0i64);
     // SAFETY: a read of SQLite's global counters into two i64s.
     unsafe {
-        ffi::sqlite3_status64(ffi::SQLITE_STATUS_PAGECACHE_USED, &mut now, &mut highest, 0);
+        ffi::sqlite3_status64(
+            ffi::SQLITE_STATUS_PAGECACHE_USED,
+            &mut in_use,
+            &mut highest,
+            0,
+        );
     }
-    (now, highest)
+    Some(Usage {
+        capacity,
+        in_use,
+        highest,
+    })
 }
 
 #[cfg(test)]

@@ -188,9 +188,15 @@ impl Checkpointer {
     }
 }
 
+impl Checkpointer {
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -285,7 +291,7 @@ impl SqliteStore {
 
     pub(crate) async fn close(&self) {
         if let Some(c) = &self.checkpointer {
-            c.task.abort();
+            c.stop();
         }
         self.reader.close().await;
         self.writer.close().await;
