@@ -5,7 +5,8 @@
 //!
 //! - **SQLite** (the default, embedded): `sqlite://path/to/state.db` or a plain path. WAL journal,
 //!   `synchronous=FULL` (a returned write survives a power cut), busy timeout, one writer
-//!   connection (every write a `BEGIN IMMEDIATE` transaction) and a pool of readers. One process.
+//!   connection (concurrent writes share a `BEGIN IMMEDIATE` transaction, each in a savepoint of
+//!   its own, committed together) and a pool of readers. One process.
 //! - **PostgreSQL**: `postgres://…` / `postgresql://…`. Several processes can share it: claims use
 //!   `FOR UPDATE SKIP LOCKED`, pollers take per-family advisory locks, `LISTEN/NOTIFY` wakes idle
 //!   workers.

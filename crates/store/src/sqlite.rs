@@ -1,5 +1,6 @@
-//! The SQLite backend: one writer connection (every write in a `BEGIN IMMEDIATE` transaction),
-//! a pool of reader connections, WAL journal, `synchronous=FULL`.
+//! The SQLite backend: one writer connection (concurrent writes share a `BEGIN IMMEDIATE`
+//! transaction and its commit, see [`group`]), a pool of reader connections, WAL journal,
+//! `synchronous=FULL`.
 //!
 //! Times are stored as INTEGER microseconds since the Unix epoch, taken from this process's
 //! clock (SQLite serves one process). Batches are passed as one JSON array parameter and
@@ -16,15 +17,18 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite};
 
 use crate::error::{is_transient_sqlx, Backend, StoreError};
 use crate::model::*;
 use crate::plan::{self, may_replace};
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
 
+mod group;
 mod links;
 mod reconcile;
+
+use group::{GroupWriter, WriteTx};
 
 const B: Backend = Backend::Sqlite;
 
@@ -142,7 +146,8 @@ const DEAD_LETTER_COLUMNS: &str =
      pim_status, pim_message, pim_errors, attempts, last_error, enqueued_at, failed_at";
 
 pub(crate) struct SqliteStore {
-    writer: SqlitePool,
+    /// The one writer connection, shared by concurrent writes' commits ([`group`]).
+    writer: GroupWriter,
     reader: SqlitePool,
     pub(crate) target: SqliteTarget,
     /// The background checkpointer of a file database (see [`Checkpointer`]).
@@ -281,7 +286,7 @@ impl SqliteStore {
             // A file database's WAL is checkpointed beside the writer; an in-memory one has none.
             checkpointer: matches!(target, SqliteTarget::File(_))
                 .then(|| Checkpointer::start(reader.clone())),
-            writer,
+            writer: GroupWriter::new(writer),
             reader,
             target,
         };
@@ -293,15 +298,14 @@ impl SqliteStore {
         if let Some(c) = &self.checkpointer {
             c.stop();
         }
-        self.reader.close().await;
         self.writer.close().await;
+        self.reader.close().await;
+        self.writer.pool().close().await;
     }
 
-    async fn write_tx(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db(op))
+    /// The caller's part of the writer's next commit (see [`group`]).
+    async fn write_tx(&self, op: &'static str) -> Result<WriteTx, StoreError> {
+        self.writer.begin().await.map_err(db(op))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -1077,7 +1081,7 @@ impl SqliteStore {
 
 /// Upserts content hashes (last entry per code wins) and counts them as written.
 async fn write_hashes(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     family: &str,
     entries: &[(String, ContentHash)],
     op: &'static str,
@@ -1112,7 +1116,7 @@ async fn write_hashes(
 /// it is is not written again: the code written ahead of a PIM write costs no second page write
 /// when the write is recorded.
 async fn write_asset_codes(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     family: &str,
     entries: &[(String, String)],
     op: &'static str,
@@ -1149,7 +1153,7 @@ fn invalid(operation: &'static str, e: impl ToString) -> StoreError {
 /// adds a new one, unless a pending or in-flight entry is newer by the DAM's time. Returns
 /// (accepted, superseded, stale).
 async fn upsert_rows(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     rows: &[plan::Row<'_>],
     now: i64,
     op: &'static str,
@@ -1250,7 +1254,7 @@ async fn upsert_rows(
 /// the payload as raw bytes (it does not decode). A missing entry is not an error: it was
 /// completed or dead-lettered by whoever held it after a lease expiry.
 async fn move_to_dead_letters(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     id: i64,
     reason: &DeadLetterReason,
     raw: bool,
@@ -1340,7 +1344,7 @@ mod tests {
         let store = SqliteStore::open(target, &StoreOptions::default(), "test")
             .await
             .unwrap();
-        for pool in [&store.writer, &store.reader] {
+        for pool in [store.writer.pool(), &store.reader] {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(pool)
                 .await
@@ -1373,7 +1377,7 @@ mod tests {
         .await
         .unwrap();
         let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-            .fetch_one(&store.writer)
+            .fetch_one(store.writer.pool())
             .await
             .unwrap();
         assert_eq!(autocheckpoint.to_string(), WRITER_AUTOCHECKPOINT_PAGES);

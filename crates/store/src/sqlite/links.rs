@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
+
+use super::WriteTx;
 
 use super::{db, invalid, write_asset_codes, write_hashes, SqliteStore};
 use crate::error::StoreError;
@@ -246,7 +248,7 @@ impl SqliteStore {
 }
 
 async fn read_targets(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     family: &str,
     codes: &[String],
     op: &'static str,
@@ -270,7 +272,7 @@ async fn read_targets(
 }
 
 async fn write_targets(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     family: &str,
     entries: &[(String, Option<Vec<LinkTarget>>)],
     op: &'static str,
@@ -313,7 +315,7 @@ async fn write_targets(
 }
 
 async fn insert_links(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     links: &[LinkRequest],
     op: &'static str,
 ) -> Result<(), StoreError> {
