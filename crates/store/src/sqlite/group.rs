@@ -160,7 +160,14 @@ pub(crate) struct WriteTx {
 }
 
 impl WriteTx {
-    fn group(&mut self) -> &mut Group {
+    fn group(&self) -> &Group {
+        self.guard
+            .as_ref()
+            .and_then(|g| g.group.as_ref())
+            .expect("a member holds an open group")
+    }
+
+    fn group_mut(&mut self) -> &mut Group {
         self.guard
             .as_mut()
             .and_then(|g| g.group.as_mut())
@@ -170,7 +177,7 @@ impl WriteTx {
     /// Makes the caller's statements part of the group and waits until the group is
     /// committed: durable when this returns `Ok`.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let g = self.group();
+        let g = self.group_mut();
         // On an error, dropping `self` rolls the savepoint back.
         sqlx::query("RELEASE member").execute(&mut *g.conn).await?;
         g.savepoint_open = false;
@@ -182,12 +189,9 @@ impl WriteTx {
             .wait_for(Option::is_some)
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)?
-            .clone();
-        match outcome {
-            Some(Ok(())) => Ok(()),
-            Some(Err(f)) => Err(f.to_error()),
-            None => unreachable!("waited for an outcome"),
-        }
+            .clone()
+            .expect("waited for an outcome");
+        outcome.map_err(|f| f.to_error())
     }
 }
 
@@ -195,18 +199,13 @@ impl Deref for WriteTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        &self
-            .guard
-            .as_ref()
-            .and_then(|g| g.group.as_ref())
-            .expect("a member holds an open group")
-            .conn
+        &self.group().conn
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.group().conn
+        &mut self.group_mut().conn
     }
 }
 
@@ -239,25 +238,19 @@ async fn commit_open(state: &mut State) {
     };
     let mut outcome = Ok(());
     if g.savepoint_open {
-        if let Err(e) = rollback_savepoint(&mut g.conn).await {
-            outcome = Err(Failure::of(&e));
-        }
+        outcome = rollback_savepoint(&mut g.conn).await;
     }
     if outcome.is_ok() {
-        if let Err(e) = sqlx::query("COMMIT").execute(&mut *g.conn).await {
-            outcome = Err(Failure::of(&e));
-        }
+        outcome = sqlx::query("COMMIT").execute(&mut *g.conn).await.map(drop);
     }
-    if outcome.is_err() {
-        // Leave the connection outside any transaction; if even that fails, close it so the
-        // pool opens a fresh one.
-        if sqlx::query("ROLLBACK").execute(&mut *g.conn).await.is_err() {
-            let conn = g.conn.detach();
-            drop(conn);
-        }
+    // After a failure, leave the connection outside any transaction; if even that fails,
+    // close it so the pool opens a fresh one.
+    if outcome.is_err() && sqlx::query("ROLLBACK").execute(&mut *g.conn).await.is_err() {
+        drop(g.conn.detach());
     }
     state.commits += 1;
-    g.done.send_replace(Some(outcome));
+    g.done
+        .send_replace(Some(outcome.map_err(|e| Failure::of(&e))));
 }
 
 async fn rollback_savepoint(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
