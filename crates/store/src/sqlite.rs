@@ -26,9 +26,11 @@ use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_mi
 
 mod group;
 mod links;
+mod recent;
 mod reconcile;
 
 use group::{GroupWriter, WriteTx};
+use recent::{Appended, Kind, Recent};
 
 const B: Backend = Backend::Sqlite;
 
@@ -132,6 +134,7 @@ CREATE TABLE outcomes (
     ),
     (2, links::MIGRATION),
     (3, reconcile::MIGRATION),
+    (4, recent::MIGRATION),
 ];
 
 /// The SQL condition a dead letter must meet for a [`DeadLetterFilter`]; parameters ?1..?5.
@@ -149,6 +152,9 @@ pub(crate) struct SqliteStore {
     /// The one writer connection, shared by concurrent writes' commits ([`group`]).
     writer: GroupWriter,
     reader: SqlitePool,
+    /// The index of recent hash and code writes not yet merged into their tables.
+    /// (Boxed: it is most of the store's size, which `Db` keeps beside PostgreSQL's box.)
+    recent: Box<Recent>,
     pub(crate) target: SqliteTarget,
     /// The background checkpointer of a file database (see [`Checkpointer`]).
     checkpointer: Option<Checkpointer>,
@@ -288,9 +294,12 @@ impl SqliteStore {
                 .then(|| Checkpointer::start(reader.clone())),
             writer: GroupWriter::new(writer),
             reader,
+            recent: Box::new(Recent::new(recent::MERGE_AFTER_ROWS)),
             target,
         };
         store.migrate().await?;
+        // What a previous process left in the log goes to the tables: the index starts empty.
+        store.merge_recent_left_over().await?;
         Ok(store)
     }
 
@@ -387,23 +396,9 @@ impl SqliteStore {
         family: &str,
         codes: &[String],
     ) -> Result<HashMap<String, ContentHash>, StoreError> {
-        const OP: &str = "read content hashes";
-        if codes.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT code, hash FROM hashes WHERE family = ?1 \
-             AND code IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(family)
-        .bind(json!(codes).to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db(OP))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get::<String, _>(0), ContentHash(r.get::<String, _>(1))))
-            .collect())
+        self.read_keyed(Kind::Hash, family, codes, "read content hashes")
+            .await
+            .map(recent::hash_map)
     }
 
     pub(crate) async fn put_hashes(
@@ -415,9 +410,10 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let batch = Appended::now(Kind::Hash, hash_entries(entries));
         let mut tx = self.write_tx(OP).await?;
-        write_hashes(&mut tx, family, entries, OP).await?;
-        tx.commit().await.map_err(db(OP))
+        write_hashes(&mut tx, family, &batch, OP).await?;
+        self.commit_appended(tx, family, vec![batch], OP).await
     }
 
     pub(crate) async fn put_hash_markers(
@@ -429,22 +425,10 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let unique = plan::last_per_key(entries);
-        let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
+        let batch = Appended::now(Kind::Hash, hash_entries(entries));
         let mut tx = self.write_tx(OP).await?;
-        sqlx::query(
-            "INSERT INTO hashes (family, code, hash, written_at) \
-             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
-             FROM json_each(?3) WHERE true \
-             ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
-        )
-        .bind(family)
-        .bind(now_micros())
-        .bind(json!(batch).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(OP))?;
-        tx.commit().await.map_err(db(OP))
+        recent::append(&mut tx, family, &batch, OP).await?;
+        self.commit_appended(tx, family, vec![batch], OP).await
     }
 
     pub(crate) async fn record_written(
@@ -456,18 +440,45 @@ impl SqliteStore {
         if assets.is_empty() {
             return Ok(());
         }
+        let mut tx = self.write_tx(OP).await?;
+        let appended = self.append_written(&mut tx, family, assets, OP).await?;
+        self.commit_appended(tx, family, appended, OP).await
+    }
+
+    /// Appends the hashes of written assets, and their codes unless already recorded (usually
+    /// written ahead), to the log: what [`commit_appended`](Self::commit_appended) takes.
+    async fn append_written(
+        &self,
+        tx: &mut WriteTx,
+        family: &str,
+        assets: &[WrittenAsset],
+        op: &'static str,
+    ) -> Result<Vec<Appended>, StoreError> {
         let hashes: Vec<(String, ContentHash)> = assets
             .iter()
             .map(|a| (a.code.clone(), a.hash.clone()))
             .collect();
-        let codes: Vec<(String, String)> = assets
+        let hashes = Appended::now(Kind::Hash, hash_entries(&hashes));
+        let all: Vec<(String, String)> = assets
             .iter()
             .map(|a| (a.dam_id.clone(), a.code.clone()))
             .collect();
-        let mut tx = self.write_tx(OP).await?;
-        write_hashes(&mut tx, family, &hashes, OP).await?;
-        write_asset_codes(&mut tx, family, &codes, OP).await?;
-        tx.commit().await.map_err(db(OP))
+        // The index follows the writer, which this caller holds.
+        let known = if self.index_trusted() {
+            let ids: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
+            self.recent.lookup(family, Kind::Code, &ids).0
+        } else {
+            HashMap::new()
+        };
+        let codes: Vec<(String, String)> = plan::last_per_key(&all)
+            .into_iter()
+            .filter(|(id, code)| known.get(*id) != Some(*code))
+            .map(|(id, code)| (id.to_owned(), code.clone()))
+            .collect();
+        let codes = Appended::now(Kind::Code, codes);
+        write_hashes(tx, family, &hashes, op).await?;
+        recent::append(tx, family, &codes, op).await?;
+        Ok(vec![hashes, codes])
     }
 
     pub(crate) async fn forget_assets(
@@ -482,21 +493,12 @@ impl SqliteStore {
         let dam_ids: Vec<&str> = assets.iter().map(|a| a.0.as_str()).collect();
         let codes: Vec<&str> = assets.iter().map(|a| a.1.as_str()).collect();
         let mut tx = self.write_tx(OP).await?;
-        sqlx::query(
-            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(family)
-        .bind(json!(codes).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(OP))?;
-        sqlx::query("DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))")
-            .bind(family)
-            .bind(json!(dam_ids).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(OP))?;
-        tx.commit().await.map_err(db(OP))
+        delete_keyed(&mut tx, Kind::Hash, family, &codes, OP).await?;
+        delete_keyed(&mut tx, Kind::Code, family, &dam_ids, OP).await?;
+        let released = tx.release().await.map_err(db(OP))?;
+        self.recent.remove(family, Kind::Hash, &codes);
+        self.recent.remove(family, Kind::Code, &dam_ids);
+        released.committed().await.map_err(db(OP))
     }
 
     pub(crate) async fn remove_hashes(
@@ -504,13 +506,8 @@ impl SqliteStore {
         family: &str,
         codes: &[String],
     ) -> Result<(), StoreError> {
-        self.delete_keys(
-            "remove content hashes",
-            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
-            family,
-            codes,
-        )
-        .await
+        self.delete_keys("remove content hashes", Kind::Hash, family, codes)
+            .await
     }
 
     pub(crate) async fn put_asset_codes(
@@ -522,9 +519,14 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let batch: Vec<(String, String)> = plan::last_per_key(entries)
+            .into_iter()
+            .map(|(id, code)| (id.to_owned(), code.clone()))
+            .collect();
+        let batch = Appended::now(Kind::Code, batch);
         let mut tx = self.write_tx(OP).await?;
-        write_asset_codes(&mut tx, family, entries, OP).await?;
-        tx.commit().await.map_err(db(OP))
+        recent::append(&mut tx, family, &batch, OP).await?;
+        self.commit_appended(tx, family, vec![batch], OP).await
     }
 
     pub(crate) async fn asset_codes(
@@ -532,20 +534,8 @@ impl SqliteStore {
         family: &str,
         dam_ids: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
-        const OP: &str = "read asset codes";
-        if dam_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = sqlx::query(
-            "SELECT dam_id, code FROM asset_codes WHERE family = ?1 \
-             AND dam_id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(family)
-        .bind(json!(dam_ids).to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db(OP))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        self.read_keyed(Kind::Code, family, dam_ids, "read asset codes")
+            .await
     }
 
     pub(crate) async fn remove_asset_codes(
@@ -553,27 +543,26 @@ impl SqliteStore {
         family: &str,
         dam_ids: &[String],
     ) -> Result<(), StoreError> {
-        self.delete_keys("remove asset codes", "DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))", family, dam_ids).await
+        self.delete_keys("remove asset codes", Kind::Code, family, dam_ids)
+            .await
     }
 
     async fn delete_keys(
         &self,
         op: &'static str,
-        sql: &'static str,
+        kind: Kind,
         family: &str,
         keys: &[String],
     ) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
         }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut tx = self.write_tx(op).await?;
-        sqlx::query(sql)
-            .bind(family)
-            .bind(json!(keys).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(op))?;
-        tx.commit().await.map_err(db(op))
+        delete_keyed(&mut tx, kind, family, &keys, op).await?;
+        let released = tx.release().await.map_err(db(op))?;
+        self.recent.remove(family, kind, &keys);
+        released.committed().await.map_err(db(op))
     }
 
     // --- inbox ---------------------------------------------------------------------------
@@ -1079,62 +1068,58 @@ impl SqliteStore {
     }
 }
 
-/// Upserts content hashes (last entry per code wins) and counts them as written.
+/// The last hash per code of `entries`, as the log's (key, value) pairs.
+fn hash_entries(entries: &[(String, ContentHash)]) -> Vec<(String, String)> {
+    plan::last_per_key(entries)
+        .into_iter()
+        .map(|(c, h)| (c.to_owned(), h.0.clone()))
+        .collect()
+}
+
+/// Appends content hashes to the log (see [`recent`]) and counts them as written.
 async fn write_hashes(
     tx: &mut WriteTx,
     family: &str,
-    entries: &[(String, ContentHash)],
+    batch: &Appended,
     op: &'static str,
 ) -> Result<(), StoreError> {
-    let unique = plan::last_per_key(entries);
-    let batch: Vec<(&str, &str)> = unique.iter().map(|(c, h)| (*c, h.as_str())).collect();
-    sqlx::query(
-        "INSERT INTO hashes (family, code, hash, written_at) \
-         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2 \
-         FROM json_each(?3) WHERE true \
-         ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, written_at = excluded.written_at",
-    )
-    .bind(family)
-    .bind(now_micros())
-    .bind(json!(batch).to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
+    recent::append(tx, family, batch, op).await?;
     sqlx::query(
         "INSERT INTO families (family, assets_written) VALUES (?1, ?2) \
          ON CONFLICT (family) DO UPDATE SET assets_written = assets_written + excluded.assets_written",
     )
     .bind(family)
-    .bind(batch.len() as i64)
+    .bind(batch.entries.len() as i64)
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
     Ok(())
 }
 
-/// Upserts DAM id → asset code entries (last entry per DAM id wins). An entry already stored as
-/// it is is not written again: the code written ahead of a PIM write costs no second page write
-/// when the write is recorded.
-async fn write_asset_codes(
+/// Deletes `keys` of `kind` from their table and from the log of recent writes (the caller
+/// removes them from the index when its statements are in: `commit_with`).
+async fn delete_keyed(
     tx: &mut WriteTx,
+    kind: Kind,
     family: &str,
-    entries: &[(String, String)],
+    keys: &[&str],
     op: &'static str,
 ) -> Result<(), StoreError> {
-    let batch = plan::last_per_key(entries);
-    sqlx::query(
-        "INSERT INTO asset_codes (family, dam_id, code) \
-         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-         FROM json_each(?2) WHERE true \
-         ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code \
-         WHERE asset_codes.code IS NOT excluded.code",
-    )
-    .bind(family)
-    .bind(json!(batch).to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
-    Ok(())
+    let sql = match kind {
+        Kind::Hash => {
+            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))"
+        }
+        Kind::Code => {
+            "DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))"
+        }
+    };
+    sqlx::query(sql)
+        .bind(family)
+        .bind(json!(keys).to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    recent::delete(tx, kind, family, keys, op).await
 }
 
 /// "A newer inbox entry exists for the same asset" (about the row `inbox`).

@@ -20,6 +20,7 @@
 //! before).
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
@@ -66,11 +67,12 @@ struct Group {
     done: watch::Sender<Outcome>,
 }
 
-#[derive(Default)]
 struct State {
     group: Option<Group>,
     /// Transactions committed (or failed to commit) so far.
     commits: u64,
+    /// Whether a group failed to commit (shared with [`GroupWriter::has_failed`]).
+    failed: Arc<AtomicBool>,
 }
 
 /// The writer: transactions of concurrent callers committed together.
@@ -79,12 +81,18 @@ pub(crate) struct GroupWriter {
     state: Arc<Mutex<State>>,
     wanted: Arc<Notify>,
     committer: tokio::task::JoinHandle<()>,
+    failed: Arc<AtomicBool>,
 }
 
 impl GroupWriter {
     /// Starts the committer task (within a Tokio runtime).
     pub(crate) fn new(pool: SqlitePool) -> Self {
-        let state: Arc<Mutex<State>> = Arc::default();
+        let failed = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(State {
+            group: None,
+            commits: 0,
+            failed: failed.clone(),
+        }));
         let wanted = Arc::new(Notify::new());
         let committer = tokio::spawn(commit_groups(state.clone(), wanted.clone()));
         Self {
@@ -92,12 +100,25 @@ impl GroupWriter {
             state,
             wanted,
             committer,
+            failed,
         }
+    }
+
+    /// Whether a group has failed to commit since the writer started (its members' statements
+    /// were rolled back after their `commit_with` callbacks ran).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Makes [`has_failed`](Self::has_failed) true, as a failed COMMIT would (tests).
+    #[cfg(test)]
+    pub(crate) fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Transactions committed so far.
     #[cfg(test)]
-    async fn commits(&self) -> u64 {
+    pub(crate) async fn commits(&self) -> u64 {
         self.state.lock().await.commits
     }
 
@@ -176,22 +197,59 @@ impl WriteTx {
 
     /// Makes the caller's statements part of the group and waits until the group is
     /// committed: durable when this returns `Ok`.
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.release().await?.committed().await
+    }
+
+    /// Makes the caller's statements part of the group, still holding the writer: what the
+    /// caller records before [`Released::committed`] (which hands the writer on) follows the
+    /// order of the writes. The group's COMMIT comes later; a failed COMMIT is reported by
+    /// [`GroupWriter::has_failed`] whether or not the caller still waits.
+    pub(crate) async fn release(mut self) -> Result<Released, sqlx::Error> {
         let g = self.group_mut();
         // On an error, dropping `self` rolls the savepoint back.
         sqlx::query("RELEASE member").execute(&mut *g.conn).await?;
         g.savepoint_open = false;
-        let mut done = g.done.subscribe();
-        // Hand the writer on, then ask for a commit.
+        let done = g.done.subscribe();
+        Ok(Released {
+            guard: self.guard.take(),
+            wanted: self.wanted.clone(),
+            done,
+        })
+    }
+}
+
+/// A member whose statements are part of the group, holding the writer until
+/// [`committed`](Self::committed) (or dropped: its statements are committed with the group all
+/// the same).
+pub(crate) struct Released {
+    guard: Option<OwnedMutexGuard<State>>,
+    wanted: Arc<Notify>,
+    done: watch::Receiver<Outcome>,
+}
+
+impl Released {
+    /// Hands the writer on and waits until the group is committed: durable when this returns
+    /// `Ok`.
+    pub(crate) async fn committed(mut self) -> Result<(), sqlx::Error> {
         drop(self.guard.take());
         self.wanted.notify_one();
-        let outcome = done
+        let outcome = self
+            .done
             .wait_for(Option::is_some)
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)?
             .clone()
             .expect("waited for an outcome");
         outcome.map_err(|f| f.to_error())
+    }
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            self.wanted.notify_one();
+        }
     }
 }
 
@@ -249,6 +307,9 @@ async fn commit_open(state: &mut State) {
         drop(g.conn.detach());
     }
     state.commits += 1;
+    if outcome.is_err() {
+        state.failed.store(true, Ordering::Release);
+    }
     g.done
         .send_replace(Some(outcome.map_err(|e| Failure::of(&e))));
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::WriteTx;
 
-use super::{db, invalid, write_asset_codes, write_hashes, SqliteStore};
+use super::{db, delete_keyed, invalid, Kind, SqliteStore};
 use crate::error::StoreError;
 use crate::links::{
     op_text, parse_op, parse_targets, plan_forget, plan_record, AssetLinks, LinkBacklog,
@@ -56,24 +56,17 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         const OP: &str = "record written assets and their links";
         let mut tx = self.write_tx(OP).await?;
-        if !written.is_empty() {
-            let hashes: Vec<(String, assetbridge_core::ContentHash)> = written
-                .iter()
-                .map(|a| (a.code.clone(), a.hash.clone()))
-                .collect();
-            let codes: Vec<(String, String)> = written
-                .iter()
-                .map(|a| (a.dam_id.clone(), a.code.clone()))
-                .collect();
-            write_hashes(&mut tx, family, &hashes, OP).await?;
-            write_asset_codes(&mut tx, family, &codes, OP).await?;
-        }
+        let appended = if written.is_empty() {
+            Vec::new()
+        } else {
+            self.append_written(&mut tx, family, written, OP).await?
+        };
         let codes: Vec<String> = links.iter().map(|l| l.code.clone()).collect();
         let old = read_targets(&mut tx, family, &codes, OP).await?;
         let (requests, entries) = plan_record(family, &old, links);
         insert_links(&mut tx, &requests, OP).await?;
         write_targets(&mut tx, family, &entries, OP).await?;
-        tx.commit().await.map_err(db(OP))?;
+        self.commit_appended(tx, family, appended, OP).await?;
         Ok(requests.len() as u64)
     }
 
@@ -92,21 +85,13 @@ impl SqliteStore {
         let gone: Vec<(String, Option<Vec<LinkTarget>>)> =
             codes.iter().map(|c| (c.clone(), None)).collect();
         write_targets(&mut tx, family, &gone, OP).await?;
-        sqlx::query(
-            "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(family)
-        .bind(json!(codes).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db(OP))?;
-        sqlx::query("DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))")
-            .bind(family)
-            .bind(json!(dam_ids).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db(OP))?;
-        tx.commit().await.map_err(db(OP))?;
+        let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+        delete_keyed(&mut tx, Kind::Hash, family, &codes, OP).await?;
+        delete_keyed(&mut tx, Kind::Code, family, &dam_ids, OP).await?;
+        let released = tx.release().await.map_err(db(OP))?;
+        self.recent.remove(family, Kind::Hash, &codes);
+        self.recent.remove(family, Kind::Code, &dam_ids);
+        released.committed().await.map_err(db(OP))?;
         Ok(requests.len() as u64)
     }
 

@@ -98,6 +98,8 @@ impl SqliteStore {
         codes: &[String],
     ) -> Result<HashMap<String, CodeState>, StoreError> {
         const OP: &str = "look up codes for reconciliation";
+        // Code → DAM id is answered by the tables' index: the recent writes go there first.
+        self.merge_recent().await?;
         let rows = sqlx::query(
             "SELECT c.value, \
                 (SELECT a.dam_id FROM asset_codes a WHERE a.family = ?1 AND a.code = c.value \
