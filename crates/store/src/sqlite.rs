@@ -1,6 +1,7 @@
 //! The SQLite backend: one writer connection (concurrent writes share a `BEGIN IMMEDIATE`
 //! transaction and its commit, see [`group`]), a pool of reader connections, WAL journal,
-//! `synchronous=FULL`.
+//! `synchronous=FULL`. Content hashes and DAM id → code entries are appended to a log and
+//! merged into their tables in sorted runs (see [`recent`]).
 //!
 //! Times are stored as INTEGER microseconds since the Unix epoch, taken from this process's
 //! clock (SQLite serves one process). Batches are passed as one JSON array parameter and
