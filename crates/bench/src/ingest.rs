@@ -201,18 +201,7 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 
 /// (user + system CPU seconds, VmHWM MiB) of a process.
 fn cpu_and_peak(pid: u32) -> (f64, f64) {
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name (which may contain spaces) end at `)`.
-            let rest = s.rsplit_once(')')?.1.to_owned();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .unwrap_or(0.0);
+    let cpu = crate::process::cpu_seconds(pid);
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

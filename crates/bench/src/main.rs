@@ -314,6 +314,15 @@ impl Env {
         http::call(&self.dam_url, "GET", "/_emulator/stats", None)
     }
 
+    /// CPU seconds both emulators have used so far.
+    fn emulators_cpu_s(&self) -> f64 {
+        [&self.dam, &self.akeneo]
+            .into_iter()
+            .flatten()
+            .map(Proc::cpu_s)
+            .sum()
+    }
+
     /// Runs `assetbridge sync` once (with `extra` arguments) and measures it.
     fn sync(
         &mut self,
@@ -338,6 +347,7 @@ impl Env {
         let date = report::now();
         eprintln!("  {name}: assetbridge sync {}", extra.join(" "));
         let deadline = Instant::now() + self.spec.deadline();
+        let emulators_before = self.emulators_cpu_s();
         let proc = Proc::spawn(
             "assetbridge sync",
             cmd,
@@ -345,6 +355,7 @@ impl Env {
             Out::File(&stdout),
         )?;
         let exited = proc.wait_measured(deadline, Duration::from_millis(100))?;
+        let emulators_cpu_s = self.emulators_cpu_s() - emulators_before;
         let out = std::fs::read_to_string(&stdout).unwrap_or_default();
         let summary = SyncSummary::parse(&out).with_context(|| {
             format!(
@@ -411,6 +422,7 @@ impl Env {
             cpu_user_s: exited.user.as_secs_f64(),
             cpu_sys_s: exited.sys.as_secs_f64(),
             assets_per_cpu_s: (cpu > 0.0).then(|| processed as f64 / cpu),
+            emulators_cpu_s: Some(emulators_cpu_s),
             exit_code: exited.exit_code,
             summary,
             target: String::new(),
@@ -452,6 +464,33 @@ impl Drop for Env {
             }
         }
     }
+}
+
+/// What the machine's CPUs allow when the connector and the emulators share them: `nproc`
+/// CPUs divided by the CPU time all three spent per asset — the throughput this run could not
+/// exceed however fast the connector's wall-clock pipeline.
+fn cpu_bound_note(r: &ScenarioResult, nproc: usize) -> Option<String> {
+    let connector = r.cpu_user_s + r.cpu_sys_s;
+    let emulators = r.emulators_cpu_s?;
+    let total = connector + emulators;
+    if r.processed == 0 || total <= 0.0 {
+        return None;
+    }
+    let us = |s: f64| s / r.processed as f64 * 1e6;
+    Some(format!(
+        "CPU per asset: connector {:.0} µs, emulators {:.0} µs ({:.1} s of CPU); {} CPUs shared by the three \
+         allow at most {:.0} assets/s — and the emulators alone {:.0} assets/s",
+        us(connector),
+        us(emulators),
+        emulators,
+        nproc,
+        nproc as f64 * r.processed as f64 / total,
+        if emulators > 0.0 {
+            nproc as f64 * r.processed as f64 / emulators
+        } else {
+            f64::INFINITY
+        }
+    ))
 }
 
 fn url_of(line: &str) -> Result<String> {
@@ -810,6 +849,9 @@ fn run(args: Args) -> Result<bool> {
             r.assets_per_cpu_s.unwrap_or(0.0),
             machine.nproc
         ));
+        if let Some(note) = cpu_bound_note(&r, machine.nproc) {
+            r.notes.push(note);
+        }
         results.push(r);
         env.finish(args.keep);
     }

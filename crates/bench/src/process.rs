@@ -120,6 +120,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// User + system CPU seconds the child has used so far (0 when it cannot be read).
+    pub fn cpu_s(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
     /// Waits (bounded) for a line of the child's piped stdout that contains `marker` and
     /// returns it; later output is drained in the background.
     pub fn wait_for_line(&mut self, marker: &str, within: Duration) -> Result<String> {
@@ -301,6 +306,23 @@ pub fn rss_after_warmup(samples: &[RssSample], wall_secs: f64, warmup: f64) -> O
     let min = after.clone().min()?;
     let max = after.max()?;
     Some((min, max))
+}
+
+/// User + system CPU seconds of a running process, from `/proc/<pid>/stat` (0 when it cannot
+/// be read).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces) end at `)`.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

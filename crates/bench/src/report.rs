@@ -235,6 +235,9 @@ pub struct ScenarioResult {
     pub cpu_sys_s: f64,
     /// `processed / (user + sys)`: the connector's own cost.
     pub assets_per_cpu_s: Option<f64>,
+    /// CPU seconds both emulators used during the sync (they share the machine's CPUs).
+    #[serde(default)]
+    pub emulators_cpu_s: Option<f64>,
     pub exit_code: Option<i32>,
     pub summary: SyncSummary,
     /// The target, in words.
