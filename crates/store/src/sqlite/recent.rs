@@ -36,10 +36,12 @@ use super::{db, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
 
-/// Migration 4: the log of recent writes.
+/// Migration 4: the log of recent writes. `AUTOINCREMENT`: a sequence number is never reused,
+/// even after the log was emptied (by another process opening the file, say), so a merge's
+/// "rows up to `seq`" never takes in rows appended after it began.
 pub(super) const MIGRATION: &str = r#"
 CREATE TABLE recent_writes (
-    seq        INTEGER PRIMARY KEY,
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     kind       TEXT NOT NULL,
     family     TEXT NOT NULL,
     key        TEXT NOT NULL,
@@ -478,12 +480,19 @@ impl SqliteStore {
         released.committed().await.map_err(db(OP))?;
         for (family, kind) in sets {
             let mut after: Option<String> = None;
-            loop {
+            // Frozen entries are only ever removed, so one seen here is still there or deleted.
+            while !self
+                .recent
+                .frozen_run(&family, kind, after.as_deref(), 1)
+                .is_empty()
+            {
                 let mut tx = self.write_tx(OP).await?;
                 let run = self
                     .recent
                     .frozen_run(&family, kind, after.as_deref(), MERGE_RUN);
                 let Some(last_key) = run.last().map(|r| r.0.clone()) else {
+                    // Deleted meanwhile.
+                    tx.commit().await.map_err(db(OP))?;
                     break;
                 };
                 let sql = match kind {
@@ -717,6 +726,29 @@ mod tests {
         let (codes, hashes) = tables(&store).await;
         assert_eq!(codes["d1"], "c1-renamed");
         assert_eq!(hashes["c1"], "new");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequence_numbers_are_not_reused_once_the_log_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 1_000).await;
+        write_asset(&store, 1, "h").await;
+        let seq = |store: &SqliteStore| {
+            let reader = store.reader.clone();
+            async move {
+                sqlx::query_scalar::<_, Option<i64>>("SELECT min(seq) FROM recent_writes")
+                    .fetch_one(&reader)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(seq(&store).await, Some(1));
+        store.merge_recent().await.unwrap();
+        assert_eq!(seq(&store).await, None);
+        // A merge in progress deletes the rows up to the last it saw: a row appended after
+        // the log was emptied must come after that.
+        write_asset(&store, 2, "h").await;
+        assert_eq!(seq(&store).await, Some(3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
