@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use assetbridge_core::{AssetChange, ContentHash, Cursor};
@@ -151,11 +152,11 @@ const DEAD_LETTER_COLUMNS: &str =
 
 pub(crate) struct SqliteStore {
     /// The one writer connection, shared by concurrent writes' commits ([`group`]).
-    writer: GroupWriter,
+    writer: Arc<GroupWriter>,
     reader: SqlitePool,
     /// The index of recent hash and code writes not yet merged into their tables.
-    /// (Boxed: it is most of the store's size, which `Db` keeps beside PostgreSQL's box.)
-    recent: Box<Recent>,
+    /// (Shared with a merge running as a task of its own.)
+    recent: Arc<Recent>,
     pub(crate) target: SqliteTarget,
     /// The background checkpointer of a file database (see [`Checkpointer`]).
     checkpointer: Option<Checkpointer>,
@@ -293,9 +294,9 @@ impl SqliteStore {
             // A file database's WAL is checkpointed beside the writer; an in-memory one has none.
             checkpointer: matches!(target, SqliteTarget::File(_))
                 .then(|| Checkpointer::start(reader.clone())),
-            writer: GroupWriter::new(writer),
+            writer: Arc::new(GroupWriter::new(writer)),
             reader,
-            recent: Box::new(Recent::new(recent::MERGE_AFTER_ROWS)),
+            recent: Arc::new(Recent::new(recent::MERGE_AFTER_ROWS)),
             target,
         };
         store.migrate().await?;
@@ -305,6 +306,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn close(&self) {
+        self.wait_for_merge().await;
         if let Some(c) = &self.checkpointer {
             c.stop();
         }

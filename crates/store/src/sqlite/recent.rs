@@ -26,12 +26,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use assetbridge_core::ContentHash;
 use serde_json::json;
 use sqlx::Row;
 
+use super::group::GroupWriter;
 use super::{db, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
@@ -165,7 +166,7 @@ struct Index {
 pub(super) struct Recent {
     index: Mutex<Index>,
     /// One merge at a time.
-    merging: tokio::sync::Mutex<()>,
+    merging: Arc<tokio::sync::Mutex<()>>,
     merge_after: usize,
 }
 
@@ -173,7 +174,7 @@ impl Recent {
     pub(super) fn new(merge_after: usize) -> Self {
         Self {
             index: Mutex::default(),
-            merging: tokio::sync::Mutex::new(()),
+            merging: Arc::default(),
             merge_after,
         }
     }
@@ -429,14 +430,27 @@ impl SqliteStore {
         if self.recent.rows() < self.recent.merge_after {
             return Ok(());
         }
-        // Only one merge at a time; a caller finding one running goes on.
-        let Ok(_merging) = self.recent.merging.try_lock() else {
-            return Ok(());
+        // One merge at a time, in the background: this caller's write is done. If one is still
+        // running while the log has reached the threshold again, wait for it: the index holds
+        // at most about twice the threshold (the merge's frozen entries and the new ones).
+        let merging = match self.recent.merging.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                let g = self.recent.merging.clone().lock_owned().await;
+                if self.recent.rows() < self.recent.merge_after {
+                    return Ok(());
+                }
+                g
+            }
         };
-        if let Err(e) = self.merge_recent_locked().await {
-            // The write is committed; the log stays and the next write tries again.
-            tracing::warn!(error = %e, "merging recent state writes failed; trying again later");
-        }
+        let merger = self.merger();
+        tokio::spawn(async move {
+            if let Err(e) = merger.merge().await {
+                // The log stays; the next write past the threshold tries again.
+                tracing::warn!(error = %e, "merging recent state writes failed; trying again later");
+            }
+            drop(merging);
+        });
         Ok(())
     }
 
@@ -446,20 +460,50 @@ impl SqliteStore {
         if self.index_trusted() && self.recent.is_empty() {
             return Ok(());
         }
-        self.merge_recent_locked().await
+        self.merger().merge().await
+    }
+
+    /// Waits for a merge in progress (closing the store).
+    pub(super) async fn wait_for_merge(&self) {
+        drop(self.recent.merging.lock().await);
+    }
+
+    fn merger(&self) -> Merger {
+        Merger {
+            writer: self.writer.clone(),
+            recent: self.recent.clone(),
+        }
     }
 
     /// At open: merges the log a previous process left (the index knows nothing of it).
     pub(super) async fn merge_recent_left_over(&self) -> Result<(), StoreError> {
         let _merging = self.recent.merging.lock().await;
-        self.merge_with_sql().await
+        self.merger().merge_with_sql().await
     }
 
-    async fn merge_recent_locked(&self) -> Result<(), StoreError> {
-        if self.index_trusted() {
-            self.merge_in_runs().await
-        } else {
+    /// Rows in the log (tests).
+    #[cfg(test)]
+    pub(super) async fn recent_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM recent_writes")
+            .fetch_one(&self.reader)
+            .await
+            .unwrap()
+    }
+}
+
+/// What a merge needs, apart from the store (so that it can run as a task of its own).
+struct Merger {
+    writer: Arc<GroupWriter>,
+    recent: Arc<Recent>,
+}
+
+impl Merger {
+    /// Merges the log (the caller holds `Recent::merging`).
+    async fn merge(&self) -> Result<(), StoreError> {
+        if self.writer.has_failed() {
             self.merge_with_sql().await
+        } else {
+            self.merge_in_runs().await
         }
     }
 
@@ -470,7 +514,7 @@ impl SqliteStore {
     /// a process ending halfway leaves the whole log to the next open's merge.
     async fn merge_in_runs(&self) -> Result<(), StoreError> {
         const OP: &str = "merge recent state writes";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.writer.begin().await.map_err(db(OP))?;
         let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM recent_writes")
             .fetch_one(&mut *tx)
             .await
@@ -486,7 +530,7 @@ impl SqliteStore {
                 .frozen_run(&family, kind, after.as_deref(), 1)
                 .is_empty()
             {
-                let mut tx = self.write_tx(OP).await?;
+                let mut tx = self.writer.begin().await.map_err(db(OP))?;
                 let run = self
                     .recent
                     .frozen_run(&family, kind, after.as_deref(), MERGE_RUN);
@@ -521,7 +565,7 @@ impl SqliteStore {
                 after = Some(last_key);
             }
         }
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.writer.begin().await.map_err(db(OP))?;
         sqlx::query("DELETE FROM recent_writes WHERE seq <= ?1")
             .bind(last)
             .execute(&mut *tx)
@@ -536,7 +580,7 @@ impl SqliteStore {
     /// key, from the log itself, in one transaction.
     async fn merge_with_sql(&self) -> Result<(), StoreError> {
         const OP: &str = "merge recent state writes";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.writer.begin().await.map_err(db(OP))?;
         // Sorted by key, so consecutive rows land in the same leaves. The latest row per key
         // wins (`max(seq)`).
         for sql in [
@@ -562,15 +606,6 @@ impl SqliteStore {
         self.recent.thaw();
         Ok(())
     }
-
-    /// Rows in the log (tests).
-    #[cfg(test)]
-    pub(super) async fn recent_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM recent_writes")
-            .fetch_one(&self.reader)
-            .await
-            .unwrap()
-    }
 }
 
 /// A content hash read from the log or the table.
@@ -594,7 +629,7 @@ mod tests {
         let mut store = SqliteStore::open(target, &StoreOptions::default(), "test")
             .await
             .unwrap();
-        store.recent = Box::new(Recent::new(merge_after));
+        store.recent = Arc::new(Recent::new(merge_after));
         store
     }
 
@@ -666,6 +701,8 @@ mod tests {
         assert_eq!(hashes["c2"], ContentHash("h2".into()));
 
         write_asset(&store, 4, "h4").await;
+        // The merge runs as a task of its own, holding the merge lock from the start.
+        store.wait_for_merge().await;
         assert_eq!(store.recent_rows().await, 0, "the threshold merged the log");
         let (codes, hashes) = tables(&store).await;
         assert_eq!(codes.len(), 5);
