@@ -1100,7 +1100,8 @@ async fn write_hashes(
 }
 
 /// Deletes `keys` of `kind` from their table and from the log of recent writes (the caller
-/// removes them from the index when its statements are in: `commit_with`).
+/// removes them from the index once its statements are in: `WriteTx::release`). The log is
+/// bounded by the merge threshold, so scanning it is cheap; deletions are rare next to writes.
 async fn delete_keyed(
     tx: &mut WriteTx,
     kind: Kind,
@@ -1108,7 +1109,7 @@ async fn delete_keyed(
     keys: &[&str],
     op: &'static str,
 ) -> Result<(), StoreError> {
-    let sql = match kind {
+    let from_table = match kind {
         Kind::Hash => {
             "DELETE FROM hashes WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))"
         }
@@ -1116,13 +1117,24 @@ async fn delete_keyed(
             "DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))"
         }
     };
-    sqlx::query(sql)
+    let keys = json!(keys).to_string();
+    sqlx::query(from_table)
         .bind(family)
-        .bind(json!(keys).to_string())
+        .bind(&keys)
         .execute(&mut **tx)
         .await
         .map_err(db(op))?;
-    recent::delete(tx, kind, family, keys, op).await
+    sqlx::query(
+        "DELETE FROM recent_writes WHERE family = ?1 \
+         AND key IN (SELECT value FROM json_each(?2)) AND kind = ?3",
+    )
+    .bind(family)
+    .bind(&keys)
+    .bind(kind.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(())
 }
 
 /// "A newer inbox entry exists for the same asset" (about the row `inbox`).

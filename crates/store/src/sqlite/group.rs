@@ -105,7 +105,7 @@ impl GroupWriter {
     }
 
     /// Whether a group has failed to commit since the writer started (its members' statements
-    /// were rolled back after their `commit_with` callbacks ran).
+    /// were rolled back after they were released: `WriteTx::release`).
     pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }

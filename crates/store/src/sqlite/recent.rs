@@ -71,7 +71,7 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Kind::Code => "code",
             Kind::Hash => "hash",
@@ -309,28 +309,6 @@ pub(super) async fn append(
     .bind(family)
     .bind(appended.at)
     .bind(json!(appended.entries).to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
-    Ok(())
-}
-
-/// Deletes the log's rows for `keys` (within the caller's transaction). The log is bounded by
-/// the merge threshold, so scanning it is cheap; deletions are rare next to writes.
-pub(super) async fn delete(
-    tx: &mut WriteTx,
-    kind: Kind,
-    family: &str,
-    keys: &[&str],
-    op: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM recent_writes WHERE kind = ?1 AND family = ?2 \
-         AND key IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(kind.as_str())
-    .bind(family)
-    .bind(json!(keys).to_string())
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
