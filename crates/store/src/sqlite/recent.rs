@@ -691,6 +691,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_past_the_threshold_waits_while_a_merge_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, 4).await);
+        // A merge that is still running (the test holds its lock).
+        let merging = store.recent.merging.clone().lock_owned().await;
+        write_asset(&store, 0, "h").await;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { write_asset(&store, 1, "h").await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !writer.is_finished(),
+            "the write that reached the threshold again waits for the running merge"
+        );
+        // Its entries are already readable: they were recorded before it waited.
+        assert_eq!(store.hashes(F, &keys(1..2, "c")).await.unwrap().len(), 1);
+        drop(merging);
+        writer.await.unwrap();
+        store.wait_for_merge().await;
+        assert_eq!(
+            store.recent_rows().await,
+            0,
+            "and then merged the log itself"
+        );
+        assert_eq!(tables(&store).await.1.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_merge_larger_than_a_run_writes_every_entry_in_several_transactions() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, 100_000).await;
