@@ -455,6 +455,16 @@ impl SqliteStore {
 
     /// At open: merges the log a previous process left (the index knows nothing of it).
     pub(super) async fn merge_recent_left_over(&self) -> Result<(), StoreError> {
+        // Empty when no write came since the last merge (a new database, or a second open such
+        // as `status` after the first merged it): a read decides, so such an open costs no
+        // write transaction.
+        let left: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM recent_writes)")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db("merge recent state writes"))?;
+        if !left {
+            return Ok(());
+        }
         let _merging = self.recent.merging.lock().await;
         self.merger().merge_with_sql().await
     }
