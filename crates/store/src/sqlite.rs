@@ -1,7 +1,9 @@
 //! The SQLite backend: one writer connection (concurrent writes share a `BEGIN IMMEDIATE`
 //! transaction and its commit, see [`group`]), a pool of reader connections, WAL journal,
-//! `synchronous=FULL`. Content hashes and DAM id → code entries are appended to a log and
-//! merged into their tables in sorted runs (see [`recent`]).
+//! `synchronous=FULL` for writes acknowledged outside the process and `NORMAL` for state
+//! derived again from the DAM and the PIM (see [`group`], `Durability`). Content hashes and
+//! DAM id → code entries are appended to a log and merged into their tables in sorted runs
+//! (see [`recent`]).
 //!
 //! Times are stored as INTEGER microseconds since the Unix epoch, taken from this process's
 //! clock (SQLite serves one process). Batches are passed as one JSON array parameter and
@@ -31,7 +33,7 @@ mod links;
 mod recent;
 mod reconcile;
 
-use group::{GroupWriter, WriteTx};
+use group::{Durability, GroupWriter, WriteTx};
 use recent::{Appended, Kind, Recent};
 
 const B: Backend = Backend::Sqlite;
@@ -316,13 +318,20 @@ impl SqliteStore {
     }
 
     /// The caller's part of the writer's next commit (see [`group`]).
-    async fn write_tx(&self, op: &'static str) -> Result<WriteTx, StoreError> {
-        self.writer.begin().await.map_err(db(op))
+    /// Joins the writer's group (see [`group`]) for a write that must survive as `durability`
+    /// says: `Synced` for what is acknowledged outside the process, `Ordered` for state derived
+    /// again from the DAM and the PIM.
+    async fn write_tx(
+        &self,
+        op: &'static str,
+        durability: Durability,
+    ) -> Result<WriteTx, StoreError> {
+        self.writer.begin(durability).await.map_err(db(op))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         const OP: &str = "migrate";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Synced).await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations \
              (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
@@ -375,7 +384,7 @@ impl SqliteStore {
 
     pub(crate) async fn set_cursor(&self, family: &str, cursor: &Cursor) -> Result<(), StoreError> {
         const OP: &str = "store cursor";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query(
             "INSERT INTO families (family, cursor_updated_at, cursor_dam_id, last_success) \
              VALUES (?1, ?2, ?3, ?4) \
@@ -414,7 +423,7 @@ impl SqliteStore {
             return Ok(());
         }
         let batch = Appended::now(Kind::Hash, hash_entries(entries));
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         write_hashes(&mut tx, family, &batch, OP).await?;
         self.commit_appended(tx, family, vec![batch], OP).await
     }
@@ -429,7 +438,7 @@ impl SqliteStore {
             return Ok(());
         }
         let batch = Appended::now(Kind::Hash, hash_entries(entries));
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         recent::append(&mut tx, family, &batch, OP).await?;
         self.commit_appended(tx, family, vec![batch], OP).await
     }
@@ -443,7 +452,7 @@ impl SqliteStore {
         if assets.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let appended = self.append_written(&mut tx, family, assets, OP).await?;
         self.commit_appended(tx, family, appended, OP).await
     }
@@ -495,7 +504,7 @@ impl SqliteStore {
         }
         let dam_ids: Vec<&str> = assets.iter().map(|a| a.0.as_str()).collect();
         let codes: Vec<&str> = assets.iter().map(|a| a.1.as_str()).collect();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         delete_keyed(&mut tx, Kind::Hash, family, &codes, OP).await?;
         delete_keyed(&mut tx, Kind::Code, family, &dam_ids, OP).await?;
         let released = tx.release().await.map_err(db(OP))?;
@@ -527,7 +536,7 @@ impl SqliteStore {
             .map(|(id, code)| (id.to_owned(), code.clone()))
             .collect();
         let batch = Appended::now(Kind::Code, batch);
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         recent::append(&mut tx, family, &batch, OP).await?;
         self.commit_appended(tx, family, vec![batch], OP).await
     }
@@ -561,7 +570,7 @@ impl SqliteStore {
             return Ok(());
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let mut tx = self.write_tx(op).await?;
+        let mut tx = self.write_tx(op, Durability::Ordered).await?;
         delete_keyed(&mut tx, kind, family, &keys, op).await?;
         let released = tx.release().await.map_err(db(op))?;
         self.recent.remove(family, kind, &keys);
@@ -577,7 +586,7 @@ impl SqliteStore {
         const OP: &str = "enqueue";
         let now = now_micros();
         let event_ids = plan::distinct_event_ids(changes);
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Synced).await?;
         let mut new_events = HashSet::new();
         if !event_ids.is_empty() {
             let rows = sqlx::query(
@@ -613,7 +622,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let now = now_micros();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let rows = sqlx::query(
             "UPDATE inbox SET claimed_by = ?1, lease_until = ?2 WHERE id IN ( \
                 SELECT i.id FROM inbox i \
@@ -666,7 +675,7 @@ impl SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query("DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(json!(ids).to_string())
             .execute(&mut *tx)
@@ -681,7 +690,7 @@ impl SqliteStore {
             return Ok(());
         }
         let ids = json!(ids).to_string();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query(&format!(
             "DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until IS NOT NULL AND {NEWER_EXISTS}"
         ))
@@ -707,7 +716,7 @@ impl SqliteStore {
         delay: Duration,
     ) -> Result<(), StoreError> {
         const OP: &str = "schedule retry";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let removed = sqlx::query(&format!(
             "DELETE FROM inbox WHERE id = ?1 AND {NEWER_EXISTS}"
         ))
@@ -763,7 +772,7 @@ impl SqliteStore {
         reason: &DeadLetterReason,
     ) -> Result<(), StoreError> {
         const OP: &str = "move to dead letters";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         move_to_dead_letters(&mut tx, id, reason, false, OP).await?;
         tx.commit().await.map_err(db(OP))
     }
@@ -775,8 +784,11 @@ impl SqliteStore {
     ) -> Result<i64, StoreError> {
         const OP: &str = "add dead letter";
         let payload = serde_json::to_string(change).map_err(|e| invalid(OP, e))?;
+        // Ordered: a dead letter of a polled asset is found again by the next poll; one of
+        // an inbox entry leaves the entry in the inbox if it is lost.
         self.insert_dead_letter(
             OP,
+            Durability::Ordered,
             Some(&change.family),
             Some(change.dam_id()),
             change.event_id.as_deref(),
@@ -795,8 +807,10 @@ impl SqliteStore {
         raw: &[u8],
         reason: &DeadLetterReason,
     ) -> Result<i64, StoreError> {
+        // Synced: the caller acknowledges the message once this returns.
         self.insert_dead_letter(
             "add raw dead letter",
+            Durability::Synced,
             family,
             None,
             None,
@@ -812,6 +826,7 @@ impl SqliteStore {
     async fn insert_dead_letter(
         &self,
         op: &'static str,
+        durability: Durability,
         family: Option<&str>,
         dam_id: Option<&str>,
         event_id: Option<&str>,
@@ -820,7 +835,7 @@ impl SqliteStore {
         raw: Option<&[u8]>,
         reason: &DeadLetterReason,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.write_tx(op).await?;
+        let mut tx = self.write_tx(op, durability).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO dead_letters (family, dam_id, event_id, source, payload, raw_payload, kind, message, \
              pim_status, pim_message, pim_errors, attempts, failed_at) \
@@ -890,7 +905,7 @@ impl SqliteStore {
             "SELECT id, payload FROM dead_letters WHERE {DEAD_LETTER_WHERE} AND payload IS NOT NULL \
              ORDER BY id LIMIT ?6"
         );
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Synced).await?;
         while remaining > 0 {
             let take = remaining.min(CHUNK);
             let page = DeadLetterFilter {
@@ -942,7 +957,7 @@ impl SqliteStore {
             "DELETE FROM dead_letters WHERE id IN \
              (SELECT id FROM dead_letters WHERE {DEAD_LETTER_WHERE} ORDER BY id LIMIT ?6)"
         );
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Synced).await?;
         let n = bind_filter(sqlx::query(&sql), filter)
             .bind(filter.limit.map(|l| l as i64).unwrap_or(-1))
             .execute(&mut *tx)
@@ -996,7 +1011,7 @@ impl SqliteStore {
             return Ok(());
         }
         let minute = now_micros().div_euclid(60_000_000);
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query(
             "INSERT INTO outcomes (minute, family, succeeded, failed) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (minute, family) DO UPDATE SET succeeded = succeeded + excluded.succeeded, \
@@ -1041,7 +1056,7 @@ impl SqliteStore {
         let mut out = PruneOutcome::default();
         // Bounded batches so the writer is never held for long.
         for _ in 0..10_000 {
-            let mut tx = self.write_tx(OP).await?;
+            let mut tx = self.write_tx(OP, Durability::Ordered).await?;
             let n = sqlx::query(
                 "DELETE FROM seen_events WHERE event_id IN \
                  (SELECT event_id FROM seen_events WHERE seen_at < ?1 LIMIT ?2)",
@@ -1059,7 +1074,7 @@ impl SqliteStore {
             }
         }
         let minute_cutoff = (now - dur_micros(options.outcome_retention)).div_euclid(60_000_000);
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         out.outcome_buckets = sqlx::query("DELETE FROM outcomes WHERE minute < ?1")
             .bind(minute_cutoff)
             .execute(&mut *tx)
@@ -1361,6 +1376,123 @@ mod tests {
                 .unwrap();
             assert_eq!(busy, 5000);
         }
+    }
+
+    /// What is acknowledged outside the process commits synced (`synchronous = FULL`); state
+    /// derived again from the DAM and the PIM commits ordered (`NORMAL`): see `group`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_commit_synced_and_derived_state_ordered() {
+        use assetbridge_core::{ChangeKind, DamAsset};
+        use chrono::{TimeZone, Utc};
+        let dir = tempfile::tempdir().unwrap();
+        let target = SqliteTarget::File(dir.path().join("s.db"));
+        let store = SqliteStore::open(target, &StoreOptions::default(), "test")
+            .await
+            .unwrap();
+        let w = store.writer.clone();
+        let change = AssetChange {
+            family: "f".into(),
+            event_id: Some("e1".into()),
+            source: "webhook".into(),
+            kind: ChangeKind::Upsert {
+                asset: DamAsset {
+                    id: "a1".into(),
+                    updated_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+                    record: json!({}),
+                },
+            },
+        };
+        // (commits, synced commits) each write adds.
+        async fn delta(
+            w: &GroupWriter,
+            write: impl std::future::Future<Output = ()>,
+        ) -> (u64, u64) {
+            let (c, s) = (w.commits().await, w.synced_commits().await);
+            write.await;
+            (w.commits().await - c, w.synced_commits().await - s)
+        }
+        let synced = (1, 1);
+        let ordered = (1, 0);
+        assert_eq!(
+            delta(&w, async {
+                store
+                    .enqueue(std::slice::from_ref(&change))
+                    .await
+                    .map(drop)
+                    .unwrap()
+            })
+            .await,
+            synced,
+            "enqueue: a webhook's 2xx or a broker's ack follows it"
+        );
+        let reason = DeadLetterReason {
+            kind: "parse".into(),
+            message: "not JSON".into(),
+            pim_status: None,
+            pim_message: None,
+            pim_errors: None,
+        };
+        assert_eq!(
+            delta(&w, async {
+                store
+                    .add_raw_dead_letter(None, Some("queue"), b"{", &reason)
+                    .await
+                    .map(drop)
+                    .unwrap()
+            })
+            .await,
+            synced,
+            "a raw dead letter: the message is acknowledged after it"
+        );
+        let letter = store.add_dead_letter(&change, &reason).await.unwrap();
+        assert_eq!(
+            delta(&w, async {
+                store
+                    .retry_dead_letters(&DeadLetterFilter {
+                        ids: Some(vec![letter]),
+                        ..DeadLetterFilter::default()
+                    })
+                    .await
+                    .map(drop)
+                    .unwrap()
+            })
+            .await,
+            synced,
+            "a user's retry"
+        );
+        let hashes = vec![("c1".to_owned(), ContentHash("h1".into()))];
+        assert_eq!(
+            delta(&w, async { store.put_hashes("f", &hashes).await.unwrap() }).await,
+            ordered,
+            "content hashes"
+        );
+        let cursor = Cursor {
+            updated_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            dam_id: "a1".into(),
+        };
+        assert_eq!(
+            delta(&w, async { store.set_cursor("f", &cursor).await.unwrap() }).await,
+            ordered,
+            "a cursor"
+        );
+        assert_eq!(
+            delta(&w, async {
+                store
+                    .add_dead_letter(&change, &reason)
+                    .await
+                    .map(drop)
+                    .unwrap()
+            })
+            .await,
+            ordered,
+            "a dead letter of a change the store or the DAM still holds"
+        );
+        // The writer's connection follows its last group.
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.writer.pool())
+            .await
+            .unwrap();
+        assert_eq!(level, 1, "NORMAL after an ordered group");
     }
 
     /// Committed pages reach the database file without the writer's own checkpoint (whose

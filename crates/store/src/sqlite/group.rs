@@ -18,6 +18,20 @@
 //! The connection is taken from the writer pool when a group opens and returned when it
 //! commits (an in-memory database has one connection for readers and the writer alike, as
 //! before).
+//!
+//! Each write says how it must survive ([`Durability`]). What is acknowledged to someone
+//! outside the process (a webhook's 2xx, a broker's ack, a user's retry) is `Synced`: its
+//! group commits with `synchronous = FULL` (the WAL is synced before the commit returns).
+//! What the connector derives again from the DAM and the PIM (cursors, content hashes, codes,
+//! the inbox's claims and completions, dead letters of polled assets) is `Ordered`: its group
+//! commits with `synchronous = NORMAL`, which survives a crash of the process and, after a
+//! power loss, may lose the last such commits — always a suffix: WAL frames carry a chained
+//! checksum and recovery stops at the first frame that does not match, so a commit is never
+//! kept without those before it (a cursor is never ahead of the hashes written before it). A
+//! `Synced` commit syncs every frame before it too. SQLite refuses to change `synchronous`
+//! inside a transaction, so a group has one durability: a `Synced` write that finds an
+//! `Ordered` group open commits that group first and opens its own; an `Ordered` write joins
+//! a `Synced` group.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,9 +72,33 @@ impl Failure {
 
 type Outcome = Option<Result<(), Failure>>;
 
+/// How a write must survive (see the module's documentation). Ordered from weaker to
+/// stronger: a group may take writes that need less than it gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Durability {
+    /// Survives a crash of the process; a power loss may roll it back together with every
+    /// write committed after it (`synchronous = NORMAL`). For state derived again from the DAM
+    /// and the PIM.
+    Ordered,
+    /// Survives a power loss once the write returns (`synchronous = FULL`). For what is
+    /// acknowledged to someone outside the process.
+    Synced,
+}
+
+impl Durability {
+    /// The statement that sets it on the writer connection (outside a transaction).
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Ordered => "PRAGMA synchronous = NORMAL",
+            Durability::Synced => "PRAGMA synchronous = FULL",
+        }
+    }
+}
+
 /// The open transaction and its members.
 struct Group {
     conn: PoolConnection<Sqlite>,
+    durability: Durability,
     /// Whether a member's savepoint is open (set while a member works; still set after a
     /// member dropped its [`WriteTx`] halfway, until the savepoint is rolled back).
     savepoint_open: bool,
@@ -71,6 +109,8 @@ struct State {
     group: Option<Group>,
     /// Transactions committed (or failed to commit) so far.
     commits: u64,
+    /// Of which `Synced` ones.
+    synced_commits: u64,
     /// Whether a group failed to commit (shared with [`GroupWriter::has_failed`]).
     failed: Arc<AtomicBool>,
 }
@@ -91,6 +131,7 @@ impl GroupWriter {
         let state = Arc::new(Mutex::new(State {
             group: None,
             commits: 0,
+            synced_commits: 0,
             failed: failed.clone(),
         }));
         let wanted = Arc::new(Notify::new());
@@ -122,13 +163,20 @@ impl GroupWriter {
         self.state.lock().await.commits
     }
 
+    /// `Synced` transactions committed so far.
+    #[cfg(test)]
+    pub(crate) async fn synced_commits(&self) -> u64 {
+        self.state.lock().await.synced_commits
+    }
+
     /// The pool the writer's connection comes from.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
     /// Joins (or opens) the current transaction; the caller's statements run in a savepoint.
-    pub(crate) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+    /// A group open with a weaker `durability` than the caller's is committed first.
+    pub(crate) async fn begin(&self, durability: Durability) -> Result<WriteTx, sqlx::Error> {
         let mut guard = self.state.clone().lock_owned().await;
         if let Some(g) = guard.group.as_mut() {
             if g.savepoint_open {
@@ -136,11 +184,22 @@ impl GroupWriter {
                 rollback_savepoint(&mut g.conn).await?;
                 g.savepoint_open = false;
             }
-        } else {
+        }
+        if guard
+            .group
+            .as_ref()
+            .is_some_and(|g| g.durability < durability)
+        {
+            // Its members are told the outcome as if the committer had committed it.
+            commit_open(&mut guard).await;
+        }
+        if guard.group.is_none() {
             let mut conn = self.pool.acquire().await?;
+            sqlx::query(durability.pragma()).execute(&mut *conn).await?;
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
             guard.group = Some(Group {
                 conn,
+                durability,
                 savepoint_open: false,
                 done: watch::channel(None).0,
             });
@@ -307,6 +366,9 @@ async fn commit_open(state: &mut State) {
         drop(g.conn.detach());
     }
     state.commits += 1;
+    if g.durability == Durability::Synced {
+        state.synced_commits += 1;
+    }
     if outcome.is_err() {
         state.failed.store(true, Ordering::Release);
     }
@@ -380,13 +442,13 @@ mod tests {
         let (writer, reader) = setup(&dir).await;
         let writer = Arc::new(writer);
         // The first member holds the writer while ten more queue for it.
-        let mut first = writer.begin().await.unwrap();
+        let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 0).await.unwrap();
         let mut tasks = Vec::new();
         for x in 1..=10 {
             let (writer, reader) = (writer.clone(), reader.clone());
             tasks.push(tokio::spawn(async move {
-                let mut tx = writer.begin().await.unwrap();
+                let mut tx = writer.begin(Durability::Synced).await.unwrap();
                 insert(&mut tx, x).await.unwrap();
                 tx.commit().await.unwrap();
                 // Committed when `commit` returns: another connection sees the row.
@@ -406,17 +468,94 @@ mod tests {
         assert_eq!(writer.commits().await, 1);
     }
 
+    async fn synchronous(tx: &mut WriteTx) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **tx)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_synced_write_commits_an_open_ordered_group_first_and_syncs_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = setup(&dir).await;
+        let writer = Arc::new(writer);
+        let mut ordered = writer.begin(Durability::Ordered).await.unwrap();
+        assert_eq!(
+            synchronous(&mut ordered).await,
+            1,
+            "NORMAL in an ordered group"
+        );
+        insert(&mut ordered, 1).await.unwrap();
+        // A synced write queues for the writer (ahead of the committer, asked for below).
+        let synced = {
+            let (writer, reader) = (writer.clone(), reader.clone());
+            tokio::spawn(async move {
+                let mut tx = writer.begin(Durability::Synced).await.unwrap();
+                let seen = rows(&reader).await;
+                let level = synchronous(&mut tx).await;
+                insert(&mut tx, 2).await.unwrap();
+                tx.commit().await.unwrap();
+                (seen, level)
+            })
+        };
+        settle().await;
+        ordered.commit().await.unwrap();
+        let (seen, level) = synced.await.unwrap();
+        assert_eq!(
+            seen,
+            vec![1],
+            "the ordered group was committed before the synced one opened"
+        );
+        assert_eq!(level, 2, "FULL in a synced group");
+        assert_eq!(rows(&reader).await, vec![1, 2]);
+        assert_eq!(writer.commits().await, 2);
+        assert_eq!(writer.synced_commits().await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ordered_write_joins_an_open_synced_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = setup(&dir).await;
+        let writer = Arc::new(writer);
+        let mut first = writer.begin(Durability::Synced).await.unwrap();
+        insert(&mut first, 1).await.unwrap();
+        let ordered = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut tx = writer.begin(Durability::Ordered).await.unwrap();
+                let level = synchronous(&mut tx).await;
+                insert(&mut tx, 2).await.unwrap();
+                tx.commit().await.unwrap();
+                level
+            })
+        };
+        settle().await;
+        first.commit().await.unwrap();
+        assert_eq!(ordered.await.unwrap(), 2, "it ran in the synced group");
+        assert_eq!(rows(&reader).await, vec![1, 2]);
+        assert_eq!(writer.commits().await, 1);
+        assert_eq!(writer.synced_commits().await, 1);
+        // Alone, an ordered write opens an ordered group.
+        let mut tx = writer.begin(Durability::Ordered).await.unwrap();
+        assert_eq!(synchronous(&mut tx).await, 1);
+        insert(&mut tx, 3).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(writer.commits().await, 2);
+        assert_eq!(writer.synced_commits().await, 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_member_rolls_back_only_its_own_statements() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, reader) = setup(&dir).await;
         let writer = Arc::new(writer);
-        let mut first = writer.begin().await.unwrap();
+        let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 1).await.unwrap();
         let failing = {
             let writer = writer.clone();
             tokio::spawn(async move {
-                let mut tx = writer.begin().await.unwrap();
+                let mut tx = writer.begin(Durability::Synced).await.unwrap();
                 insert(&mut tx, 2).await.unwrap();
                 // A duplicate key: the caller gives up, dropping its transaction.
                 insert(&mut tx, 1).await
@@ -425,7 +564,7 @@ mod tests {
         let last = {
             let writer = writer.clone();
             tokio::spawn(async move {
-                let mut tx = writer.begin().await.unwrap();
+                let mut tx = writer.begin(Durability::Synced).await.unwrap();
                 insert(&mut tx, 3).await.unwrap();
                 tx.commit().await
             })
@@ -446,12 +585,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (writer, reader) = setup(&dir).await;
         {
-            let mut tx = writer.begin().await.unwrap();
+            let mut tx = writer.begin(Durability::Synced).await.unwrap();
             insert(&mut tx, 7).await.unwrap();
         }
         // The committer closes the abandoned transaction: its row is not there, and the
         // connection is free for the next write (no transaction left open).
-        let mut tx = writer.begin().await.unwrap();
+        let mut tx = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut tx, 8).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(rows(&reader).await, vec![8]);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use sqlx::Row;
 
-use super::WriteTx;
+use super::{Durability, WriteTx};
 
 use super::{db, delete_keyed, invalid, Kind, SqliteStore};
 use crate::error::StoreError;
@@ -55,7 +55,7 @@ impl SqliteStore {
         links: &[AssetLinks],
     ) -> Result<u64, StoreError> {
         const OP: &str = "record written assets and their links";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let appended = if written.is_empty() {
             Vec::new()
         } else {
@@ -78,7 +78,7 @@ impl SqliteStore {
         const OP: &str = "forget assets and unlink them";
         let dam_ids: Vec<&str> = assets.iter().map(|a| a.0.as_str()).collect();
         let codes: Vec<String> = assets.iter().map(|a| a.1.clone()).collect();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let old = read_targets(&mut tx, family, &codes, OP).await?;
         let requests = plan_forget(family, &old, assets);
         insert_links(&mut tx, &requests, OP).await?;
@@ -97,7 +97,7 @@ impl SqliteStore {
 
     pub(crate) async fn add_pending_links(&self, links: &[LinkRequest]) -> Result<(), StoreError> {
         const OP: &str = "add pending links";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         insert_links(&mut tx, links, OP).await?;
         tx.commit().await.map_err(db(OP))
     }
@@ -148,7 +148,7 @@ impl SqliteStore {
             return Ok(());
         }
         let now = now_micros();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let mut gone: Vec<i64> = results.done.clone();
         for r in &results.retry {
             sqlx::query(

@@ -32,7 +32,7 @@ use assetbridge_core::ContentHash;
 use serde_json::json;
 use sqlx::Row;
 
-use super::group::GroupWriter;
+use super::group::{Durability, GroupWriter};
 use super::{db, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
@@ -502,7 +502,11 @@ impl Merger {
     /// a process ending halfway leaves the whole log to the next open's merge.
     async fn merge_in_runs(&self) -> Result<(), StoreError> {
         const OP: &str = "merge recent state writes";
-        let mut tx = self.writer.begin().await.map_err(db(OP))?;
+        let mut tx = self
+            .writer
+            .begin(Durability::Ordered)
+            .await
+            .map_err(db(OP))?;
         let last: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM recent_writes")
             .fetch_one(&mut *tx)
             .await
@@ -518,7 +522,11 @@ impl Merger {
                 .frozen_run(&family, kind, after.as_deref(), 1)
                 .is_empty()
             {
-                let mut tx = self.writer.begin().await.map_err(db(OP))?;
+                let mut tx = self
+                    .writer
+                    .begin(Durability::Ordered)
+                    .await
+                    .map_err(db(OP))?;
                 let run = self
                     .recent
                     .frozen_run(&family, kind, after.as_deref(), MERGE_RUN);
@@ -553,7 +561,11 @@ impl Merger {
                 after = Some(last_key);
             }
         }
-        let mut tx = self.writer.begin().await.map_err(db(OP))?;
+        let mut tx = self
+            .writer
+            .begin(Durability::Ordered)
+            .await
+            .map_err(db(OP))?;
         sqlx::query("DELETE FROM recent_writes WHERE seq <= ?1")
             .bind(last)
             .execute(&mut *tx)
@@ -568,7 +580,11 @@ impl Merger {
     /// key, from the log itself, in one transaction.
     async fn merge_with_sql(&self) -> Result<(), StoreError> {
         const OP: &str = "merge recent state writes";
-        let mut tx = self.writer.begin().await.map_err(db(OP))?;
+        let mut tx = self
+            .writer
+            .begin(Durability::Ordered)
+            .await
+            .map_err(db(OP))?;
         // Sorted by key, so consecutive rows land in the same leaves. The latest row per key
         // wins (`max(seq)`).
         for sql in [

@@ -8,7 +8,7 @@ use assetbridge_core::ContentHash;
 use serde_json::json;
 use sqlx::Row;
 
-use super::{db, SqliteStore};
+use super::{db, Durability, SqliteStore};
 use crate::error::StoreError;
 use crate::reconcile::{CodeState, ReconcilePass, ReconcileRun};
 use crate::{dur_micros, from_micros, now_micros};
@@ -39,7 +39,7 @@ impl SqliteStore {
     ) -> Result<ReconcilePass, StoreError> {
         const OP: &str = "begin reconciliation";
         let now = now_micros();
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let old = now - dur_micros(abandoned_after);
         sqlx::query(
             "DELETE FROM reconcile_seen WHERE pass IN (SELECT id FROM reconcile_passes \
@@ -78,7 +78,7 @@ impl SqliteStore {
 
     pub(crate) async fn mark_seen(&self, pass: i64, codes: &[String]) -> Result<(), StoreError> {
         const OP: &str = "mark codes seen";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query(
             "INSERT INTO reconcile_seen (pass, code) SELECT ?1, value FROM json_each(?2) WHERE true \
              ON CONFLICT (pass, code) DO NOTHING",
@@ -135,7 +135,7 @@ impl SqliteStore {
         complete: bool,
     ) -> Result<(), StoreError> {
         const OP: &str = "finish reconciliation";
-        let mut tx = self.write_tx(OP).await?;
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query("DELETE FROM reconcile_seen WHERE pass = ?1")
             .bind(pass)
             .execute(&mut *tx)
