@@ -29,6 +29,7 @@ use crate::plan::{self, may_replace};
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
 
 mod group;
+mod key_filter;
 mod links;
 mod recent;
 mod reconcile;

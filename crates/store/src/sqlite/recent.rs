@@ -23,6 +23,12 @@
 //!   the index together.
 //! - Opening the store merges whatever a previous process left in the log (crash recovery):
 //!   the index starts empty.
+//! - A key a read finds in neither the index nor a keyed table's filter ([`KeyFilter`], built
+//!   from the table on the first read of that family and kind) is absent without a SQL read.
+//!   A filter holds every key of its table: it is built while no merge runs
+//!   (`Recent::merging`), and a merge inserts its keys into the filter before writing them
+//!   into the table (a merge from the log with SQL drops the filters: rebuilt on the next
+//!   read).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -33,6 +39,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::group::{Durability, GroupWriter};
+use super::key_filter::KeyFilter;
 use super::{db, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
@@ -57,12 +64,15 @@ CREATE TABLE recent_writes (
 /// tables at most once per ≈ 8 000 assets instead of once per entry.
 pub(super) const MERGE_AFTER_ROWS: usize = 16_384;
 
+/// Keys per read when a table's filter is built.
+const FILTER_PAGE: i64 = 10_000;
+
 /// Keys per transaction of a merge (see [`SqliteStore::merge_in_runs`]): at most this many
 /// leaves per table are dirtied by one transaction.
 const MERGE_RUN: usize = 512;
 
 /// What a log row records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Kind {
     /// key: a DAM id, value: the asset code it is written as (`asset_codes`).
     Code,
@@ -162,12 +172,19 @@ struct Index {
     rows: usize,
 }
 
+/// Keys of the keyed tables read at least once, per family and kind.
+type Filters = HashMap<(String, Kind), KeyFilter>;
+
 /// The in-memory index of the unmerged log (see the module's invariants).
 pub(super) struct Recent {
     index: Mutex<Index>,
-    /// One merge at a time.
+    /// One merge at a time (and no merge while a table's filter is built).
     merging: Arc<tokio::sync::Mutex<()>>,
     merge_after: usize,
+    filters: Mutex<Filters>,
+    /// SQL reads of a keyed table by [`SqliteStore::read_keyed`] (tests).
+    #[cfg(test)]
+    table_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Recent {
@@ -176,6 +193,35 @@ impl Recent {
             index: Mutex::default(),
             merging: Arc::default(),
             merge_after,
+            filters: Mutex::default(),
+            #[cfg(test)]
+            table_reads: Default::default(),
+        }
+    }
+
+    fn filters(&self) -> std::sync::MutexGuard<'_, Filters> {
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The keys the table of (family, kind) may hold; `Err(keys)` when it has no filter yet.
+    fn maybe_in_table(
+        &self,
+        family: &str,
+        kind: Kind,
+        keys: Vec<String>,
+    ) -> Result<Vec<String>, Vec<String>> {
+        let filters = self.filters();
+        match filters.get(&(family.to_owned(), kind)) {
+            Some(f) => Ok(keys.into_iter().filter(|k| f.may_contain(k)).collect()),
+            None => Err(keys),
+        }
+    }
+
+    /// Adds keys about to be merged into the table of (family, kind) to its filter, if it has
+    /// one (the caller holds `merging`).
+    fn filter_insert<'a>(&self, family: &str, kind: Kind, keys: impl Iterator<Item = &'a str>) {
+        if let Some(f) = self.filters().get_mut(&(family.to_owned(), kind)) {
+            keys.for_each(|k| f.insert(k));
         }
     }
 
@@ -371,6 +417,22 @@ impl SqliteStore {
         if missing.is_empty() {
             return Ok(found);
         }
+        let missing = match self.recent.maybe_in_table(family, kind, missing) {
+            Ok(maybe) => maybe,
+            Err(missing) => {
+                self.build_filter(kind, family, op).await?;
+                self.recent
+                    .maybe_in_table(family, kind, missing)
+                    .unwrap_or_else(|m| m)
+            }
+        };
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        #[cfg(test)]
+        self.recent
+            .table_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sql = match kind {
             Kind::Code => {
                 "SELECT dam_id, code FROM asset_codes WHERE family = ?1 \
@@ -389,6 +451,57 @@ impl SqliteStore {
             .map_err(db(op))?;
         found.extend(rows.into_iter().map(|r| (r.get(0), r.get(1))));
         Ok(found)
+    }
+
+    /// Builds the filter of the table of (family, kind) from its keys, read in pages of
+    /// [`FILTER_PAGE`] (memory stays flat), while no merge runs.
+    async fn build_filter(
+        &self,
+        kind: Kind,
+        family: &str,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        let _merging = self.recent.merging.lock().await;
+        if self
+            .recent
+            .filters()
+            .contains_key(&(family.to_owned(), kind))
+        {
+            return Ok(());
+        }
+        let (table, key_col) = match kind {
+            Kind::Code => ("asset_codes", "dam_id"),
+            Kind::Hash => ("hashes", "code"),
+        };
+        let count: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE family = ?1"))
+                .bind(family)
+                .fetch_one(&self.reader)
+                .await
+                .map_err(db(op))?;
+        let mut filter = KeyFilter::with_capacity(usize::try_from(count).unwrap_or(0));
+        let page = format!(
+            "SELECT {key_col} FROM {table} WHERE family = ?1 AND {key_col} > ?2 \
+             ORDER BY {key_col} LIMIT {FILTER_PAGE}"
+        );
+        let mut after = String::new();
+        loop {
+            let keys: Vec<String> = sqlx::query_scalar(&page)
+                .bind(family)
+                .bind(&after)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db(op))?;
+            keys.iter().for_each(|k| filter.insert(k));
+            match keys.into_iter().last() {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        self.recent
+            .filters()
+            .insert((family.to_owned(), kind), filter);
+        Ok(())
     }
 
     /// Commits `tx`, which appended these entries to the log, and records them in the index;
@@ -535,6 +648,9 @@ impl Merger {
                     tx.commit().await.map_err(db(OP))?;
                     break;
                 };
+                // Before the table has them (see the invariants).
+                self.recent
+                    .filter_insert(&family, kind, run.iter().map(|r| r.0.as_str()));
                 let sql = match kind {
                     Kind::Code => {
                         "INSERT INTO asset_codes (family, dam_id, code) \
@@ -606,6 +722,8 @@ impl Merger {
         }
         let released = tx.release().await.map_err(db(OP))?;
         self.recent.freeze();
+        // Keys went into the tables unseen: the filters are rebuilt on the next reads.
+        self.recent.filters().clear();
         released.committed().await.map_err(db(OP))?;
         self.recent.thaw();
         Ok(())
@@ -714,6 +832,83 @@ mod tests {
         let (codes, hashes) = read_all(&store, 6).await;
         assert_eq!((codes.len(), hashes.len()), (5, 5));
         assert_eq!(codes["d4"], "c4");
+    }
+
+    fn table_reads(store: &SqliteStore) -> u64 {
+        store
+            .recent
+            .table_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Of `candidates`, those the filter of `F`'s hashes says were never merged.
+    fn filtered_out(store: &SqliteStore, candidates: Vec<String>) -> Vec<String> {
+        let maybe = store
+            .recent
+            .maybe_in_table(F, Kind::Hash, candidates.clone())
+            .expect("the filter is built");
+        candidates
+            .into_iter()
+            .filter(|k| !maybe.contains(k))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_the_table_filter_rules_out_cost_no_sql_and_merged_keys_are_always_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 10).await;
+        for i in 0..20 {
+            write_asset(&store, i, &format!("h{i}")).await;
+        }
+        store.wait_for_merge().await;
+        // The first read of the family builds the filter from the table (before any merge:
+        // empty), and later merges insert their keys into it.
+        let (_, hashes) = read_all(&store, 20).await;
+        assert_eq!(hashes.len(), 20);
+        for i in 20..60 {
+            write_asset(&store, i, &format!("h{i}")).await;
+        }
+        store.wait_for_merge().await;
+        assert!(tables(&store).await.1.len() >= 50, "most of them merged");
+        let (codes, hashes) = read_all(&store, 60).await;
+        assert_eq!(
+            (codes.len(), hashes.len()),
+            (60, 60),
+            "no merged key ruled out"
+        );
+        assert_eq!(hashes["c45"], ContentHash("h45".into()));
+
+        // Never written: what the filter rules out costs no SQL read.
+        let absent = filtered_out(&store, keys(0..50, "new"));
+        assert!(absent.len() > 40, "≈ 1 % false positives: {}", absent.len());
+        let before = table_reads(&store);
+        assert!(store.hashes(F, &absent).await.unwrap().is_empty());
+        assert_eq!(
+            table_reads(&store),
+            before,
+            "no SQL read for ruled-out keys"
+        );
+        // A key the filter lets through is read with SQL (and found or not).
+        let found = store.hashes(F, &keys(0..1, "c")).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            table_reads(&store),
+            before
+                + u64::from(
+                    !store
+                        .recent
+                        .lookup(F, Kind::Hash, &keys(0..1, "c"))
+                        .1
+                        .is_empty()
+                )
+        );
+
+        // Reopened, the filter is built from the table: every merged key is still found.
+        store.close().await;
+        let store = open(&dir, 10).await;
+        let (codes, hashes) = read_all(&store, 60).await;
+        assert_eq!((codes.len(), hashes.len()), (60, 60));
+        assert!(filtered_out(&store, keys(0..60, "c")).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
