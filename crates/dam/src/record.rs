@@ -96,6 +96,15 @@ impl RecordShape {
 
     /// Like [`RecordShape::parse_item`], with the record's poll cursor.
     pub fn parse(&self, item: &Value) -> Result<ParsedRecord, RecordError> {
+        Ok(self.read(item)?.into_record(|| item.clone()))
+    }
+
+    /// Like [`RecordShape::parse`], taking the record (an upsert carries it without a copy).
+    pub fn parse_owned(&self, item: Value) -> Result<ParsedRecord, RecordError> {
+        Ok(self.read(&item)?.into_record(|| item))
+    }
+
+    fn read(&self, item: &Value) -> Result<Read, RecordError> {
         let err = |what: &str, pointer: &str, detail: String| RecordError {
             what: what.to_owned(),
             pointer: pointer.to_owned(),
@@ -138,11 +147,9 @@ impl RecordShape {
             dam_id: id.clone(),
         });
         if let Some(deleted_at) = deletion {
-            return Ok(ParsedRecord {
-                change: ChangeKind::Delete {
-                    dam_id: id,
-                    deleted_at: deleted_at.or(updated),
-                },
+            return Ok(Read::Delete {
+                id,
+                deleted_at: deleted_at.or(updated),
                 cursor,
             });
         }
@@ -153,16 +160,58 @@ impl RecordShape {
                 format!("{} (asset `{id}`)", missing(item)),
             ));
         };
-        Ok(ParsedRecord {
-            change: ChangeKind::Upsert {
-                asset: DamAsset {
-                    id,
-                    updated_at,
-                    record: item.clone(),
-                },
-            },
+        Ok(Read::Upsert {
+            id,
+            updated_at,
             cursor,
         })
+    }
+}
+
+/// What [`RecordShape::read`] found in a record.
+enum Read {
+    Upsert {
+        id: String,
+        updated_at: DateTime<Utc>,
+        cursor: Option<Cursor>,
+    },
+    Delete {
+        id: String,
+        deleted_at: Option<DateTime<Utc>>,
+        cursor: Option<Cursor>,
+    },
+}
+
+impl Read {
+    /// The parsed record; `record` gives the record an upsert carries.
+    fn into_record(self, record: impl FnOnce() -> Value) -> ParsedRecord {
+        match self {
+            Read::Delete {
+                id,
+                deleted_at,
+                cursor,
+            } => ParsedRecord {
+                change: ChangeKind::Delete {
+                    dam_id: id,
+                    deleted_at,
+                },
+                cursor,
+            },
+            Read::Upsert {
+                id,
+                updated_at,
+                cursor,
+            } => ParsedRecord {
+                change: ChangeKind::Upsert {
+                    asset: DamAsset {
+                        id,
+                        updated_at,
+                        record: record(),
+                    },
+                },
+                cursor,
+            },
+        }
     }
 }
 
@@ -274,6 +323,21 @@ mod tests {
             }
         );
         assert_eq!(p.cursor.unwrap().dam_id, "A-1");
+    }
+
+    #[test]
+    fn parsing_a_taken_record_reads_as_parsing_a_borrowed_one() {
+        let shape = RecordShape::default();
+        for item in [
+            json!({"id": "A-1", "updated_at": "2026-01-02T03:04:05Z", "meta": {"sku": "S1"}}),
+            json!({"id": 7, "updated_at": 1_767_225_600, "deleted": true}),
+            json!({"id": "A-2", "deleted": "2026-01-02T03:04:05Z"}),
+            json!({"id": "A-3"}),
+            json!({"updated_at": "2026-01-02T03:04:05Z"}),
+            json!([1]),
+        ] {
+            assert_eq!(shape.parse_owned(item.clone()), shape.parse(&item), "{item}");
+        }
     }
 
     #[test]

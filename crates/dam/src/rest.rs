@@ -994,10 +994,23 @@ impl Pager {
                 Next::Link(u) => u.clone(),
             };
             debug!(url = %redact(&url), "listing DAM changes");
-            let (body, headers, final_url) = self.dam.get_json(&url, &[]).await?;
+            let (mut body, headers, final_url) = self.dam.get_json(&url, &[]).await?;
             self.pages += 1;
             let page_no = self.pages;
-            let items = match pointer(&body, &cfg.items_pointer) {
+            // The items are taken out of the body (each record moves into its change, no
+            // copy) unless the next cursor could be read from within them.
+            let take_items = !cfg.items_pointer.is_empty()
+                && !matches!(&cfg.paging, Paging::Cursor { next_cursor_pointer, .. }
+                    if next_cursor_pointer.starts_with(cfg.items_pointer.as_str()));
+            let taken = if take_items {
+                body.pointer_mut(&cfg.items_pointer).map(Value::take)
+            } else {
+                None
+            };
+            let items = match taken
+                .as_ref()
+                .or_else(|| pointer(&body, &cfg.items_pointer))
+            {
                 Some(Value::Array(items)) => items,
                 Some(other) => {
                     return Err(DamError::Parse {
@@ -1020,17 +1033,21 @@ impl Pager {
             };
             let mut changes = Vec::with_capacity(items.len());
             let mut last = None;
-            for (i, item) in items.iter().enumerate() {
-                let parsed = self
-                    .dam
-                    .inner
-                    .shape
-                    .parse(item)
-                    .map_err(|e| DamError::Parse {
-                        what: e.what,
-                        pointer: e.pointer,
-                        detail: format!("{} (item {} of page {page_no})", e.detail, i + 1),
-                    })?;
+            let owned: Box<dyn Iterator<Item = Value>> = match taken {
+                Some(Value::Array(items)) => Box::new(items.into_iter()),
+                _ => Box::new(items.clone().into_iter()),
+            };
+            for (i, item) in owned.enumerate() {
+                let parsed =
+                    self.dam
+                        .inner
+                        .shape
+                        .parse_owned(item)
+                        .map_err(|e| DamError::Parse {
+                            what: e.what,
+                            pointer: e.pointer,
+                            detail: format!("{} (item {} of page {page_no})", e.detail, i + 1),
+                        })?;
                 if let Some(c) = parsed.cursor {
                     if !self.warned_order && self.last_seen.as_ref().is_some_and(|p| &c < p) {
                         self.warned_order = true;
