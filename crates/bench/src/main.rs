@@ -727,6 +727,18 @@ fn run(args: Args) -> Result<bool> {
             || args.scenarios.contains(&Scenario::All)
             || args.scenarios.contains(&s)
     };
+    // The ingest scenarios run last: what they need is checked before the first scenario, so
+    // a missing tool does not cost the results of the others.
+    if [
+        Scenario::WebhookIngest,
+        Scenario::QueueIngestAmqp,
+        Scenario::QueueIngestNats,
+    ]
+    .into_iter()
+    .any(wanted)
+    {
+        ingest::check_tools(wanted(Scenario::WebhookIngest), args.ingest_state)?;
+    }
     let machine = Machine::describe();
     eprintln!(
         "assetbridge-bench: {} on {} ({} CPUs, {} MiB, kernel {}, load {})",
