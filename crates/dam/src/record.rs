@@ -336,7 +336,11 @@ mod tests {
             json!({"updated_at": "2026-01-02T03:04:05Z"}),
             json!([1]),
         ] {
-            assert_eq!(shape.parse_owned(item.clone()), shape.parse(&item), "{item}");
+            assert_eq!(
+                shape.parse_owned(item.clone()),
+                shape.parse(&item),
+                "{item}"
+            );
         }
     }
 
