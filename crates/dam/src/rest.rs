@@ -998,25 +998,22 @@ impl Pager {
             self.pages += 1;
             let page_no = self.pages;
             // The items are taken out of the body (each record moves into its change, no
-            // copy) unless the next cursor could be read from within them.
-            let take_items = !cfg.items_pointer.is_empty()
-                && !matches!(&cfg.paging, Paging::Cursor { next_cursor_pointer, .. }
-                    if next_cursor_pointer.starts_with(cfg.items_pointer.as_str()));
-            let taken = if take_items {
-                body.pointer_mut(&cfg.items_pointer).map(Value::take)
+            // copy) unless the next cursor is read from within them afterwards.
+            let cursor_within_items = matches!(&cfg.paging, Paging::Cursor { next_cursor_pointer, .. }
+                if next_cursor_pointer.starts_with(cfg.items_pointer.as_str()));
+            let items = if cursor_within_items {
+                pointer(&body, &cfg.items_pointer).cloned()
             } else {
-                None
+                // `""` points at the body itself.
+                body.pointer_mut(&cfg.items_pointer).map(Value::take)
             };
-            let items = match taken
-                .as_ref()
-                .or_else(|| pointer(&body, &cfg.items_pointer))
-            {
+            let items = match items {
                 Some(Value::Array(items)) => items,
                 Some(other) => {
                     return Err(DamError::Parse {
                         what: "items array".into(),
                         pointer: cfg.items_pointer.clone(),
-                        detail: format!("expected an array, found {}", kind(other)),
+                        detail: format!("expected an array, found {}", kind(&other)),
                     })
                 }
                 None => {
@@ -1033,11 +1030,7 @@ impl Pager {
             };
             let mut changes = Vec::with_capacity(items.len());
             let mut last = None;
-            let owned: Box<dyn Iterator<Item = Value>> = match taken {
-                Some(Value::Array(items)) => Box::new(items.into_iter()),
-                _ => Box::new(items.clone().into_iter()),
-            };
-            for (i, item) in owned.enumerate() {
+            for (i, item) in items.into_iter().enumerate() {
                 let parsed =
                     self.dam
                         .inner

@@ -87,6 +87,14 @@ impl Kind {
             Kind::Hash => "hash",
         }
     }
+
+    /// The keyed table of this kind: (table, key column, value column).
+    fn table(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Kind::Code => ("asset_codes", "dam_id", "code"),
+            Kind::Hash => ("hashes", "code", "hash"),
+        }
+    }
 }
 
 /// Entries of one [`append`]: what the log and the index receive.
@@ -370,10 +378,7 @@ pub(super) async fn read_through_log(
     keys: &[String],
     op: &'static str,
 ) -> Result<HashMap<String, String>, StoreError> {
-    let (table, key_col, value_col) = match kind {
-        Kind::Code => ("asset_codes", "dam_id", "code"),
-        Kind::Hash => ("hashes", "code", "hash"),
-    };
+    let (table, key_col, value_col) = kind.table();
     let sql = format!(
         "WITH wanted AS (SELECT DISTINCT value AS k FROM json_each(?2)), \
          logged AS (SELECT key, value, max(seq) FROM recent_writes \
@@ -469,10 +474,7 @@ impl SqliteStore {
         {
             return Ok(());
         }
-        let (table, key_col) = match kind {
-            Kind::Code => ("asset_codes", "dam_id"),
-            Kind::Hash => ("hashes", "code"),
-        };
+        let (table, key_col, _) = kind.table();
         let count: i64 =
             sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE family = ?1"))
                 .bind(family)
