@@ -201,9 +201,13 @@ async fn handle(s: &Shared, route: &'static str, req: Request, next: Next) -> Re
     // The latency is the request's response time: the answer leaves `latency` after the request
     // arrived, the emulator's own work (reading the body, validating, storing) included — as a
     // server's response time is measured — and never earlier. Whatever the answer is.
+    // Without latency there is no timer at all: a deadline already past still waits for the
+    // timer driver's next tick (tokio rounds deadlines up to the millisecond), up to 1 ms a call.
     let answer_at = tokio::time::Instant::now() + faults.latency;
     let resp = answer(s, route, &faults, req, next).await;
-    tokio::time::sleep_until(answer_at).await;
+    if !faults.latency.is_zero() {
+        tokio::time::sleep_until(answer_at).await;
+    }
     drop(guard);
     resp
 }

@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::store::{mix, ListQuery};
@@ -179,6 +180,23 @@ impl DamEmulator {
     }
 }
 
+/// A page of `page`-number paging: the records as the store wrote them, fields in the order of
+/// their names (as a `Value` would serialise them).
+#[derive(Serialize)]
+struct NumberedPage<'a> {
+    items: &'a [Box<RawValue>],
+    limit: usize,
+    page: usize,
+    total: usize,
+}
+
+/// A page of cursor paging (`next_cursor` is `null` on the last page).
+#[derive(Serialize)]
+struct CursorPage<'a> {
+    items: &'a [Box<RawValue>],
+    next_cursor: Option<String>,
+}
+
 async fn list(
     State(emu): State<DamEmulator>,
     headers: HeaderMap,
@@ -239,22 +257,26 @@ async fn list(
         stats.items_served += result.items.len() as u64;
     }
     match paging {
-        PagingStyle::PageNumber => Json(json!({
-            "items": result.items,
-            "page": page,
-            "limit": q.limit,
-            "total": result.total,
-        }))
+        PagingStyle::PageNumber => Json(NumberedPage {
+            items: &result.items,
+            limit: q.limit,
+            page,
+            total: result.total,
+        })
         .into_response(),
         PagingStyle::CursorToken => {
-            let next = match (result.more, result.last) {
-                (true, Some(last)) => Value::String(encode_position(last)),
-                _ => Value::Null,
+            let next_cursor = match (result.more, result.last) {
+                (true, Some(last)) => Some(encode_position(last)),
+                _ => None,
             };
-            Json(json!({"items": result.items, "next_cursor": next})).into_response()
+            Json(CursorPage {
+                items: &result.items,
+                next_cursor,
+            })
+            .into_response()
         }
         PagingStyle::LinkHeader => {
-            let mut resp = Json(Value::Array(result.items)).into_response();
+            let mut resp = Json(&result.items).into_response();
             if let (true, Some(last)) = (result.more, result.last) {
                 let mut ser = url::form_urlencoded::Serializer::new(String::new());
                 for (k, v) in &passthrough {

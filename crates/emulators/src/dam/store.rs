@@ -4,7 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
 
 use super::log::{LogEntry, OrderedLog};
@@ -60,7 +64,8 @@ pub(crate) struct ListQuery {
 /// One page of a listing.
 #[derive(Debug)]
 pub(crate) struct ListPage {
-    pub items: Vec<Value>,
+    /// The records, as JSON text.
+    pub items: Vec<Box<RawValue>>,
     /// More items follow the last one.
     pub more: bool,
     /// `(updated_at, key)` of the last item.
@@ -95,6 +100,46 @@ pub(crate) struct Store {
     deleted: usize,
     /// Assets removed without a tombstone (`purge`).
     purged: usize,
+    /// Each slot's file checksum, computed on first use (24 bytes a slot: 24 MB for a million
+    /// assets; SHA-1 over a 1–4 KiB file was ≈ 10 % of the emulator's CPU when listing).
+    checksums: Vec<OnceLock<[u8; 20]>>,
+}
+
+/// An asset's record before `set` patches. Fields in the order of their names: serialised, it
+/// is byte for byte what serialising the same record as a `serde_json::Value` (whose objects
+/// keep their keys sorted) gives.
+#[derive(Serialize)]
+struct Record<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checksum: Option<String>,
+    created_at: String,
+    deleted: bool,
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    #[serde(rename = "type")]
+    family: &'a str,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+/// A live asset's `metadata`, fields in the order of their names.
+#[derive(Serialize)]
+struct Metadata<'a> {
+    color: &'a str,
+    description: String,
+    height: u32,
+    sku: String,
+    supplier: &'a str,
+    tags: Vec<&'a str>,
+    title: String,
+    title_de: String,
+    title_fr: String,
+    width: u32,
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -254,6 +299,7 @@ impl Store {
             patches: HashMap::new(),
             deleted: 0,
             purged: 0,
+            checksums: Vec::new(),
             p,
         };
         let mut t = base_time.timestamp();
@@ -267,6 +313,7 @@ impl Store {
             store.slots.push(slot);
         }
         store.clock = t;
+        store.checksums.resize_with(assets, OnceLock::new);
         let mut entries: Vec<LogEntry> = store
             .slots
             .iter()
@@ -354,10 +401,14 @@ impl Store {
     }
 
     /// File bytes of an asset: a JPEG-looking, deterministic byte string.
-    fn file_bytes(&self, slot: &Slot) -> Vec<u8> {
+    fn file_size(&self, slot: &Slot) -> usize {
         let lo = *self.p.file_sizes.start().max(&8) as u64;
         let hi = (*self.p.file_sizes.end() as u64).max(lo);
-        let size = (lo + h(self.p.seed, slot.key, 20) % (hi - lo + 1)) as usize;
+        (lo + h(self.p.seed, slot.key, 20) % (hi - lo + 1)) as usize
+    }
+
+    fn file_bytes(&self, slot: &Slot) -> Vec<u8> {
+        let size = self.file_size(slot);
         let mut out = Vec::with_capacity(size + 8);
         out.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
         let mut state = h(self.p.seed, slot.key, 21);
@@ -370,21 +421,34 @@ impl Store {
         out
     }
 
-    /// The record of asset `idx`, as the API shows it.
-    fn render(&self, idx: u32) -> Value {
+    /// The SHA-1 of an asset's file (its bytes depend on its key alone), computed once.
+    fn checksum(&self, slot_idx: u32) -> [u8; 20] {
+        let compute = || Sha1::digest(self.file_bytes(&self.slots[slot_idx as usize])).into();
+        match self.checksums.get(slot_idx as usize) {
+            Some(cell) => *cell.get_or_init(compute),
+            None => compute(),
+        }
+    }
+
+    /// The parts of asset `idx`'s record that do not depend on `set` patches.
+    fn record(&self, idx: u32) -> Record<'_> {
         let s = &self.slots[idx as usize];
         let seed = self.p.seed;
         let i = idx as u64;
-        let id = format_id(s.key);
         let view = VIEWS[(h(seed, i, 5) % VIEWS.len() as u64) as usize];
-        let mut record = json!({
-            "id": id,
-            "name": format!("SKU-{:06}_{view}.jpg", s.sku),
-            "type": self.p.families[s.family as usize],
-            "created_at": rfc3339(s.created),
-            "updated_at": rfc3339(s.t),
-            "deleted": s.deleted,
-        });
+        let name = format!("SKU-{:06}_{view}.jpg", s.sku);
+        let mut record = Record {
+            checksum: None,
+            created_at: rfc3339(s.created),
+            deleted: s.deleted,
+            id: format_id(s.key),
+            metadata: None,
+            name,
+            size: None,
+            family: &self.p.families[s.family as usize],
+            updated_at: rfc3339(s.t),
+            url: None,
+        };
         if s.deleted {
             return record;
         }
@@ -407,39 +471,63 @@ impl Store {
         tags.dedup();
         let (w, hgt) = DIMENSIONS[(h(seed, i, 7) % DIMENSIONS.len() as u64) as usize];
         let supplier = SUPPLIERS[(h(seed, i, 8) % SUPPLIERS.len() as u64) as usize];
-        let bytes = self.file_bytes(s);
-        let metadata = json!({
-            "title": format!("{adj} {c_en} {n_en}{suffix}"),
-            "title_fr": format!("{n_fr} {c_fr}{suffix}"),
-            "title_de": format!("{n_de} {c_de}{suffix}"),
-            "description": format!(
+        record.size = Some(self.file_size(s));
+        record.checksum = Some(hex::encode(self.checksum(idx)));
+        record.metadata = Some(Metadata {
+            color: c_en,
+            description: format!(
                 "{adj} {n_en} in {c_en}, {view} view, for the {season} collection."
             ),
-            "tags": tags,
-            "width": w,
-            "height": hgt,
-            "sku": format!("SKU-{:06}", s.sku),
-            "supplier": supplier,
-            "color": c_en,
+            height: hgt,
+            sku: format!("SKU-{:06}", s.sku),
+            supplier,
+            tags,
+            title: format!("{adj} {c_en} {n_en}{suffix}"),
+            title_de: format!("{n_de} {c_de}{suffix}"),
+            title_fr: format!("{n_fr} {c_fr}{suffix}"),
+            width: w,
         });
-        let obj = record.as_object_mut().expect("object");
-        obj.insert("checksum".into(), hex::encode(Sha1::digest(&bytes)).into());
-        obj.insert("size".into(), bytes.len().into());
-        obj.insert("metadata".into(), metadata);
-        if let Some(patches) = self.patches.get(&idx) {
-            for p in patches {
-                merge_patch(&mut record, p);
-            }
-        }
-        let name = record["name"].as_str().unwrap_or_default().to_owned();
-        record["url"] = format!(
+        record.url = Some(self.file_url(s.key, &record.name));
+        record
+    }
+
+    fn file_url(&self, key: u64, name: &str) -> String {
+        format!(
             "{}/files/{}/{}",
             self.p.files_base,
-            format_id(s.key),
-            encode_segment(&name)
+            format_id(key),
+            encode_segment(name)
         )
-        .into();
-        record
+    }
+
+    /// The record of asset `idx`, as the API shows it.
+    fn render(&self, idx: u32) -> Value {
+        let record = self.record(idx);
+        let live = !record.deleted;
+        let mut value = serde_json::to_value(&record).expect("a record serialises");
+        if let Some(patches) = self.patches.get(&idx).filter(|_| live) {
+            for p in patches {
+                merge_patch(&mut value, p);
+            }
+            // The file's URL follows the (patched) name.
+            if live {
+                let name = value["name"].as_str().unwrap_or_default().to_owned();
+                value["url"] = self.file_url(self.slots[idx as usize].key, &name).into();
+            }
+        }
+        value
+    }
+
+    /// [`Self::render`] as JSON text, the same bytes `serde_json::to_string` gives of it —
+    /// written straight from the record, without building a `Value` (the listing's hot path).
+    fn render_json(&self, idx: u32) -> Box<RawValue> {
+        let patched = self.patches.contains_key(&idx) && !self.slots[idx as usize].deleted;
+        let text = if patched {
+            serde_json::to_string(&self.render(idx))
+        } else {
+            serde_json::to_string(&self.record(idx))
+        };
+        RawValue::from_string(text.expect("a record serialises")).expect("valid JSON")
     }
 
     /// The record of an asset (tombstones included).
@@ -488,7 +576,7 @@ impl Store {
         let (entries, more) = log.page(start, q.skip, q.limit);
         ListPage {
             last: entries.last().map(|e| (e.t, e.key)),
-            items: entries.iter().map(|e| self.render(e.idx)).collect(),
+            items: entries.iter().map(|e| self.render_json(e.idx)).collect(),
             more,
             total: log.live_from(since_pos),
         }
@@ -599,6 +687,7 @@ impl Store {
             self.slots.push(slot);
             idxs.push(idx);
         }
+        self.checksums.resize_with(self.slots.len(), OnceLock::new);
         let mut sorted = idxs.clone();
         sorted.sort_unstable_by_key(|&i| self.slots[i as usize].key);
         for idx in sorted {
@@ -722,6 +811,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn ids_round_trip_and_sort_like_keys() {
@@ -738,6 +828,63 @@ mod tests {
         let mut bad = ids[0].clone();
         bad.replace_range(30..31, if &bad[30..31] == "0" { "1" } else { "0" });
         assert_eq!(parse_id(&bad), None);
+    }
+
+    #[test]
+    fn listed_json_is_the_rendered_record_byte_for_byte() {
+        let params = StoreParams {
+            seed: 7,
+            families: vec!["packshots".into(), "lifestyle".into()],
+            skus: 1..=500,
+            file_sizes: 1024..=4096,
+            files_base: "http://dam.local".into(),
+        };
+        let mut store = Store::seed(params, 300, ts(1_700_000_000));
+        let touched = store.touch(40);
+        store.delete(&touched[..10]);
+        let ids = store.ordered_ids(None, None);
+        store
+            .set(
+                &ids[20],
+                &json!({"name": "renamed file.jpg", "metadata": {"sku": null, "x": [1]}}),
+            )
+            .unwrap();
+        store.set(&ids[21], &json!({"type": "lifestyle"})).unwrap();
+        store.add(5);
+        let (mut deleted, mut patched) = (0, 0);
+        for idx in 0..store.slots.len() as u32 {
+            let value = store.render(idx);
+            assert_eq!(
+                store.render_json(idx).get(),
+                serde_json::to_string(&value).unwrap(),
+                "asset {idx}"
+            );
+            if value["deleted"] == true {
+                deleted += 1;
+                assert!(value.get("url").is_none() && value.get("metadata").is_none());
+                continue;
+            }
+            patched += usize::from(store.patches.contains_key(&idx));
+            // The checksum and size are those of the file served at the record's URL.
+            let bytes = store.file_bytes(&store.slots[idx as usize]);
+            assert_eq!(value["checksum"], hex::encode(Sha1::digest(&bytes)));
+            assert_eq!(value["size"], bytes.len());
+            let name = value["name"].as_str().unwrap();
+            assert!(value["url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&encode_segment(name)));
+        }
+        // A new `type` moves the asset to another family: it is no patch.
+        assert_eq!((deleted, patched), (10, 1));
+        let patched = store.render(store.idx_of(&ids[20]).unwrap());
+        assert_eq!(patched["name"], "renamed file.jpg");
+        assert!(patched["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/renamed%20file.jpg"));
+        assert_eq!(patched["metadata"]["x"], json!([1]));
+        assert!(patched["metadata"].get("sku").is_none());
     }
 
     #[test]
