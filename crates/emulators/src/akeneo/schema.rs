@@ -30,7 +30,7 @@ impl Ty {
         }
     }
 
-    fn accepts(self, v: &Value) -> bool {
+    pub(crate) fn accepts(self, v: &Value) -> bool {
         match self {
             Ty::String => v.is_string(),
             Ty::Null => v.is_null(),
