@@ -8,12 +8,15 @@
 //! So concurrent writes share a commit. A caller ([`GroupWriter::begin`]) takes the writer
 //! (FIFO), joins the open transaction — or opens one with `BEGIN IMMEDIATE` — and runs its
 //! statements inside a `SAVEPOINT`: a caller whose statements fail (or who drops its
-//! [`WriteTx`]) rolls back its own savepoint only. [`WriteTx::commit`] releases the savepoint,
-//! hands the writer on, and waits until the *group* is committed: a call that writes is still
-//! durable when it returns. The committer is a task of its own that queues for the writer
-//! like any caller once one asks for a commit, so every caller already waiting when a commit
-//! is asked for joins the group, and a caller that comes later joins the next one. One caller
-//! alone costs two more statements (`SAVEPOINT`, `RELEASE`) and a task hop.
+//! [`WriteTx`]) rolls back its own savepoint only. [`WriteTx::commit`] leaves the savepoint
+//! open (the next member's nests inside it; the group's `COMMIT` releases them all), hands the
+//! writer on, and waits until the *group* is committed: a call that writes is still durable
+//! when it returns. The committer is a task of its own that queues for the writer like any
+//! caller once one asks for a commit, so every caller already waiting when a commit is asked
+//! for joins the group, and a caller that comes later joins the next one. Each statement is a
+//! round trip to the connection's thread while the writer is held, so a group opens with one
+//! (`PRAGMA synchronous`, `BEGIN IMMEDIATE` and the first `SAVEPOINT` together) and a member
+//! costs one more (`SAVEPOINT`) than its own statements.
 //!
 //! The connection is taken from the writer pool when a group opens and returned when it
 //! commits (an in-memory database has one connection for readers and the writer alike, as
@@ -86,11 +89,12 @@ pub(crate) enum Durability {
 }
 
 impl Durability {
-    /// The statement that sets it on the writer connection (outside a transaction).
-    fn pragma(self) -> &'static str {
+    /// What opens a group of this durability with its first member's savepoint: one round
+    /// trip to the connection's thread instead of three.
+    fn open_group(self) -> &'static str {
         match self {
-            Durability::Ordered => "PRAGMA synchronous = NORMAL",
-            Durability::Synced => "PRAGMA synchronous = FULL",
+            Durability::Ordered => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; SAVEPOINT member",
+            Durability::Synced => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; SAVEPOINT member",
         }
     }
 }
@@ -193,24 +197,35 @@ impl GroupWriter {
             // Its members are told the outcome as if the committer had committed it.
             commit_open(&mut guard).await;
         }
-        if guard.group.is_none() {
-            let mut conn = self.pool.acquire().await?;
-            sqlx::query(durability.pragma()).execute(&mut *conn).await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            guard.group = Some(Group {
-                conn,
-                durability,
-                savepoint_open: false,
-                done: watch::channel(None).0,
-            });
+        match guard.group.as_mut() {
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                if let Err(e) = sqlx::query(durability.open_group())
+                    .execute(&mut *conn)
+                    .await
+                {
+                    // Whichever statement failed, the group holds nothing yet: leave the
+                    // connection outside any transaction (an error here only says there was
+                    // none).
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(e);
+                }
+                guard.group = Some(Group {
+                    conn,
+                    durability,
+                    savepoint_open: true,
+                    done: watch::channel(None).0,
+                });
+            }
+            Some(g) => {
+                if let Err(e) = sqlx::query("SAVEPOINT member").execute(&mut *g.conn).await {
+                    // Nothing of the caller's is in the group; others may be.
+                    self.wanted.notify_one();
+                    return Err(e);
+                }
+                g.savepoint_open = true;
+            }
         }
-        let g = guard.group.as_mut().expect("a group is open");
-        if let Err(e) = sqlx::query("SAVEPOINT member").execute(&mut *g.conn).await {
-            // Nothing of the caller's is in the group; others may be.
-            self.wanted.notify_one();
-            return Err(e);
-        }
-        g.savepoint_open = true;
         Ok(WriteTx {
             guard: Some(guard),
             wanted: self.wanted.clone(),
@@ -264,10 +279,14 @@ impl WriteTx {
     /// caller records before [`Released::committed`] (which hands the writer on) follows the
     /// order of the writes. The group's COMMIT comes later; a failed COMMIT is reported by
     /// [`GroupWriter::has_failed`] whether or not the caller still waits.
+    ///
+    /// No statement runs: the member's savepoint stays open inside the group's transaction —
+    /// a later member's `SAVEPOINT member` nests inside it, and `ROLLBACK TO member` undoes
+    /// only the most recent one, that member's — until the group's `COMMIT` releases them all
+    /// (a `RELEASE` per member was one more round trip to the connection's thread while
+    /// holding the writer).
     pub(crate) async fn release(mut self) -> Result<Released, sqlx::Error> {
         let g = self.group_mut();
-        // On an error, dropping `self` rolls the savepoint back.
-        sqlx::query("RELEASE member").execute(&mut *g.conn).await?;
         g.savepoint_open = false;
         let done = g.done.subscribe();
         Ok(Released {
@@ -376,11 +395,12 @@ async fn commit_open(state: &mut State) {
         .send_replace(Some(outcome.map_err(|e| Failure::of(&e))));
 }
 
+/// Undoes the most recent member's statements (the innermost savepoint named `member`) and
+/// drops its savepoint; the members before it keep theirs.
 async fn rollback_savepoint(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("ROLLBACK TO member")
+    sqlx::query("ROLLBACK TO member; RELEASE member")
         .execute(&mut *conn)
         .await?;
-    sqlx::query("RELEASE member").execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -581,6 +601,43 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_members_nest_their_savepoints_and_a_failing_one_undoes_only_its_own() {
+        // Members release nothing: each one's savepoint stays open inside the group's
+        // transaction until its COMMIT. 200 of them in one group, every tenth one failing
+        // after its first statement.
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = setup(&dir).await;
+        let writer = Arc::new(writer);
+        let commits = writer.commits().await;
+        let hold = writer.begin(Durability::Ordered).await.unwrap();
+        let members: Vec<_> = (1..=200i64)
+            .map(|x| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let mut tx = writer.begin(Durability::Ordered).await.unwrap();
+                    insert(&mut tx, x).await.unwrap();
+                    if x % 10 == 0 {
+                        // A duplicate key (row 1): this member gives up.
+                        return insert(&mut tx, 1).await;
+                    }
+                    tx.commit().await
+                })
+            })
+            .collect();
+        settle().await;
+        hold.commit().await.unwrap();
+        for (x, m) in (1..=200i64).zip(members) {
+            assert_eq!(m.await.unwrap().is_ok(), x % 10 != 0, "member {x}");
+        }
+        let expected: Vec<i64> = (1..=200).filter(|x| x % 10 != 0).collect();
+        assert_eq!(rows(&reader).await, expected);
+        assert!(
+            writer.commits().await - commits <= 3,
+            "the members shared their commits"
+        );
+    }
+
+    #[tokio::test]
     async fn a_member_dropped_alone_leaves_nothing_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, reader) = setup(&dir).await;
