@@ -39,6 +39,12 @@ use recent::{Appended, Kind, Recent};
 
 const B: Backend = Backend::Sqlite;
 
+/// A list bound as one JSON text parameter (expanded with `json_each`), serialised straight
+/// from its items (no `serde_json::Value` built on the way).
+fn json_text<T: serde::Serialize + ?Sized>(items: &T) -> String {
+    serde_json::to_string(items).expect("lists of strings and numbers serialise")
+}
+
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |cause| StoreError::Database {
         backend: B,
@@ -595,7 +601,7 @@ impl SqliteStore {
                  ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
             )
             .bind(now)
-            .bind(json!(event_ids).to_string())
+            .bind(json_text(&event_ids))
             .fetch_all(&mut *tx)
             .await
             .map_err(db(OP))?;
@@ -678,7 +684,7 @@ impl SqliteStore {
         }
         let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query("DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(json!(ids).to_string())
+            .bind(json_text(&ids))
             .execute(&mut *tx)
             .await
             .map_err(db(OP))?;
@@ -690,7 +696,7 @@ impl SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids = json!(ids).to_string();
+        let ids = json_text(&ids);
         let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         sqlx::query(&format!(
             "DELETE FROM inbox WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until IS NOT NULL AND {NEWER_EXISTS}"
@@ -934,7 +940,7 @@ impl SqliteStore {
             let plan = plan::plan(&changes, &HashSet::new(), false).map_err(|e| invalid(OP, e))?;
             upsert_rows(&mut tx, &plan.rows, now, OP).await?;
             sqlx::query("DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(json!(ids).to_string())
+                .bind(json_text(&ids))
                 .execute(&mut *tx)
                 .await
                 .map_err(db(OP))?;
@@ -1133,7 +1139,7 @@ async fn delete_keyed(
             "DELETE FROM asset_codes WHERE family = ?1 AND dam_id IN (SELECT value FROM json_each(?2))"
         }
     };
-    let keys = json!(keys).to_string();
+    let keys = json_text(&keys);
     sqlx::query(from_table)
         .bind(family)
         .bind(&keys)
@@ -1187,7 +1193,7 @@ async fn upsert_rows(
         "SELECT id, family, dam_id, changed_at, lease_until IS NULL FROM inbox \
          WHERE (family, dam_id) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))",
     )
-    .bind(json!(keys).to_string())
+    .bind(json_text(&keys))
     .fetch_all(&mut **tx)
     .await
     .map_err(db(op))?;
@@ -1310,7 +1316,7 @@ fn bind_filter<'q>(
         .bind(f.kind.as_deref())
         .bind(f.error_contains.as_deref())
         .bind(f.after_id)
-        .bind(f.ids.as_ref().map(|ids| json!(ids).to_string()))
+        .bind(f.ids.as_ref().map(|ids| json_text(&ids)))
 }
 
 fn dead_letter_from_row(r: &SqliteRow, op: &'static str) -> Result<DeadLetter, StoreError> {

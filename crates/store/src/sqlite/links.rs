@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{Durability, WriteTx};
 
-use super::{db, delete_keyed, invalid, Kind, SqliteStore};
+use super::{db, delete_keyed, invalid, json_text, Kind, SqliteStore};
 use crate::error::StoreError;
 use crate::links::{
     op_text, parse_op, parse_targets, plan_forget, plan_record, AssetLinks, LinkBacklog,
@@ -130,7 +130,7 @@ impl SqliteStore {
              WHERE product IN (SELECT value FROM json_each(?1)) AND not_before <= ?2 ORDER BY id"
         );
         let rows = sqlx::query(&sql)
-            .bind(json!(products).to_string())
+            .bind(json_text(&products))
             .bind(now_micros())
             .fetch_all(&self.reader)
             .await
@@ -188,7 +188,7 @@ impl SqliteStore {
         }
         if !gone.is_empty() {
             sqlx::query("DELETE FROM pending_links WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(json!(gone).to_string())
+                .bind(json_text(&gone))
                 .execute(&mut *tx)
                 .await
                 .map_err(db(OP))?;
@@ -206,7 +206,7 @@ impl SqliteStore {
              AND code IN (SELECT value FROM json_each(?2))",
         )
         .bind(family)
-        .bind(json!(codes).to_string())
+        .bind(json_text(&codes))
         .fetch_all(&self.reader)
         .await
         .map_err(db("read link targets"))?;
@@ -246,7 +246,7 @@ async fn read_targets(
          AND code IN (SELECT value FROM json_each(?2))",
     )
     .bind(family)
-    .bind(json!(codes).to_string())
+    .bind(json_text(&codes))
     .fetch_all(&mut **tx)
     .await
     .map_err(db(op))?;
@@ -281,7 +281,7 @@ async fn write_targets(
              ON CONFLICT (family, code) DO UPDATE SET targets = excluded.targets",
         )
         .bind(family)
-        .bind(json!(keep).to_string())
+        .bind(json_text(&keep))
         .execute(&mut **tx)
         .await
         .map_err(db(op))?;
@@ -291,7 +291,7 @@ async fn write_targets(
             "DELETE FROM link_targets WHERE family = ?1 AND code IN (SELECT value FROM json_each(?2))",
         )
         .bind(family)
-        .bind(json!(drop).to_string())
+        .bind(json_text(&drop))
         .execute(&mut **tx)
         .await
         .map_err(db(op))?;

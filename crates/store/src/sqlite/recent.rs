@@ -35,12 +35,11 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use assetbridge_core::ContentHash;
-use serde_json::json;
 use sqlx::Row;
 
 use super::group::{Durability, GroupWriter};
 use super::key_filter::KeyFilter;
-use super::{db, SqliteStore, WriteTx};
+use super::{db, json_text, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
 
@@ -371,7 +370,7 @@ pub(super) async fn append(
     .bind(appended.kind.as_str())
     .bind(family)
     .bind(appended.at)
-    .bind(json!(appended.entries).to_string())
+    .bind(json_text(&appended.entries))
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
@@ -399,7 +398,7 @@ pub(super) async fn read_through_log(
     );
     let rows = sqlx::query(&sql)
         .bind(family)
-        .bind(json!(keys).to_string())
+        .bind(json_text(&keys))
         .bind(kind.as_str())
         .fetch_all(&store.reader)
         .await
@@ -459,7 +458,7 @@ impl SqliteStore {
         };
         let rows = sqlx::query(sql)
             .bind(family)
-            .bind(json!(missing).to_string())
+            .bind(json_text(&missing))
             .fetch_all(&self.reader)
             .await
             .map_err(db(op))?;
@@ -680,7 +679,7 @@ impl Merger {
                 };
                 sqlx::query(sql)
                     .bind(&family)
-                    .bind(json!(run).to_string())
+                    .bind(json_text(&run))
                     .execute(&mut *tx)
                     .await
                     .map_err(db(OP))?;

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use assetbridge_core::ContentHash;
-use serde_json::json;
 use sqlx::Row;
 
-use super::{db, Durability, SqliteStore};
+use super::{db, json_text, Durability, SqliteStore};
 use crate::error::StoreError;
 use crate::reconcile::{CodeState, ReconcilePass, ReconcileRun};
 use crate::{dur_micros, from_micros, now_micros};
@@ -84,7 +83,7 @@ impl SqliteStore {
              ON CONFLICT (pass, code) DO NOTHING",
         )
         .bind(pass)
-        .bind(json!(codes).to_string())
+        .bind(json_text(&codes))
         .execute(&mut *tx)
         .await
         .map_err(db(OP))?;
@@ -109,7 +108,7 @@ impl SqliteStore {
              FROM json_each(?2) c LEFT JOIN hashes h ON h.family = ?1 AND h.code = c.value",
         )
         .bind(family)
-        .bind(json!(codes).to_string())
+        .bind(json_text(&codes))
         .bind(pass)
         .fetch_all(&self.reader)
         .await
