@@ -56,8 +56,9 @@
 //! emulator has a logical clock ([`DamEmulator::now`]): every mutation is stamped one second
 //! after the previous latest change, never with the wall clock.
 //!
-//! Storage is compact (a few dozen bytes per asset; records are rendered on demand) and listing
-//! costs O(log n + page) in every paging style, so a million assets are fine.
+//! Storage is compact (a few dozen bytes per asset, plus each file's checksum once computed;
+//! records are rendered on demand, listed ones straight to JSON text) and listing costs
+//! O(log n + page) in every paging style, so a million assets are fine.
 
 mod http;
 mod log;
