@@ -1316,7 +1316,7 @@ fn bind_filter<'q>(
         .bind(f.kind.as_deref())
         .bind(f.error_contains.as_deref())
         .bind(f.after_id)
-        .bind(f.ids.as_ref().map(|ids| json_text(&ids)))
+        .bind(f.ids.as_ref().map(json_text))
 }
 
 fn dead_letter_from_row(r: &SqliteRow, op: &'static str) -> Result<DeadLetter, StoreError> {

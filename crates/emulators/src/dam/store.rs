@@ -45,6 +45,9 @@ struct Slot {
     gpos: u32,
     /// Position in its family's log.
     fpos: u32,
+    /// The SHA-1 of its file, computed on first use (SHA-1 over a 1–4 KiB file was ≈ 10 % of
+    /// the emulator's CPU when listing).
+    checksum: OnceLock<[u8; 20]>,
 }
 
 /// What a listing asks for.
@@ -100,9 +103,6 @@ pub(crate) struct Store {
     deleted: usize,
     /// Assets removed without a tombstone (`purge`).
     purged: usize,
-    /// Each slot's file checksum, computed on first use (24 bytes a slot: 24 MB for a million
-    /// assets; SHA-1 over a 1–4 KiB file was ≈ 10 % of the emulator's CPU when listing).
-    checksums: Vec<OnceLock<[u8; 20]>>,
 }
 
 /// An asset's record before `set` patches. Fields in the order of their names: serialised, it
@@ -299,7 +299,6 @@ impl Store {
             patches: HashMap::new(),
             deleted: 0,
             purged: 0,
-            checksums: Vec::new(),
             p,
         };
         let mut t = base_time.timestamp();
@@ -313,7 +312,6 @@ impl Store {
             store.slots.push(slot);
         }
         store.clock = t;
-        store.checksums.resize_with(assets, OnceLock::new);
         let mut entries: Vec<LogEntry> = store
             .slots
             .iter()
@@ -360,6 +358,7 @@ impl Store {
             deleted: false,
             gpos: 0,
             fpos: 0,
+            checksum: OnceLock::new(),
         }
     }
 
@@ -422,12 +421,17 @@ impl Store {
     }
 
     /// The SHA-1 of an asset's file (its bytes depend on its key alone), computed once.
-    fn checksum(&self, slot_idx: u32) -> [u8; 20] {
-        let compute = || Sha1::digest(self.file_bytes(&self.slots[slot_idx as usize])).into();
-        match self.checksums.get(slot_idx as usize) {
-            Some(cell) => *cell.get_or_init(compute),
-            None => compute(),
-        }
+    fn checksum(&self, slot: &Slot) -> [u8; 20] {
+        *slot
+            .checksum
+            .get_or_init(|| Sha1::digest(self.file_bytes(slot)).into())
+    }
+
+    /// The `set` patches of a live asset (a deleted one shows none).
+    fn live_patches(&self, idx: u32) -> Option<&Vec<Value>> {
+        self.patches
+            .get(&idx)
+            .filter(|_| !self.slots[idx as usize].deleted)
     }
 
     /// The parts of asset `idx`'s record that do not depend on `set` patches.
@@ -472,7 +476,7 @@ impl Store {
         let (w, hgt) = DIMENSIONS[(h(seed, i, 7) % DIMENSIONS.len() as u64) as usize];
         let supplier = SUPPLIERS[(h(seed, i, 8) % SUPPLIERS.len() as u64) as usize];
         record.size = Some(self.file_size(s));
-        record.checksum = Some(hex::encode(self.checksum(idx)));
+        record.checksum = Some(hex::encode(self.checksum(s)));
         record.metadata = Some(Metadata {
             color: c_en,
             description: format!(
@@ -502,18 +506,14 @@ impl Store {
 
     /// The record of asset `idx`, as the API shows it.
     fn render(&self, idx: u32) -> Value {
-        let record = self.record(idx);
-        let live = !record.deleted;
-        let mut value = serde_json::to_value(&record).expect("a record serialises");
-        if let Some(patches) = self.patches.get(&idx).filter(|_| live) {
+        let mut value = serde_json::to_value(self.record(idx)).expect("a record serialises");
+        if let Some(patches) = self.live_patches(idx) {
             for p in patches {
                 merge_patch(&mut value, p);
             }
             // The file's URL follows the (patched) name.
-            if live {
-                let name = value["name"].as_str().unwrap_or_default().to_owned();
-                value["url"] = self.file_url(self.slots[idx as usize].key, &name).into();
-            }
+            let name = value["name"].as_str().unwrap_or_default().to_owned();
+            value["url"] = self.file_url(self.slots[idx as usize].key, &name).into();
         }
         value
     }
@@ -521,8 +521,7 @@ impl Store {
     /// [`Self::render`] as JSON text, the same bytes `serde_json::to_string` gives of it —
     /// written straight from the record, without building a `Value` (the listing's hot path).
     fn render_json(&self, idx: u32) -> Box<RawValue> {
-        let patched = self.patches.contains_key(&idx) && !self.slots[idx as usize].deleted;
-        let text = if patched {
+        let text = if self.live_patches(idx).is_some() {
             serde_json::to_string(&self.render(idx))
         } else {
             serde_json::to_string(&self.record(idx))
@@ -687,7 +686,6 @@ impl Store {
             self.slots.push(slot);
             idxs.push(idx);
         }
-        self.checksums.resize_with(self.slots.len(), OnceLock::new);
         let mut sorted = idxs.clone();
         sorted.sort_unstable_by_key(|&i| self.slots[i as usize].key);
         for idx in sorted {
