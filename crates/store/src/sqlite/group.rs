@@ -601,6 +601,33 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_that_cannot_open_fails_its_caller_and_the_next_one_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = setup(&dir).await;
+        sqlx::query("PRAGMA busy_timeout = 100")
+            .execute(writer.pool())
+            .await
+            .unwrap();
+        // Another connection holds the database's write lock: `BEGIN IMMEDIATE` is refused.
+        let mut other = reader.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        match writer.begin(Durability::Ordered).await {
+            Err(e) => assert!(e.to_string().contains("locked"), "{e}"),
+            Ok(_) => panic!("a group opened while another connection held the write lock"),
+        }
+        sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+        drop(other);
+        // The writer's connection was left outside any transaction: the next group opens.
+        let mut tx = writer.begin(Durability::Ordered).await.unwrap();
+        insert(&mut tx, 5).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rows(&reader).await, vec![5]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_members_nest_their_savepoints_and_a_failing_one_undoes_only_its_own() {
         // Members release nothing: each one's savepoint stays open inside the group's
         // transaction until its COMMIT. 200 of them in one group, every tenth one failing
