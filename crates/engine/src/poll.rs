@@ -118,10 +118,12 @@ impl Engine {
     /// One polling pass of a family.
     ///
     /// Streams the DAM's changes since the family's cursor (minus the overlap window) page by
-    /// page, writes up to `pages_in_flight` pages at once, and advances the cursor strictly in
+    /// page, writes up to `pages_in_flight` pages at once (a page that finishes makes room for
+    /// the next at once, whatever the pages before it), and advances the cursor strictly in
     /// page order, only past pages whose every change is written, unchanged, dead-lettered or
-    /// durable in the inbox. Memory is bounded by `pages_in_flight` pages, whatever the size of
-    /// the DAM. With `full`, the pass starts from the beginning of the DAM (the cursor never
+    /// durable in the inbox. Memory is bounded by `pages_in_flight` pages (and the small
+    /// outcomes of at most [`FINISHED_AHEAD`] pages finished ahead of a slower one), whatever
+    /// the size of the DAM. With `full`, the pass starts from the beginning of the DAM (the cursor never
     /// moves backwards).
     ///
     /// Backpressure: while the inbox holds [`SyncOptions::backlog_limit`](crate::SyncOptions)
@@ -258,44 +260,64 @@ impl Engine {
         // Each page is written by its own task: the pages in flight keep making progress while
         // this loop awaits the store to advance the cursor (a page suspended halfway through a
         // store transaction would otherwise hold the SQLite writer that the cursor needs).
-        let written = pages
-            .map(|page| {
+        // Pages finish in any order — a page that is done frees its place for the next one at
+        // once, rather than waiting behind a slower page before it — and their outcomes are
+        // taken in page order ([`InOrder`]), so the cursor still only moves past pages whose
+        // every change is handled.
+        let in_flight = self.options.pages_in_flight.max(1);
+        let mut pages = std::pin::pin!(pages);
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut order = InOrder::default();
+        let mut spawned: u64 = 0;
+        let mut exhausted = false;
+        let mut cursor = CursorKeeper::new(stored);
+        loop {
+            while !exhausted && running.len() < in_flight && order.waiting() < FINISHED_AHEAD {
+                let Some(page) = pages.next().await else {
+                    exhausted = true;
+                    break;
+                };
                 let engine = self.clone();
                 let feed = feed.clone();
                 let marks = marks.clone();
-                tokio::spawn(async move {
+                let seq = spawned;
+                spawned += 1;
+                let task = tokio::spawn(async move {
                     let page = page?;
                     let done = engine
                         .handle_page(&feed, page.changes, marks.as_deref())
                         .await?;
                     Ok::<_, EngineError>((done, page.last))
-                })
-            })
-            .buffered(self.options.pages_in_flight.max(1));
-        let mut written = std::pin::pin!(written);
-
-        let mut cursor = CursorKeeper::new(stored);
-        while let Some(done) = written.next().await {
-            let ((by_family, unrouted), last) =
-                match done.map_err(|e| EngineError::Task(e.to_string())) {
-                    Ok(Ok(page)) => page,
-                    Ok(Err(e)) | Err(e) => {
-                        // The pages before this one are durable: the cursor may move past them.
-                        cursor.save(self, &key).await?;
-                        self.flush_outcomes().await;
-                        return Err(e);
-                    }
-                };
-            if let Some(last) = last {
-                cursor.advance(self, &key, last).await?;
+                });
+                running.push(async move { (seq, task.await) });
             }
-            for (family, report) in by_family {
-                if let Some((_, total)) = outcome.reports.iter_mut().find(|(f, _)| *f == family) {
-                    *total += &report;
+            let Some((seq, done)) = running.next().await else {
+                break;
+            };
+            for done in order.finished(seq, done) {
+                let ((by_family, unrouted), last) =
+                    match done.map_err(|e| EngineError::Task(e.to_string())) {
+                        Ok(Ok(page)) => page,
+                        Ok(Err(e)) | Err(e) => {
+                            // The pages before this one are durable: the cursor may move past
+                            // them (the pages after it are not taken: it stays here).
+                            cursor.save(self, &key).await?;
+                            self.flush_outcomes().await;
+                            return Err(e);
+                        }
+                    };
+                if let Some(last) = last {
+                    cursor.advance(self, &key, last).await?;
                 }
-                self.observer.batch_done(&family, &report);
+                for (family, report) in by_family {
+                    if let Some((_, total)) = outcome.reports.iter_mut().find(|(f, _)| *f == family)
+                    {
+                        *total += &report;
+                    }
+                    self.observer.batch_done(&family, &report);
+                }
+                outcome.unrouted += &unrouted;
             }
-            outcome.unrouted += &unrouted;
         }
         cursor.save(self, &key).await?;
         self.flush_outcomes().await;
@@ -417,6 +439,46 @@ impl Engine {
     }
 }
 
+/// Pages finished ahead of an unfinished earlier one after which a pass reads no further DAM
+/// page until that one finishes: bounds what [`InOrder`] holds (each page's small outcome:
+/// its counts and last cursor) when one page is slow (retrying a PIM call, say).
+const FINISHED_AHEAD: usize = 256;
+
+/// Outcomes that arrive in any order, taken in sequence order: the outcome of page `n` is
+/// given out once those of pages `0..n` have been.
+struct InOrder<T> {
+    next: u64,
+    waiting: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        Self {
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// Page `seq` finished with `outcome`: the outcomes now next in order (none while an
+    /// earlier page is unfinished).
+    fn finished(&mut self, seq: u64, outcome: T) -> Vec<T> {
+        self.waiting.insert(seq, outcome);
+        let mut ready = Vec::new();
+        while let Some(o) = self.waiting.remove(&self.next) {
+            ready.push(o);
+            self.next += 1;
+        }
+        ready
+    }
+
+    /// Outcomes held until an earlier page finishes.
+    fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
 /// How often a pass stores its cursor while pages keep coming (and once more at its end).
 const CURSOR_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -507,6 +569,43 @@ impl BacklogGate {
                 warn!(family = %self.family, error = %e, "cannot read the inbox size");
                 true
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::InOrder;
+
+    #[test]
+    fn outcomes_are_given_out_in_page_order_whatever_order_pages_finish_in() {
+        let mut order = InOrder::default();
+        assert_eq!(order.finished(1, "p1"), Vec::<&str>::new());
+        assert_eq!(order.finished(3, "p3"), Vec::<&str>::new());
+        assert_eq!(order.waiting(), 2);
+        // Page 0 releases itself and page 1; page 3 still waits for page 2.
+        assert_eq!(order.finished(0, "p0"), ["p0", "p1"]);
+        assert_eq!(order.waiting(), 1);
+        assert_eq!(order.finished(2, "p2"), ["p2", "p3"]);
+        assert_eq!(order.waiting(), 0);
+        assert_eq!(order.finished(4, "p4"), ["p4"]);
+    }
+
+    proptest::proptest! {
+        /// Any finishing order gives every outcome out exactly once, in page order.
+        #[test]
+        fn any_finishing_order_gives_page_order(
+            perm in Just((0u64..60).collect::<Vec<_>>()).prop_shuffle()
+        ) {
+            let mut order = InOrder::default();
+            let mut out = Vec::new();
+            for seq in perm {
+                out.extend(order.finished(seq, seq));
+            }
+            prop_assert_eq!(out, (0u64..60).collect::<Vec<_>>());
+            prop_assert_eq!(order.waiting(), 0);
         }
     }
 }
