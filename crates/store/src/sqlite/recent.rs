@@ -161,16 +161,7 @@ impl Entry {
             1 + 5 + key.len() + if with_at { 8 } else { 0 } + if packed { 32 } else { value.len() },
         );
         b.push(if packed { PACKED_HEX } else { 0 } | if with_at { HAS_AT } else { 0 });
-        let mut n = key.len();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                b.push(byte);
-                break;
-            }
-            b.push(byte | 0x80);
-        }
+        put_length(&mut b, key.len());
         b.extend_from_slice(key.as_bytes());
         if with_at {
             b.extend_from_slice(&at.to_le_bytes());
@@ -186,18 +177,8 @@ impl Entry {
 
     /// (flags, start of the key, end of the key).
     fn header(&self) -> (u8, usize, usize) {
-        let b = &self.0;
-        let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
-        loop {
-            let byte = b[i];
-            len |= usize::from(byte & 0x7f) << shift;
-            i += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        (b[0], i, i + len)
+        let (len, start) = get_length(&self.0, 1);
+        (self.0[0], start, start + len)
     }
 
     fn key(&self) -> &[u8] {
@@ -233,6 +214,29 @@ impl Entry {
 
     fn key_string(&self) -> String {
         String::from_utf8_lossy(self.key()).into_owned()
+    }
+}
+
+/// Appends `n` as LEB128: 7 bits a byte, low bits first, the high bit set on all but the last.
+fn put_length(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// The LEB128 length at `at`, and where what follows it starts.
+fn get_length(b: &[u8], mut at: usize) -> (usize, usize) {
+    let (mut n, mut shift) = (0usize, 0u32);
+    loop {
+        let byte = b[at];
+        n |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        if byte & 0x80 == 0 {
+            return (n, at);
+        }
+        shift += 7;
     }
 }
 
