@@ -123,8 +123,8 @@ impl Engine {
     /// page order, only past pages whose every change is written, unchanged, dead-lettered or
     /// durable in the inbox. Memory is bounded by `pages_in_flight` pages (and the small
     /// outcomes of at most [`FINISHED_AHEAD`] pages finished ahead of a slower one), whatever
-    /// the size of the DAM. With `full`, the pass starts from the beginning of the DAM (the cursor never
-    /// moves backwards).
+    /// the size of the DAM. With `full`, the pass starts from the beginning of the DAM (the
+    /// cursor never moves backwards).
     ///
     /// Backpressure: while the inbox holds [`SyncOptions::backlog_limit`](crate::SyncOptions)
     /// entries or more, a pass does not start, and a pass under way reads no further page (the
