@@ -155,7 +155,11 @@ const HAS_AT: u8 = 2;
 
 impl Entry {
     fn new(kind: Kind, key: &str, value: &str, at: i64) -> Self {
-        let packed = kind == Kind::Hash && is_lower_hex_64(value);
+        // Lowercase only: `hex::encode` gives it back as it was.
+        let mut bytes = [0u8; 32];
+        let packed = kind == Kind::Hash
+            && is_lower_hex_64(value)
+            && hex::decode_to_slice(value, &mut bytes).is_ok();
         let with_at = kind == Kind::Hash;
         let mut b = Vec::with_capacity(
             1 + 5 + key.len() + if with_at { 8 } else { 0 } + if packed { 32 } else { value.len() },
@@ -167,8 +171,7 @@ impl Entry {
             b.extend_from_slice(&at.to_le_bytes());
         }
         if packed {
-            let hex = value.as_bytes();
-            b.extend((0..32).map(|i| (nibble(hex[2 * i]) << 4) | nibble(hex[2 * i + 1])));
+            b.extend_from_slice(&bytes);
         } else {
             b.extend_from_slice(value.as_bytes());
         }
@@ -201,11 +204,7 @@ impl Entry {
         let start = if flags & HAS_AT != 0 { end + 8 } else { end };
         let v = &self.0[start..];
         if flags & PACKED_HEX != 0 {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            v.iter()
-                .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
-                .map(char::from)
-                .collect()
+            hex::encode(v)
         } else {
             // Built from a `str`: always valid.
             String::from_utf8_lossy(v).into_owned()
@@ -244,14 +243,6 @@ fn is_lower_hex_64(v: &str) -> bool {
     v.len() == 64
         && v.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn nibble(c: u8) -> u8 {
-    if c.is_ascii_digit() {
-        c - b'0'
-    } else {
-        c - b'a' + 10
-    }
 }
 
 // An entry is its key, for the sets: looked up by the key's bytes.
