@@ -56,7 +56,7 @@ fn write_canonical(v: &Value, h: &mut Sha256) {
             keys.sort();
             h.update(b"{");
             for k in keys {
-                h.update(serde_json::to_string(k).expect("string").as_bytes());
+                write_json(k, h);
                 h.update(b":");
                 write_canonical(&map[k], h);
                 h.update(b",");
@@ -71,8 +71,24 @@ fn write_canonical(v: &Value, h: &mut Sha256) {
             }
             h.update(b"]");
         }
-        other => h.update(other.to_string().as_bytes()),
+        other => write_json(other, h),
     }
+}
+
+/// serde_json's compact rendering of `v` (what `to_string` gives), fed to the hasher as it
+/// is written: no `String` per scalar and key.
+fn write_json<T: Serialize + ?Sized>(v: &T, h: &mut Sha256) {
+    struct Feed<'a>(&'a mut Sha256);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Feed(h), v).expect("JSON values and strings serialise");
 }
 
 #[cfg(test)]
@@ -99,6 +115,90 @@ mod tests {
         assert_eq!(content_hash(&asset("x")), content_hash(&asset("x")));
         assert_ne!(content_hash(&asset("x")), content_hash(&asset("y")));
         assert_eq!(content_hash(&asset("x")).as_str().len(), 64);
+    }
+
+    /// The bytes hashed before scalars and keys were fed to the hasher as written: every
+    /// stored hash must stay valid across the change, or an upgrade would rewrite every asset.
+    fn content_hash_by_strings(asset: &PimAsset) -> ContentHash {
+        fn canonical(v: &Value, h: &mut Sha256) {
+            match v {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    h.update(b"{");
+                    for k in keys {
+                        h.update(serde_json::to_string(k).unwrap().as_bytes());
+                        h.update(b":");
+                        canonical(&map[k], h);
+                        h.update(b",");
+                    }
+                    h.update(b"}");
+                }
+                Value::Array(items) => {
+                    h.update(b"[");
+                    for item in items {
+                        canonical(item, h);
+                        h.update(b",");
+                    }
+                    h.update(b"]");
+                }
+                other => h.update(other.to_string().as_bytes()),
+            }
+        }
+        let mut h = Sha256::new();
+        h.update(b"code:");
+        h.update(asset.code.as_bytes());
+        for (attribute, values) in &asset.values {
+            h.update(b"\nattr:");
+            h.update(attribute.as_bytes());
+            for v in values {
+                h.update(b"\n locale:");
+                h.update(v.locale.as_deref().unwrap_or("\0").as_bytes());
+                h.update(b" channel:");
+                h.update(v.channel.as_deref().unwrap_or("\0").as_bytes());
+                h.update(b" data:");
+                canonical(&v.data, &mut h);
+            }
+        }
+        ContentHash(hex::encode(h.finalize()))
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::from),
+            "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hashes_are_those_of_the_string_rendering(
+            code in "[a-z0-9_]{1,20}",
+            values in proptest::collection::vec(
+                ("[a-z_]{1,8}", proptest::option::of("[a-z]{2}_[A-Z]{2}"), any_json()),
+                0..6,
+            ),
+        ) {
+            let mut a = PimAsset::new(&code);
+            for (attribute, locale, data) in values {
+                a.push_value(&attribute, PimValue { locale, channel: None, data });
+            }
+            proptest::prop_assert_eq!(content_hash(&a), content_hash_by_strings(&a));
+        }
     }
 
     #[test]

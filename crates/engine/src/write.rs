@@ -163,7 +163,7 @@ impl Engine {
                 report.unchanged += 1;
                 continue;
             }
-            match plan.mapping.map(asset) {
+            match plan.mapping.map_coded(asset, code.clone()) {
                 Ok(pim) => {
                     let hash = content_hash(&pim);
                     upserts.push(Mapped {

@@ -45,6 +45,17 @@ fn json_text<T: serde::Serialize + ?Sized>(items: &T) -> String {
     serde_json::to_string(items).expect("lists of strings and numbers serialise")
 }
 
+/// The rows of a multi-row `VALUES` list: `rows` times `(?, …)` with `cols` parameters,
+/// bound in order, row by row. Used where SQLite would otherwise parse a JSON array and
+/// extract each column of each row with `json_extract` — the hot writes of the recent-writes
+/// log (see [`recent`]). The parameters are anonymous on purpose: sqlx matches each numbered
+/// one (`?NNN`) by asking SQLite for its name, a search of the statement's parameter list, so
+/// a statement of n numbered parameters cost O(n²) to bind.
+fn values_rows(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |cause| StoreError::Database {
         backend: B,
@@ -1358,6 +1369,12 @@ fn dead_letter_from_row(r: &SqliteRow, op: &'static str) -> Result<DeadLetter, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_rows_are_anonymous_parameters_row_by_row() {
+        assert_eq!(values_rows(1, 1), "(?)");
+        assert_eq!(values_rows(3, 2), "(?, ?), (?, ?), (?, ?)");
+    }
 
     #[tokio::test]
     async fn connections_are_durable_wal_with_busy_timeout() {

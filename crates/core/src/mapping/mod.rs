@@ -503,11 +503,28 @@ impl CompiledMapping {
     /// Maps a DAM asset to the PIM asset to write.
     pub fn map(&self, asset: &DamAsset) -> Result<PimAsset, MappingError> {
         let mut ctx = None;
-        let mut out = PimAsset::new(self.code_in(asset, &mut ctx)?);
+        let code = self.code_in(asset, &mut ctx)?;
+        self.map_values(asset, code, &mut ctx)
+    }
+
+    /// [`map`](Self::map) for an asset whose code [`asset_code`](Self::asset_code) already
+    /// gave (the write path reads the state by code before it maps): the code is not rendered
+    /// and sanitised a second time.
+    pub fn map_coded(&self, asset: &DamAsset, code: String) -> Result<PimAsset, MappingError> {
+        self.map_values(asset, code, &mut None)
+    }
+
+    fn map_values(
+        &self,
+        asset: &DamAsset,
+        code: String,
+        ctx: &mut Option<minijinja::Value>,
+    ) -> Result<PimAsset, MappingError> {
+        let mut out = PimAsset::new(code);
         for a in &self.attributes {
             let mut values = Vec::with_capacity(a.slots.len());
             for slot in &a.slots {
-                if let Some(data) = self.eval_slot(a, slot, asset, &mut ctx)? {
+                if let Some(data) = self.eval_slot(a, slot, asset, ctx)? {
                     values.push(PimValue {
                         locale: slot.locale.clone(),
                         channel: slot.channel.clone(),
@@ -1031,6 +1048,20 @@ mod tests {
         assert_eq!(a.values["title"][0].locale.as_deref(), Some("en_US"));
         assert_eq!(a.values["width"][0].data, json!("1200"));
         assert_eq!(a.values["tags"][0].data, json!(["Summer", "red"]));
+    }
+
+    #[test]
+    fn mapping_with_the_code_given_is_mapping() {
+        let m = CompiledMapping::new(&mapping(), Some(&structure())).unwrap();
+        for record in [
+            json!({"id": "a1", "name": "shoe-red.jpg", "url": "https://dam.example.com/files/x.jpg",
+                   "metadata": {"title": "Red shoe", "width": 1200, "tags": ["a"]}}),
+            json!({"id": "a2", "name": "n"}),
+        ] {
+            let asset = dam(record);
+            let code = m.asset_code(&asset).unwrap();
+            assert_eq!(m.map_coded(&asset, code).unwrap(), m.map(&asset).unwrap());
+        }
     }
 
     #[test]

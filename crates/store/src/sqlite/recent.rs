@@ -41,7 +41,7 @@ use sqlx::Row;
 
 use super::group::{Durability, GroupWriter};
 use super::key_filter::KeyFilter;
-use super::{db, json_text, SqliteStore, WriteTx};
+use super::{db, json_text, values_rows, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
 
@@ -540,20 +540,32 @@ pub(super) async fn append(
     if appended.entries.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO recent_writes (kind, family, key, value, written_at) \
-         SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?3 \
-         FROM json_each(?4)",
-    )
-    .bind(appended.kind.as_str())
-    .bind(family)
-    .bind(appended.at)
-    .bind(json_text(&appended.entries))
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
+    for chunk in appended.entries.chunks(APPEND_ROWS) {
+        let sql = format!(
+            "INSERT INTO recent_writes (kind, family, key, value, written_at) VALUES {}",
+            values_rows(chunk.len(), 5)
+        );
+        // Prepared once and kept for full chunks and whole pages; other sizes are one-offs
+        // that would push the hot statements out of the connection's statement cache.
+        let mut q =
+            sqlx::query(&sql).persistent(chunk.len() == APPEND_ROWS || chunk.len() == PAGE_ROWS);
+        for (key, value) in chunk {
+            q = q
+                .bind(appended.kind.as_str())
+                .bind(family)
+                .bind(key.as_str())
+                .bind(value.as_str())
+                .bind(appended.at);
+        }
+        q.execute(&mut **tx).await.map_err(db(op))?;
+    }
     Ok(())
 }
+
+/// Most log rows one `INSERT` binds (two parameters each, far below SQLite's 32 766).
+const APPEND_ROWS: usize = 500;
+/// The usual size of an append: one page or batch of 100 assets.
+const PAGE_ROWS: usize = 100;
 
 /// Reads `keys` from the keyed table and the log with SQL, in one snapshot: the log's latest
 /// row per key wins. Used when the index cannot be trusted (a failed commit).
@@ -840,27 +852,31 @@ impl Merger {
                 self.recent
                     .filter_insert(&family, kind, run.iter().map(|r| r.0.as_str()));
                 let sql = match kind {
-                    Kind::Code => {
-                        "INSERT INTO asset_codes (family, dam_id, code) \
-                         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') \
-                         FROM json_each(?2) WHERE true \
+                    Kind::Code => format!(
+                        "INSERT INTO asset_codes (family, dam_id, code) VALUES {} \
                          ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code \
-                         WHERE asset_codes.code IS NOT excluded.code"
-                    }
-                    Kind::Hash => {
-                        "INSERT INTO hashes (family, code, hash, written_at) \
-                         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                         json_extract(value, '$[2]') FROM json_each(?2) WHERE true \
+                         WHERE asset_codes.code IS NOT excluded.code",
+                        values_rows(run.len(), 3)
+                    ),
+                    Kind::Hash => format!(
+                        "INSERT INTO hashes (family, code, hash, written_at) VALUES {} \
                          ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, \
-                         written_at = excluded.written_at"
-                    }
+                         written_at = excluded.written_at",
+                        values_rows(run.len(), 4)
+                    ),
                 };
-                sqlx::query(sql)
-                    .bind(&family)
-                    .bind(json_text(&run))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db(OP))?;
+                // Runs are full but for each family's last: that one is not kept prepared.
+                let mut q = sqlx::query(&sql).persistent(run.len() == MERGE_RUN);
+                for (key, value, at) in &run {
+                    q = q
+                        .bind(family.as_str())
+                        .bind(key.as_str())
+                        .bind(value.as_str());
+                    if kind == Kind::Hash {
+                        q = q.bind(*at);
+                    }
+                }
+                q.execute(&mut *tx).await.map_err(db(OP))?;
                 tx.commit().await.map_err(db(OP))?;
                 self.recent.release_merged(&family, kind, &last_key);
                 after = Some(last_key);
@@ -1035,6 +1051,47 @@ mod tests {
         let (codes, hashes) = read_all(&store, 6).await;
         assert_eq!((codes.len(), hashes.len()), (5, 5));
         assert_eq!(codes["d4"], "c4");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_larger_than_one_statement_keeps_every_row_and_merges_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 1_000_000).await;
+        // More rows than one `INSERT` binds (`APPEND_ROWS`), odd sizes on both sides.
+        let n = APPEND_ROWS * 2 + 37;
+        let codes: Vec<(String, String)> =
+            (0..n).map(|i| (format!("d{i}"), format!("c{i}"))).collect();
+        store.put_asset_codes(F, &codes).await.unwrap();
+        let written: Vec<WrittenAsset> = (0..n)
+            .map(|i| written(&format!("d{i}"), &format!("c{i}"), &format!("h{i}")))
+            .collect();
+        store.record_written(F, &written).await.unwrap();
+        assert_eq!(store.recent_rows().await, 2 * n as i64);
+        let logged: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT kind, family, key || '=' || value, written_at FROM recent_writes ORDER BY seq",
+        )
+        .fetch_all(&store.reader)
+        .await
+        .unwrap();
+        assert_eq!(logged[0].2, "d0=c0");
+        assert_eq!(logged[n].2, "c0=h0");
+        assert_eq!(logged[2 * n - 1].2, format!("c{}=h{}", n - 1, n - 1));
+        assert!(logged.iter().all(|r| r.1 == F && r.3.is_some()));
+        assert_eq!(
+            logged.iter().filter(|r| r.0 == Kind::Code.as_str()).count(),
+            n
+        );
+
+        let from_index = read_all(&store, n).await;
+        assert_eq!((from_index.0.len(), from_index.1.len()), (n, n));
+        // Merged in several runs (`MERGE_RUN` keys each): the tables hold every entry.
+        store.merge_recent().await.unwrap();
+        assert_eq!(store.recent_rows().await, 0);
+        let (codes, hashes) = tables(&store).await;
+        assert_eq!((codes.len(), hashes.len()), (n, n));
+        assert_eq!(codes["d1000"], "c1000");
+        assert_eq!(hashes[&format!("c{}", n - 1)], format!("h{}", n - 1));
+        assert_eq!(read_all(&store, n).await, from_index);
     }
 
     fn table_reads(store: &SqliteStore) -> u64 {
