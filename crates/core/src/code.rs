@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 pub const MAX_CODE_LEN: usize = 255;
 /// Hex digits of the disambiguating suffix.
 const SUFFIX_HEX: usize = 12;
+// Whole bytes of the digest are written as hex.
+const _: () = assert!(SUFFIX_HEX % 2 == 0);
 
 /// True when `s` is a code Akeneo accepts as is.
 pub fn is_valid_code(s: &str) -> bool {
@@ -41,7 +43,7 @@ pub fn sanitize_code(input: &str) -> String {
         return input.to_owned();
     }
     let digest = Sha256::digest(input.as_bytes());
-    let suffix = &hex::encode(digest)[..SUFFIX_HEX];
+    let suffix = crate::hash::lower_hex(&digest[..SUFFIX_HEX / 2]);
     let keep = MAX_CODE_LEN - SUFFIX_HEX - 1;
     let mut out = String::with_capacity(input.len().min(keep) + SUFFIX_HEX + 1);
     for c in input.chars() {
@@ -55,7 +57,7 @@ pub fn sanitize_code(input: &str) -> String {
         });
     }
     out.push('_');
-    out.push_str(suffix);
+    out.push_str(&suffix);
     out
 }
 
@@ -63,6 +65,19 @@ pub fn sanitize_code(input: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_suffix_is_the_start_of_the_inputs_sha256_in_lowercase_hex() {
+        // Codes already written to the PIM were made this way: they must not change.
+        for input in ["0A3C2A6E-4C32-4492-BC0DA02", "a b", "é"] {
+            let full = hex::encode(Sha256::digest(input.as_bytes()));
+            let code = sanitize_code(input);
+            assert!(
+                code.ends_with(&format!("_{}", &full[..SUFFIX_HEX])),
+                "{code}"
+            );
+        }
+    }
 
     #[test]
     fn valid_codes_are_kept() {
