@@ -31,6 +31,11 @@ impl std::fmt::Display for ContentHash {
 /// depth), so the hash does not depend on serde_json's `preserve_order` feature being switched on
 /// somewhere in the dependency tree.
 pub fn content_hash(asset: &PimAsset) -> ContentHash {
+    hash_rendered(asset, write_json)
+}
+
+/// The content hash, with `render` writing each scalar and object key (as JSON) to the hasher.
+fn hash_rendered(asset: &PimAsset, render: impl Fn(Leaf<'_>, &mut Sha256)) -> ContentHash {
     let mut h = Sha256::new();
     h.update(b"code:");
     h.update(asset.code.as_bytes());
@@ -43,7 +48,7 @@ pub fn content_hash(asset: &PimAsset) -> ContentHash {
             h.update(b" channel:");
             h.update(v.channel.as_deref().unwrap_or("\0").as_bytes());
             h.update(b" data:");
-            write_canonical(&v.data, &mut h);
+            write_canonical(&v.data, &mut h, &render);
         }
     }
     ContentHash(lower_hex(&h.finalize()))
@@ -59,16 +64,23 @@ pub fn lower_hex(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("hex digits are ASCII")
 }
 
-fn write_canonical(v: &Value, h: &mut Sha256) {
+/// What a canonical rendering writes as JSON text of its own: an object key or a scalar.
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    Key(&'a str),
+    Scalar(&'a Value),
+}
+
+fn write_canonical(v: &Value, h: &mut Sha256, render: &impl Fn(Leaf<'_>, &mut Sha256)) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
             h.update(b"{");
             for k in keys {
-                write_json(k, h);
+                render(Leaf::Key(k), h);
                 h.update(b":");
-                write_canonical(&map[k], h);
+                write_canonical(&map[k], h, render);
                 h.update(b",");
             }
             h.update(b"}");
@@ -76,18 +88,18 @@ fn write_canonical(v: &Value, h: &mut Sha256) {
         Value::Array(items) => {
             h.update(b"[");
             for item in items {
-                write_canonical(item, h);
+                write_canonical(item, h, render);
                 h.update(b",");
             }
             h.update(b"]");
         }
-        other => write_json(other, h),
+        other => render(Leaf::Scalar(other), h),
     }
 }
 
-/// serde_json's compact rendering of `v` (what `to_string` gives), fed to the hasher as it
+/// serde_json's compact rendering of a leaf (what `to_string` gives), fed to the hasher as it
 /// is written: no `String` per scalar and key.
-fn write_json<T: Serialize + ?Sized>(v: &T, h: &mut Sha256) {
+fn write_json(leaf: Leaf<'_>, h: &mut Sha256) {
     struct Feed<'a>(&'a mut Sha256);
     impl std::io::Write for Feed<'_> {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -98,7 +110,11 @@ fn write_json<T: Serialize + ?Sized>(v: &T, h: &mut Sha256) {
             Ok(())
         }
     }
-    serde_json::to_writer(Feed(h), v).expect("JSON values and strings serialise");
+    let written = match leaf {
+        Leaf::Key(k) => serde_json::to_writer(Feed(h), k),
+        Leaf::Scalar(v) => serde_json::to_writer(Feed(h), v),
+    };
+    written.expect("JSON values and strings serialise");
 }
 
 #[cfg(test)]
@@ -127,50 +143,13 @@ mod tests {
         assert_eq!(content_hash(&asset("x")).as_str().len(), 64);
     }
 
-    /// The bytes hashed before scalars and keys were fed to the hasher as written: every
+    /// The rendering hashed before scalars and keys were fed to the hasher as written: every
     /// stored hash must stay valid across the change, or an upgrade would rewrite every asset.
     fn content_hash_by_strings(asset: &PimAsset) -> ContentHash {
-        fn canonical(v: &Value, h: &mut Sha256) {
-            match v {
-                Value::Object(map) => {
-                    let mut keys: Vec<&String> = map.keys().collect();
-                    keys.sort();
-                    h.update(b"{");
-                    for k in keys {
-                        h.update(serde_json::to_string(k).unwrap().as_bytes());
-                        h.update(b":");
-                        canonical(&map[k], h);
-                        h.update(b",");
-                    }
-                    h.update(b"}");
-                }
-                Value::Array(items) => {
-                    h.update(b"[");
-                    for item in items {
-                        canonical(item, h);
-                        h.update(b",");
-                    }
-                    h.update(b"]");
-                }
-                other => h.update(other.to_string().as_bytes()),
-            }
-        }
-        let mut h = Sha256::new();
-        h.update(b"code:");
-        h.update(asset.code.as_bytes());
-        for (attribute, values) in &asset.values {
-            h.update(b"\nattr:");
-            h.update(attribute.as_bytes());
-            for v in values {
-                h.update(b"\n locale:");
-                h.update(v.locale.as_deref().unwrap_or("\0").as_bytes());
-                h.update(b" channel:");
-                h.update(v.channel.as_deref().unwrap_or("\0").as_bytes());
-                h.update(b" data:");
-                canonical(&v.data, &mut h);
-            }
-        }
-        ContentHash(hex::encode(h.finalize()))
+        hash_rendered(asset, |leaf, h| match leaf {
+            Leaf::Key(k) => h.update(serde_json::to_string(k).unwrap().as_bytes()),
+            Leaf::Scalar(v) => h.update(v.to_string().as_bytes()),
+        })
     }
 
     fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
@@ -216,6 +195,34 @@ mod tests {
         fn lower_hex_is_hex_encode(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
             proptest::prop_assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
         }
+    }
+
+    /// A pinned hash: the rendering (`code:…`, `\nattr:…`, `\n locale:… channel:… data:…`,
+    /// objects with sorted keys and a comma after every member) hashed by an independent
+    /// script (Python's `hashlib` and `json`), so a change of the walk or of any separator —
+    /// which would make every stored hash stale and rewrite every asset — fails here.
+    #[test]
+    fn the_rendering_hashed_is_pinned() {
+        let mut a = PimAsset::new("shoe_red");
+        let value = |locale: Option<&str>, channel: Option<&str>, data| PimValue {
+            locale: locale.map(str::to_owned),
+            channel: channel.map(str::to_owned),
+            data,
+        };
+        a.push_value("title", value(Some("en_US"), None, json!("Red \"shoe\" é")));
+        a.push_value(
+            "title",
+            value(Some("fr_FR"), Some("ecommerce"), json!("Chaussure")),
+        );
+        a.push_value("tags", value(None, None, json!(["a", "b"])));
+        a.push_value(
+            "width",
+            value(None, None, json!({"unit": "PX", "amount": 12})),
+        );
+        assert_eq!(
+            content_hash(&a).as_str(),
+            "620451f26510b16489b6e0eb742e8439f0bc4a047be3894741eb87904dbc95f3"
+        );
     }
 
     #[test]
