@@ -567,7 +567,8 @@ pub(super) async fn append(
     Ok(())
 }
 
-/// Most log rows one `INSERT` binds (two parameters each, far below SQLite's 32 766).
+/// Most log rows one `INSERT` binds (five parameters each: 2 500, far below SQLite's limit of
+/// 32 766).
 const APPEND_ROWS: usize = 500;
 /// The usual size of an append: one page or batch of 100 assets.
 const PAGE_ROWS: usize = 100;
