@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::codec::{self, Data};
+use super::fast;
 use super::http::{
     base_url, check_code, check_code_response, cursor_decode, cursor_encode, empty, error,
     error_with, family_not_found, invalid_json, json, json_text, link, ordered, param, parse_json,
@@ -20,7 +21,7 @@ use super::http::{
 };
 use super::linking::{self, NAMING_BUSINESS_RULES};
 use super::state::{bump, iso, Catalog, Family, Shared, StoredAsset};
-use super::validate::{self, Rejected, BUSINESS_RULES, INVALID_FORMAT};
+use super::validate::{self, Accepted, Rejected, BUSINESS_RULES, INVALID_FORMAT};
 
 /// Assets per list page, fixed (§5.2, §5.9: no `limit` parameter).
 pub(crate) const ASSETS_PER_PAGE: usize = 100;
@@ -673,12 +674,23 @@ pub(crate) fn upsert_one(
     if named {
         bump(&s.counters.naming_conventions_applied);
     }
+    Ok(write_accepted(s, f, accepted))
+}
+
+/// Writes a validated asset into `f`.
+pub(crate) fn write_accepted(s: &Shared, f: &mut Family, accepted: Accepted) -> Written {
     let (created, _changed) = f.write_asset(&accepted.code, accepted.changes, s.now());
-    Ok(if created {
+    if created {
         Written::Created
     } else {
         Written::Updated
-    })
+    }
+}
+
+impl Written {
+    pub(crate) fn is_created(&self) -> bool {
+        matches!(self, Written::Created)
+    }
 }
 
 fn count_written(s: &Shared, w: &Written) {
@@ -687,6 +699,36 @@ fn count_written(s: &Shared, w: &Written) {
         Written::Created => bump(&s.counters.assets_created),
         Written::Updated => bump(&s.counters.assets_updated),
     }
+}
+
+/// Counts a write of the batch PATCH and renders its result line, keys in the server's order:
+/// `{"code":…,"status_code":201|204}`.
+pub(crate) fn written_line(s: &Shared, code: Value, w: &Written) -> String {
+    count_written(s, w);
+    let status = match w {
+        Written::Created => 201,
+        Written::Updated => 204,
+    };
+    ordered(&[("code", code), ("status_code", status.into())])
+}
+
+/// The end of a batch PATCH: the family's lock released, the link rules of the created codes
+/// started (§5.5: after the answer), and the 200 with one result line per item.
+pub(crate) fn finish_batch(
+    s: &Arc<Shared>,
+    family: &str,
+    f: parking_lot::RwLockWriteGuard<'_, Family>,
+    results: Vec<String>,
+    created: Vec<String>,
+) -> Response {
+    let has_rules = linking::has_link_rules(&f);
+    drop(f);
+    linking::spawn_link_rules(s, family, has_rules, created);
+    let n = results.len();
+    with_items(
+        json_text(StatusCode::OK, format!("[{}]", results.join(","))),
+        n,
+    )
 }
 
 /// `PATCH .../assets/{code}` (§5.11), order of CE `CreateOrUpdateAssetAction`.
@@ -776,6 +818,9 @@ pub(crate) async fn patch_assets(
     let Some(fam) = s.family(&family) else {
         return family_not_found(&family);
     };
+    if let Some(r) = fast::patch_assets(&s, &fam, &family, &body) {
+        return r;
+    }
     let Some(body) = parse_json(&body) else {
         return invalid_json();
     };
@@ -832,20 +877,12 @@ pub(crate) async fn patch_assets(
         let raw_code = obj.get("code").cloned();
         let line = match upsert_one(&s, &mut f, obj, true) {
             Ok(w) => {
-                count_written(&s, &w);
-                if matches!(w, Written::Created) {
+                if w.is_created() {
                     if let Some(c) = obj.get("code").and_then(Value::as_str) {
                         created.push(c.to_owned());
                     }
                 }
-                let status = match w {
-                    Written::Created => 201,
-                    Written::Updated => 204,
-                };
-                ordered(&[
-                    ("code", raw_code.unwrap_or_default()),
-                    ("status_code", status.into()),
-                ])
+                written_line(&s, raw_code.unwrap_or_default(), &w)
             }
             Err(rej) => {
                 bump(&s.counters.asset_items_rejected);
@@ -881,14 +918,8 @@ pub(crate) async fn patch_assets(
         };
         results.push(line);
     }
-    let has_rules = linking::has_link_rules(&f);
-    drop(f);
     // §5.5: the codes created by this request (201 items only) are linked after the answer.
-    linking::spawn_link_rules(&s, &family, has_rules, created);
-    with_items(
-        json_text(StatusCode::OK, format!("[{}]", results.join(","))),
-        items.len(),
-    )
+    finish_batch(&s, &family, f, results, created)
 }
 
 /// `DELETE .../assets/{code}` (§5.13).

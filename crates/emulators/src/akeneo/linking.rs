@@ -712,10 +712,13 @@ pub(crate) fn naming_convention(
             }
             continue;
         }
-        let value = json!({"locale": null, "channel": null, "data": m.as_str()});
-        let value = value.as_object().expect("object");
+        let value = validate::ValueView {
+            locale: None,
+            channel: None,
+            data: validate::DataView::Str(m.as_str()),
+        };
         let mut msgs = Vec::new();
-        validate::value_business(a, value, catalog, media, &mut msgs);
+        validate::value_business(a, &value, catalog, media, &mut msgs);
         if msgs.is_empty() {
             changes.push((ai, 0, 0, Some(Data::Str(m.as_str().to_owned()))));
         }

@@ -74,6 +74,7 @@ mod codec;
 mod control;
 mod demo;
 mod families;
+mod fast;
 mod gate;
 mod http;
 mod linking;

@@ -16,13 +16,14 @@ use serde_json::{Map, Value};
 
 use super::codec::Data;
 use super::http::check_code;
+use super::linking::Change;
 use super::schema::{idx, prop, Errors, Ty};
 use super::state::{Attribute, Catalog, Family, MediaStore};
 
 /// A valid asset: its code and the value changes to merge (`None` erases).
 pub(crate) struct Accepted {
     pub code: String,
-    pub changes: Vec<(u16, u8, u8, Option<Data>)>,
+    pub changes: Vec<Change>,
 }
 
 /// Why an asset was refused.
@@ -43,22 +44,23 @@ pub(crate) const INVALID_FORMAT: &str = "The asset has an invalid format.";
 pub(crate) const BUSINESS_RULES: &str =
     "The asset has data that does not comply with the business rules.";
 
-/// Is this `data` an empty value (erases the value: CE `EmptyValueCommandFactory`)?
-fn is_empty_data(d: &Value) -> bool {
-    match d {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
 fn data_types(kind: AttributeType) -> &'static [Ty] {
     match kind {
         AttributeType::MultipleOptions => &[Ty::Array],
         AttributeType::Boolean => &[Ty::Boolean, Ty::Null],
         _ => &[Ty::String, Ty::Null],
     }
+}
+
+/// Whether an attribute of `kind` takes `data` (the types of [`data_types`], for a parsed view).
+pub(crate) fn data_type_accepts(kind: AttributeType, data: &DataView<'_>) -> bool {
+    let ty = match data {
+        DataView::Null => Ty::Null,
+        DataView::Bool(_) => Ty::Boolean,
+        DataView::Str(_) => Ty::String,
+        DataView::List(_) => Ty::Array,
+    };
+    data_types(kind).contains(&ty)
 }
 
 /// Step 1: the JSON-schema checks (CE `AssetPropertiesValidator` + `Value/*TypeValidator`).
@@ -235,17 +237,79 @@ fn number_errors(a: &Attribute, s: &str, out: &mut Vec<String>) {
     }
 }
 
+/// One value item as the business checks read it, whichever way the request body was parsed
+/// (a `serde_json::Value` tree, or the typed items of the batch fast path, `super::fast`).
+/// Built only from structurally valid items: `data` is null, a boolean, a string or a list of
+/// strings.
+pub(crate) struct ValueView<'a> {
+    pub locale: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub data: DataView<'a>,
+}
+
+/// The `data` of a [`ValueView`].
+pub(crate) enum DataView<'a> {
+    Null,
+    Bool(bool),
+    Str(&'a str),
+    List(Vec<&'a str>),
+}
+
+impl<'a> ValueView<'a> {
+    /// The view of a value item that passed [`structure`].
+    pub fn of(v: &'a Map<String, Value>) -> Self {
+        let data = match v.get("data") {
+            Some(Value::Bool(b)) => DataView::Bool(*b),
+            Some(Value::String(s)) => DataView::Str(s),
+            Some(Value::Array(items)) => {
+                DataView::List(items.iter().filter_map(Value::as_str).collect())
+            }
+            // Null; numbers and objects never pass the structure checks.
+            _ => DataView::Null,
+        };
+        Self {
+            locale: v.get("locale").and_then(Value::as_str),
+            channel: v.get("channel").and_then(Value::as_str),
+            data,
+        }
+    }
+}
+
+impl DataView<'_> {
+    /// An empty value erases the value (CE `EmptyValueCommandFactory`).
+    fn is_empty(&self) -> bool {
+        match self {
+            DataView::Null => true,
+            DataView::Str(s) => s.is_empty(),
+            DataView::List(l) => l.is_empty(),
+            DataView::Bool(_) => false,
+        }
+    }
+
+    /// What is stored: `None` erases.
+    pub fn to_data(&self) -> Option<Data> {
+        if self.is_empty() {
+            return None;
+        }
+        Some(match self {
+            DataView::Bool(b) => Data::Bool(*b),
+            DataView::List(items) => Data::List(items.iter().map(|s| (*s).to_owned()).collect()),
+            DataView::Str(s) => Data::Str((*s).to_owned()),
+            DataView::Null => unreachable!("null is empty"),
+        })
+    }
+}
+
 /// Business checks of one (structurally valid) value; messages go to `out`.
 pub(crate) fn value_business(
     a: &Attribute,
-    v: &Map<String, Value>,
+    v: &ValueView<'_>,
     catalog: &Catalog,
     media: &MediaStore,
     out: &mut Vec<String>,
 ) {
     let code = &a.code;
-    let locale = v.get("locale").and_then(Value::as_str);
-    let channel = v.get("channel").and_then(Value::as_str);
+    let (locale, channel) = (v.locale, v.channel);
     // CE `EditValueCommandValidator`.
     let mut scope_errors = Vec::new();
     match (a.value_per_channel, channel) {
@@ -285,13 +349,12 @@ pub(crate) fn value_business(
     }
     out.extend(scope_errors);
 
-    let data = v.get("data").unwrap_or(&Value::Null);
-    if is_empty_data(data) {
+    if v.data.is_empty() {
         return;
     }
-    match a.kind {
-        AttributeType::Text => {
-            if let (Some(max), Some(s)) = (a.max_characters, data.as_str()) {
+    match (a.kind, &v.data) {
+        (AttributeType::Text, DataView::Str(s)) => {
+            if let Some(max) = a.max_characters {
                 if s.chars().count() as u64 > max {
                     let unit = if max == 1 { "character" } else { "characters" };
                     out.push(format!(
@@ -300,26 +363,18 @@ pub(crate) fn value_business(
                 }
             }
         }
-        AttributeType::Number => {
-            if let Some(s) = data.as_str() {
-                number_errors(a, s, out);
+        (AttributeType::Number, DataView::Str(s)) => number_errors(a, s, out),
+        (AttributeType::SingleOption, DataView::Str(s)) => {
+            if a.option(s).is_none() {
+                out.push(format!(
+                    "The option with code \"{s}\" does not exist for this attribute"
+                ));
             }
         }
-        AttributeType::SingleOption => {
-            if let Some(s) = data.as_str() {
-                if a.option(s).is_none() {
-                    out.push(format!(
-                        "The option with code \"{s}\" does not exist for this attribute"
-                    ));
-                }
-            }
-        }
-        AttributeType::MultipleOptions => {
-            let missing: Vec<&str> = data
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
+        (AttributeType::MultipleOptions, DataView::List(items)) => {
+            let missing: Vec<&str> = items
+                .iter()
+                .copied()
                 .filter(|c| a.option(c).is_none())
                 .collect();
             if !missing.is_empty() {
@@ -329,9 +384,8 @@ pub(crate) fn value_business(
                 ));
             }
         }
-        AttributeType::MediaFile => {
-            let Some(key) = data.as_str() else { return };
-            let Some(file) = media.files.get(key) else {
+        (AttributeType::MediaFile, DataView::Str(key)) => {
+            let Some(file) = media.files.get(*key) else {
                 out.push(format!("The file \"{key}\" was not found."));
                 return;
             };
@@ -361,21 +415,11 @@ pub(crate) fn value_business(
     }
 }
 
-fn to_data(kind: AttributeType, d: &Value) -> Option<Data> {
-    if is_empty_data(d) {
-        return None;
-    }
-    Some(match (kind, d) {
-        (_, Value::Bool(b)) => Data::Bool(*b),
-        (_, Value::Array(items)) => Data::List(
-            items
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect(),
-        ),
-        (_, Value::String(s)) => Data::Str(s.clone()),
-        (_, other) => Data::Str(other.to_string()),
-    })
+/// The change a valid value makes: attribute, channel and locale indexes, and the data.
+pub(crate) fn change(attr: u16, v: &ValueView<'_>, catalog: &Catalog) -> Change {
+    let ch = v.channel.and_then(|c| catalog.channel_idx(c)).unwrap_or(0);
+    let lo = v.locale.and_then(|l| catalog.locale_idx(l)).unwrap_or(0);
+    (attr, ch, lo, v.data.to_data())
 }
 
 /// Steps 1–4 for one asset object.
@@ -411,26 +455,11 @@ pub(crate) fn validate(
         };
         let a = &family.attributes[ai as usize];
         for v in list.as_array().into_iter().flatten() {
-            let v = v.as_object().expect("structure checked");
+            let v = ValueView::of(v.as_object().expect("structure checked"));
             let mut msgs = Vec::new();
-            value_business(a, v, catalog, media, &mut msgs);
+            value_business(a, &v, catalog, media, &mut msgs);
             if msgs.is_empty() {
-                let ch = v
-                    .get("channel")
-                    .and_then(Value::as_str)
-                    .and_then(|c| catalog.channel_idx(c))
-                    .unwrap_or(0);
-                let lo = v
-                    .get("locale")
-                    .and_then(Value::as_str)
-                    .and_then(|l| catalog.locale_idx(l))
-                    .unwrap_or(0);
-                changes.push((
-                    ai,
-                    ch,
-                    lo,
-                    to_data(a.kind, v.get("data").unwrap_or(&Value::Null)),
-                ));
+                changes.push(change(ai, &v, catalog));
             }
             for m in msgs {
                 business.push(prop("values", attr_code), m);
