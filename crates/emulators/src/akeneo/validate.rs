@@ -364,12 +364,10 @@ pub(crate) fn value_business(
             }
         }
         (AttributeType::Number, DataView::Str(s)) => number_errors(a, s, out),
-        (AttributeType::SingleOption, DataView::Str(s)) => {
-            if a.option(s).is_none() {
-                out.push(format!(
-                    "The option with code \"{s}\" does not exist for this attribute"
-                ));
-            }
+        (AttributeType::SingleOption, DataView::Str(s)) if a.option(s).is_none() => {
+            out.push(format!(
+                "The option with code \"{s}\" does not exist for this attribute"
+            ));
         }
         (AttributeType::MultipleOptions, DataView::List(items)) => {
             let missing: Vec<&str> = items
