@@ -9,7 +9,6 @@
 //!
 //! `data: null` is always accepted: it erases that (locale, channel) value in Akeneo.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -115,6 +114,7 @@ pub fn validate_asset(asset: &PimAsset, structure: &FamilyStructure) -> Vec<Valu
             ),
         });
     }
+    let mut seen: Vec<(Option<&str>, Option<&str>)> = Vec::new();
     for (code, values) in &asset.values {
         let Some(attribute) = structure.attribute(code) else {
             out.push(ValueViolation {
@@ -129,7 +129,9 @@ pub fn validate_asset(asset: &PimAsset, structure: &FamilyStructure) -> Vec<Valu
             });
             continue;
         };
-        let mut seen = BTreeSet::new();
+        // (locale, channel) pairs seen so far: an attribute has a handful of values at most,
+        // so a list of borrowed pairs beats a set of cloned ones.
+        seen.clear();
         for value in values {
             let mut push = |kind: ViolationKind, message: String| {
                 out.push(ValueViolation {
@@ -169,11 +171,14 @@ pub fn validate_asset(asset: &PimAsset, structure: &FamilyStructure) -> Vec<Valu
                 ),
                 _ => {}
             }
-            if !seen.insert((value.locale.clone(), value.channel.clone())) {
+            let pair = (value.locale.as_deref(), value.channel.as_deref());
+            if seen.contains(&pair) {
                 push(
                     ViolationKind::DuplicateValue,
                     "more than one value for the same locale and channel".into(),
                 );
+            } else {
+                seen.push(pair);
             }
             if value.data.is_null() {
                 continue;

@@ -520,7 +520,9 @@ impl CompiledMapping {
         code: String,
         ctx: &mut Option<minijinja::Value>,
     ) -> Result<PimAsset, MappingError> {
-        let mut out = PimAsset::new(code);
+        // Collected, then built at once: `BTreeMap::from_iter` sorts and bulk-loads, where
+        // inserting one by one would compare attribute codes at every level of the tree.
+        let mut mapped: Vec<(String, Vec<PimValue>)> = Vec::with_capacity(self.attributes.len());
         for a in &self.attributes {
             let mut values = Vec::with_capacity(a.slots.len());
             for slot in &a.slots {
@@ -533,10 +535,13 @@ impl CompiledMapping {
                 }
             }
             if !values.is_empty() {
-                out.values.insert(a.attribute.clone(), values);
+                mapped.push((a.attribute.clone(), values));
             }
         }
-        Ok(out)
+        Ok(PimAsset {
+            code,
+            values: mapped.into_iter().collect(),
+        })
     }
 
     /// The value of one slot: `None` when no rule applies.
