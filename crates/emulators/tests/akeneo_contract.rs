@@ -1047,6 +1047,10 @@ async fn batch_of_100_with_3_invalid_items() {
     assert_eq!(c.asset_items_rejected, 3);
     assert_eq!(c.asset_batch_requests, 1);
     assert_eq!(
+        c.asset_batches_typed, 0,
+        "a refused item: the general path answers the whole batch"
+    );
+    assert_eq!(
         c.requests_with_status("PATCH", "/api/rest/v1/asset-families/{family}/assets", 200),
         1
     );
@@ -1837,4 +1841,86 @@ async fn link_rules_run_for_created_assets_only() {
         .unwrap();
     assert_eq!(stats["link_jobs_pending"], 0);
     assert!(stats["link_rule_runs"].as_u64().unwrap() >= 8);
+}
+
+async fn patch_batch_text(env: &Env, family: &str, items: &[Value]) -> (u16, String) {
+    let r = env
+        .http
+        .patch(format!(
+            "{}/api/rest/v1/asset-families/{family}/assets",
+            env.base
+        ))
+        .bearer_auth(&env.token)
+        .json(items)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A valid batch is answered alike whichever path reads it: the typed fast path (a plain body)
+/// or the general one (the same items with a top-level `_links`, which the fast path leaves to
+/// it): the same response bytes, the same stored assets, the same counters — for creations,
+/// an update, escaped strings and an erasing `null`.
+#[tokio::test]
+async fn a_valid_batch_reads_the_same_by_either_path() {
+    let mut items: Vec<Value> = (1..100)
+        .map(|i| {
+            json!({"code": format!("p{i}"), "values": {
+                "media": [v(None, None, json!(format!("p{i}.jpg")))],
+                "title": [v(Some("en_US"), None, json!(format!("Asset \"{i}\" é\n"))),
+                          v(Some("de_DE"), None, json!(null))],
+                "tags": [v(None, None, json!(["summer", "studio"]))],
+                "width": [v(None, None, json!("1024"))]
+            }})
+        })
+        .collect();
+    // `house` exists: an update (204), and `null` erases its French title.
+    items.insert(
+        0,
+        json!({"code": "house", "values": {"width": [v(None, None, json!("640"))],
+                                           "title": [v(Some("fr_FR"), None, json!(null))]}}),
+    );
+    let with_links: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            item["_links"] = json!({});
+            item
+        })
+        .collect();
+    let (fast, general) = (env().await, env().await);
+    fast.emu.reset_counters();
+    general.emu.reset_counters();
+    let (fast_status, fast_text) = patch_batch_text(&fast, "packshots", &items).await;
+    let (general_status, general_text) = patch_batch_text(&general, "packshots", &with_links).await;
+    assert_eq!(fast_status, 200);
+    assert_eq!((fast_status, &fast_text), (general_status, &general_text));
+    assert!(fast_text
+        .starts_with(r#"[{"code":"house","status_code":204},{"code":"p1","status_code":201},"#));
+    for code in ["house", "p1", "p50", "p99"] {
+        let a = fast.emu.asset("packshots", code).unwrap();
+        assert_eq!(
+            Some(&a),
+            general.emu.asset("packshots", code).as_ref(),
+            "{code}"
+        );
+    }
+    let house = fast.emu.asset("packshots", "house").unwrap();
+    assert_eq!(
+        house["values"]["title"].as_array().unwrap().len(),
+        1,
+        "{house}"
+    );
+    let (f, g) = (fast.emu.counters(), general.emu.counters());
+    assert_eq!(
+        (f.assets_created, f.assets_updated, f.asset_batch_requests),
+        (99, 1, 1)
+    );
+    // Each path did answer its request.
+    assert_eq!((f.asset_batches_typed, g.asset_batches_typed), (1, 0));
+    assert_eq!(
+        (f.assets_created, f.assets_updated, f.asset_batch_requests),
+        (g.assets_created, g.assets_updated, g.asset_batch_requests)
+    );
 }

@@ -260,6 +260,7 @@ pub(crate) fn patch_assets(
             .collect::<Option<_>>()?
     };
     bump(&s.counters.asset_batch_requests);
+    bump(&s.counters.asset_batches_typed);
     let mut results = Vec::with_capacity(accepted.len());
     let mut created = Vec::new();
     for a in accepted {

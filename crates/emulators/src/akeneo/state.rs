@@ -551,6 +551,9 @@ pub struct Counters {
     /// Created assets whose family's naming convention wrote at least one value (§5.4).
     #[serde(default)]
     pub naming_conventions_applied: u64,
+    /// Batch PATCH requests answered by the typed fast path (`fast.rs`), of `asset_batch_requests`.
+    #[serde(default)]
+    pub asset_batches_typed: u64,
     /// Product link rules run, one per (created asset, rule) (§5.5).
     #[serde(default)]
     pub link_rule_runs: u64,
@@ -600,6 +603,7 @@ pub(crate) struct CounterCells {
     pub dropped_connections: AtomicU64,
     pub max_in_flight: AtomicU64,
     pub naming_conventions_applied: AtomicU64,
+    pub asset_batches_typed: AtomicU64,
     pub link_rule_runs: AtomicU64,
     pub products_linked: AtomicU64,
 }
@@ -645,6 +649,7 @@ impl CounterCells {
             dropped_connections: g(&self.dropped_connections),
             max_in_flight: g(&self.max_in_flight),
             naming_conventions_applied: g(&self.naming_conventions_applied),
+            asset_batches_typed: g(&self.asset_batches_typed),
             link_rule_runs: g(&self.link_rule_runs),
             products_linked: g(&self.products_linked),
         }
@@ -672,6 +677,7 @@ impl CounterCells {
             &self.dropped_connections,
             &self.max_in_flight,
             &self.naming_conventions_applied,
+            &self.asset_batches_typed,
             &self.link_rule_runs,
             &self.products_linked,
         ] {
