@@ -818,19 +818,9 @@ async fn get_json(env: &Env, url: &str) -> Value {
 }
 
 async fn patch_batch(env: &Env, family: &str, items: &[Value]) -> Vec<Value> {
-    let r = env
-        .http
-        .patch(format!(
-            "{}/api/rest/v1/asset-families/{family}/assets",
-            env.base
-        ))
-        .bearer_auth(&env.token)
-        .json(items)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    let (status, text) = patch_batch_text(env, family, items).await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Follows `next` links; returns the items per page.

@@ -27,6 +27,22 @@ use super::linking;
 use super::state::{bump, Catalog, Family, MediaStore, Shared};
 use super::validate::{self, Accepted, DataView, ValueView};
 
+/// A visitor's three string methods, each giving `$wrap(Cow<str>)`: borrowed from the body when
+/// the string has no escape sequences, owned otherwise.
+macro_rules! visit_strings {
+    ($wrap:expr) => {
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Borrowed(s)))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok($wrap(Cow::Owned(s)))
+        }
+    };
+}
+
 /// A JSON string, borrowed from the body when it has no escape sequences.
 struct Str<'a>(Cow<'a, str>);
 
@@ -43,15 +59,7 @@ impl<'de> Visitor<'de> for StrVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Str(Cow::Borrowed(s)))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Str(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Str(Cow::Owned(s)))
-    }
+    visit_strings!(Str);
 }
 
 /// `locale` / `channel`: a string or null. Read with `deserialize_any`, so that a missing key is
@@ -72,15 +80,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Nullable<'a> {
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Nullable::Null)
             }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Nullable::Str(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Nullable::Str(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-                Ok(Nullable::Str(Cow::Owned(s)))
-            }
+            visit_strings!(Nullable::Str);
         }
         d.deserialize_any(V)
     }
@@ -118,15 +118,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
             fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
                 Ok(Data::Bool(b))
             }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Data::Str(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Data::Str(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-                Ok(Data::Str(Cow::Owned(s)))
-            }
+            visit_strings!(Data::Str);
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
                 while let Some(s) = seq.next_element::<Str<'de>>()? {
