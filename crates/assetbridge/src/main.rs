@@ -134,7 +134,7 @@ fn configure_allocators() {
 /// The mimalloc options [`configure_mimalloc`] sets to 0, each with the environment variable
 /// that, when set, wins: mimalloc 2's `mi_option_purge_delay` and `mi_option_arena_eager_commit`.
 const MIMALLOC_OPTIONS: [(libmimalloc_sys::mi_option_t, &std::ffi::CStr); 2] = [
-    (15, c"MIMALLOC_PURGE_DELAY"),
+    (MI_OPTION_PURGE_DELAY, c"MIMALLOC_PURGE_DELAY"),
     (4, c"MIMALLOC_ARENA_EAGER_COMMIT"),
 ];
 
@@ -201,6 +201,9 @@ fn configure_mimalloc() {
     }
 }
 
+/// mimalloc 2's `mi_option_purge_delay`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// mimalloc's default purge delay (10 ms), which `emulate` restores.
 const MIMALLOC_DEFAULT_PURGE_DELAY_MS: std::ffi::c_long = 10;
 
@@ -213,7 +216,7 @@ fn mimalloc_for_emulators() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's runtime options before other threads exist.
         unsafe {
-            libmimalloc_sys::mi_option_set(MIMALLOC_OPTIONS[0].0, MIMALLOC_DEFAULT_PURGE_DELAY_MS);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, MIMALLOC_DEFAULT_PURGE_DELAY_MS);
         }
     }
 }
@@ -241,10 +244,10 @@ mod tests {
             // SAFETY: reads, then resets, one of mimalloc's options.
             unsafe {
                 assert_eq!(
-                    libmimalloc_sys::mi_option_get(MIMALLOC_OPTIONS[0].0),
+                    libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
                     MIMALLOC_DEFAULT_PURGE_DELAY_MS
                 );
-                libmimalloc_sys::mi_option_set(MIMALLOC_OPTIONS[0].0, 0);
+                libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
             }
         }
         // And the allocator in use is mimalloc: a block it allocated is one it owns.

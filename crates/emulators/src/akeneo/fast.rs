@@ -258,10 +258,10 @@ pub(crate) fn patch_assets(
     for a in accepted {
         let code = a.code.clone();
         let w = write_accepted(s, &mut f, a);
-        results.push(written_line(s, serde_json::Value::String(code.clone()), &w));
         if w.is_created() {
-            created.push(code);
+            created.push(code.clone());
         }
+        results.push(written_line(s, serde_json::Value::String(code), &w));
     }
     Some(finish_batch(s, family, f, results, created))
 }

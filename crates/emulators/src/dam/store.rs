@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -45,10 +44,11 @@ struct Slot {
     gpos: u32,
     /// Position in its family's log.
     fpos: u32,
-    /// The SHA-1 of its file, computed when the asset is created (SHA-1 over a 1–4 KiB file,
-    /// with the bytes generated for it, was ≈ 25 % of the emulator's CPU when it was computed
-    /// on the first listing; seeding 1 000 000 assets takes ≈ 3 s longer).
-    checksum: OnceLock<[u8; 20]>,
+    /// The SHA-1 of its file, computed when the asset is created: a DAM stores a file's
+    /// checksum when the file arrives, listing only reads it (SHA-1 over a 1–4 KiB file, with
+    /// the bytes generated for it, was ≈ 25 % of the emulator's CPU when it was computed on the
+    /// first listing; seeding 1 000 000 assets takes ≈ 3 s longer).
+    checksum: [u8; 20],
 }
 
 /// What a listing asks for.
@@ -349,7 +349,7 @@ impl Store {
         }
         self.by_key.insert(key, idx);
         let skus = self.p.skus.end().saturating_sub(*self.p.skus.start()) as u64 + 1;
-        let slot = Slot {
+        Slot {
             key,
             t,
             created: t - (h(seed, idx as u64, 2) % (30 * 86_400)) as i64,
@@ -359,12 +359,8 @@ impl Store {
             deleted: false,
             gpos: 0,
             fpos: 0,
-            checksum: OnceLock::new(),
-        };
-        // A DAM stores a file's checksum when the file arrives; listing only reads it. So the
-        // emulator hashes here, when an asset is seeded or added, not in the listing's path.
-        self.checksum(&slot);
-        slot
+            checksum: Sha1::digest(self.file_bytes(key)).into(),
+        }
     }
 
     pub fn set_files_base(&mut self, base: String) {
@@ -405,17 +401,17 @@ impl Store {
     }
 
     /// File bytes of an asset: a JPEG-looking, deterministic byte string.
-    fn file_size(&self, slot: &Slot) -> usize {
+    fn file_size(&self, key: u64) -> usize {
         let lo = *self.p.file_sizes.start().max(&8) as u64;
         let hi = (*self.p.file_sizes.end() as u64).max(lo);
-        (lo + h(self.p.seed, slot.key, 20) % (hi - lo + 1)) as usize
+        (lo + h(self.p.seed, key, 20) % (hi - lo + 1)) as usize
     }
 
-    fn file_bytes(&self, slot: &Slot) -> Vec<u8> {
-        let size = self.file_size(slot);
+    fn file_bytes(&self, key: u64) -> Vec<u8> {
+        let size = self.file_size(key);
         let mut out = Vec::with_capacity(size + 8);
         out.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
-        let mut state = h(self.p.seed, slot.key, 21);
+        let mut state = h(self.p.seed, key, 21);
         while out.len() < size - 2 {
             state = mix(state);
             out.extend_from_slice(&state.to_le_bytes());
@@ -423,14 +419,6 @@ impl Store {
         out.truncate(size - 2);
         out.extend_from_slice(&[0xFF, 0xD9]);
         out
-    }
-
-    /// The SHA-1 of an asset's file (its bytes depend on its key alone), computed once: when
-    /// the asset is created ([`Self::new_slot`]).
-    fn checksum(&self, slot: &Slot) -> [u8; 20] {
-        *slot
-            .checksum
-            .get_or_init(|| Sha1::digest(self.file_bytes(slot)).into())
     }
 
     /// The `set` patches of a live asset (a deleted one shows none).
@@ -481,8 +469,8 @@ impl Store {
         tags.dedup();
         let (w, hgt) = DIMENSIONS[(h(seed, i, 7) % DIMENSIONS.len() as u64) as usize];
         let supplier = SUPPLIERS[(h(seed, i, 8) % SUPPLIERS.len() as u64) as usize];
-        record.size = Some(self.file_size(s));
-        record.checksum = Some(hex::encode(self.checksum(s)));
+        record.size = Some(self.file_size(s.key));
+        record.checksum = Some(hex::encode(s.checksum));
         record.metadata = Some(Metadata {
             color: c_en,
             description: format!(
@@ -548,7 +536,7 @@ impl Store {
             return None;
         }
         let record = self.render(idx);
-        (record["name"].as_str() == Some(name)).then(|| self.file_bytes(slot))
+        (record["name"].as_str() == Some(name)).then(|| self.file_bytes(slot.key))
     }
 
     /// The log of one family, or the global one; `None` for an unknown family.
@@ -870,7 +858,7 @@ mod tests {
             }
             patched += usize::from(store.patches.contains_key(&idx));
             // The checksum and size are those of the file served at the record's URL.
-            let bytes = store.file_bytes(&store.slots[idx as usize]);
+            let bytes = store.file_bytes(store.slots[idx as usize].key);
             assert_eq!(value["checksum"], hex::encode(Sha1::digest(&bytes)));
             assert_eq!(value["size"], bytes.len());
             let name = value["name"].as_str().unwrap();
