@@ -148,6 +148,10 @@ fn violations_failure(violations: &[ValueViolation]) -> ItemFailure {
     }
 }
 
+/// The room a batch body reserves per asset before it is written: a DAM asset's mapped values
+/// (a media link, titles, a description, tags, a few numbers) with their keys.
+const BODY_BYTES_PER_ASSET: usize = 1024;
+
 /// Whether the request was refused as too large (413, or SaaS's 403 that is not an ACL refusal).
 fn too_large(r: &RawResponse) -> bool {
     match r.code() {
@@ -348,7 +352,11 @@ impl AkeneoClient {
     ) -> BoxFuture<'a, Result<Vec<(usize, ItemOutcome)>, AkeneoError>> {
         async move {
             let body: Vec<&PimAsset> = idx.iter().map(|&i| &assets[i]).collect();
-            let body = bytes::Bytes::from(serde_json::to_vec(&body).expect("serialisable"));
+            // Sized for a typical asset up front: grown from empty, the buffer of a batch of
+            // 100 was copied ten times over (≈ 1 % of the connector's instructions).
+            let mut buf = Vec::with_capacity(body.len() * BODY_BYTES_PER_ASSET);
+            serde_json::to_writer(&mut buf, &body).expect("serialisable");
+            let body = bytes::Bytes::from(buf);
             let url = self.inner.api_url(&["asset-families", family, "assets"]);
             let mut make = move |http: &reqwest::Client| {
                 http.patch(url.clone())

@@ -1,6 +1,7 @@
 //! Reading one DAM record (a listing item, a webhook body, a queue message) with configured JSON
 //! pointers: every DAM names its fields differently, so the shape is configuration.
 
+use assetbridge_core::mapping::JsonPointer;
 use assetbridge_core::{ChangeKind, Cursor, DamAsset};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,48 +97,103 @@ impl RecordShape {
 
     /// Like [`RecordShape::parse_item`], with the record's poll cursor.
     pub fn parse(&self, item: &Value) -> Result<ParsedRecord, RecordError> {
-        Ok(self.read(item)?.into_record(|| item.clone()))
+        self.compile().parse(item)
     }
 
     /// Like [`RecordShape::parse`], taking the record (an upsert carries it without a copy).
+    pub fn parse_owned(&self, item: Value) -> Result<ParsedRecord, RecordError> {
+        self.compile().parse_owned(item)
+    }
+
+    /// The shape with its pointers parsed once, for reading many records (a listing's pages).
+    pub fn compile(&self) -> CompiledShape {
+        CompiledShape {
+            id: ShapePointer::new(&self.id_pointer),
+            updated: ShapePointer::new(&self.updated_pointer),
+            deleted: self.deleted_pointer.as_deref().map(ShapePointer::new),
+        }
+    }
+}
+
+/// A [`RecordShape`] whose pointers are parsed once: reading a record looks its three fields up
+/// without splitting and unescaping the pointer texts again (`serde_json::Value::pointer`
+/// allocates two strings per token on every call).
+#[derive(Debug, Clone)]
+pub struct CompiledShape {
+    id: ShapePointer,
+    updated: ShapePointer,
+    deleted: Option<ShapePointer>,
+}
+
+/// One configured pointer: parsed, or — when it is no valid RFC 6901 pointer — looked up as
+/// `serde_json::Value::pointer` reads such a text, so both ways find the same values.
+#[derive(Debug, Clone)]
+struct ShapePointer {
+    text: String,
+    parsed: Option<JsonPointer>,
+}
+
+impl ShapePointer {
+    fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            parsed: JsonPointer::parse(text).ok(),
+        }
+    }
+
+    fn get<'v>(&self, item: &'v Value) -> Option<&'v Value> {
+        match &self.parsed {
+            Some(p) => p.get(item),
+            None => item.pointer(&self.text),
+        }
+    }
+}
+
+impl CompiledShape {
+    /// [`RecordShape::parse`] with the pointers parsed once.
+    pub fn parse(&self, item: &Value) -> Result<ParsedRecord, RecordError> {
+        Ok(self.read(item)?.into_record(|| item.clone()))
+    }
+
+    /// [`RecordShape::parse_owned`] with the pointers parsed once.
     pub fn parse_owned(&self, item: Value) -> Result<ParsedRecord, RecordError> {
         Ok(self.read(&item)?.into_record(|| item))
     }
 
     fn read(&self, item: &Value) -> Result<Read, RecordError> {
-        let err = |what: &str, pointer: &str, detail: String| RecordError {
+        let err = |what: &str, pointer: &ShapePointer, detail: String| RecordError {
             what: what.to_owned(),
-            pointer: pointer.to_owned(),
+            pointer: pointer.text.clone(),
             detail,
         };
-        let id = match item.pointer(&self.id_pointer) {
+        let id = match self.id.get(item) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             Some(other) => {
                 return Err(err(
                     "asset id",
-                    &self.id_pointer,
+                    &self.id,
                     format!(
                         "expected a non-empty string or a number, found {}",
                         kind(other)
                     ),
                 ))
             }
-            None => return Err(err("asset id", &self.id_pointer, missing(item))),
+            None => return Err(err("asset id", &self.id, missing(item))),
         };
-        let updated = match item.pointer(&self.updated_pointer) {
+        let updated = match self.updated.get(item) {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_timestamp(v).map_err(|d| {
                 err(
                     "updated timestamp",
-                    &self.updated_pointer,
+                    &self.updated,
                     format!("{d} (asset `{id}`)"),
                 )
             })?),
         };
-        let deletion = match &self.deleted_pointer {
+        let deletion = match &self.deleted {
             None => None,
-            Some(p) => match item.pointer(p) {
+            Some(p) => match p.get(item) {
                 None | Some(Value::Null) => None,
                 Some(v) => truthy(v).then(|| parse_timestamp(v).ok()),
             },
@@ -156,7 +212,7 @@ impl RecordShape {
         let Some(updated_at) = updated else {
             return Err(err(
                 "updated timestamp",
-                &self.updated_pointer,
+                &self.updated,
                 format!("{} (asset `{id}`)", missing(item)),
             ));
         };
@@ -168,7 +224,7 @@ impl RecordShape {
     }
 }
 
-/// What [`RecordShape::read`] found in a record.
+/// What [`CompiledShape::read`] found in a record.
 enum Read {
     Upsert {
         id: String,

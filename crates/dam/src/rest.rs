@@ -47,7 +47,7 @@ use url::Url;
 
 use crate::record::{
     default_deleted_pointer, default_id_pointer, default_updated_pointer,
-    deserialize_optional_pointer, kind, RecordError, RecordShape,
+    deserialize_optional_pointer, kind, CompiledShape, RecordError, RecordShape,
 };
 
 /// The kind of DAM adapter: `type = "rest"` (the only one so far; may be omitted).
@@ -455,7 +455,8 @@ pub struct RestDam {
 
 struct Inner {
     cfg: RestDamConfig,
-    shape: RecordShape,
+    /// The record shape, its pointers parsed once.
+    shape: CompiledShape,
     client: reqwest::Client,
     auth: Vec<(HeaderName, HeaderValue)>,
     /// `base_url` + `list_path`.
@@ -643,7 +644,7 @@ impl RestDam {
             .map_err(|e| DamError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                shape: config.record_shape(),
+                shape: config.record_shape().compile(),
                 origin: list_url.origin(),
                 list_url,
                 client,
@@ -732,7 +733,7 @@ impl RestDam {
             pointer: cfg.asset_pointer.clone(),
             detail: "missing from the response".into(),
         })?;
-        match self.inner.shape.parse_item(record)? {
+        match self.inner.shape.parse(record)?.change {
             ChangeKind::Upsert { asset } => Ok(Some(asset)),
             ChangeKind::Delete { .. } => Ok(None),
         }
@@ -895,11 +896,18 @@ impl RestDam {
                     continue;
                 }
             };
-            let body: Value = serde_json::from_slice(&bytes).map_err(|e| DamError::Parse {
+            // The body is checked as UTF-8 once, then parsed as text: parsing bytes checks
+            // every string on its own (≈ 2 % of the connector's instructions at zero latency).
+            let parsed = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not UTF-8: {e}"))
+                .and_then(|text| {
+                    serde_json::from_str::<Value>(text).map_err(|e| format!("not JSON ({e})"))
+                });
+            let body = parsed.map_err(|why| DamError::Parse {
                 what: "response body".into(),
                 pointer: String::new(),
                 detail: format!(
-                    "not JSON ({e}) from {}: {}",
+                    "{why} from {}: {}",
                     redact(url),
                     snippet(&String::from_utf8_lossy(&bytes), StatusCode::OK)
                 ),

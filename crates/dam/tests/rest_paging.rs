@@ -450,3 +450,39 @@ async fn get_asset_and_fetch_file() {
         .unwrap();
     assert!(matches!(err, DamError::Http { status: 404, .. }), "{err}");
 }
+
+/// A listing served by `body`, whatever is asked.
+async fn serve_body(body: &'static [u8]) -> String {
+    let app = axum::Router::new().fallback(move || async move {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_listing_that_is_not_utf8_or_not_json_is_a_parse_error_naming_why() {
+    for (body, why) in [
+        (&b"{\"items\": [{\"id\": \"a\xff\"}]}"[..], "not UTF-8"),
+        (&b"{\"items\": [{\"id\": \"a\"}"[..], "not JSON"),
+    ] {
+        let url = serve_body(body).await;
+        let mut cfg = RestDamConfig::new(&url);
+        cfg.max_retries = 0;
+        let err = collect(&RestDam::new(cfg).unwrap(), None)
+            .await
+            .unwrap_err();
+        match &err {
+            DamError::Parse { what, detail, .. } => {
+                assert_eq!(what, "response body");
+                assert!(detail.starts_with(why), "{why}: {detail}");
+            }
+            other => panic!("{why}: {other}"),
+        }
+    }
+}

@@ -284,7 +284,7 @@ impl Engine {
         // rest from the PIM and diff.
         let codes: Vec<String> = mapped.iter().map(|(_, a, _, _)| a.code.clone()).collect();
         let known = if codes.is_empty() {
-            HashMap::new()
+            assetbridge_store::KeyMap::default()
         } else {
             self.store.hashes(&plan.code, &codes).await?
         };
@@ -389,7 +389,7 @@ impl Engine {
                 let c: Vec<String> = codes.values().cloned().collect();
                 self.store.hashes(&plan.code, &c).await?
             } else {
-                HashMap::new()
+                assetbridge_store::KeyMap::default()
             };
             for (i, dam_id) in deletes {
                 let e = &mut out[i];

@@ -1,10 +1,8 @@
 //! The write path shared by polling and the inbox: map → diff → batch upsert → record outcomes.
 
-use std::collections::HashMap;
-
 use assetbridge_akeneo::{AkeneoError, DeleteOutcome, ItemOutcome};
 use assetbridge_core::{content_hash, AssetChange, ChangeKind, ContentHash, PimAsset, PimValue};
-use assetbridge_store::{DeadLetterReason, WrittenAsset};
+use assetbridge_store::{DeadLetterReason, KeyMap, WrittenAsset};
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
 
@@ -146,7 +144,7 @@ impl Engine {
             .await?;
         let codes: Vec<String> = coded.iter().map(|(_, c)| c.clone()).collect();
         let known = if codes.is_empty() {
-            HashMap::new()
+            KeyMap::default()
         } else {
             self.store.hashes(&plan.code, &codes).await?
         };
@@ -282,7 +280,8 @@ impl Engine {
         done: &mut Vec<i64>,
         report: &mut SyncReport,
     ) -> Vec<Mapped> {
-        let mut index: HashMap<String, usize> = HashMap::with_capacity(upserts.len());
+        let mut index: KeyMap<usize> =
+            KeyMap::with_capacity_and_hasher(upserts.len(), Default::default());
         let mut kept: Vec<Option<Mapped>> = Vec::with_capacity(upserts.len());
         for m in upserts {
             let newer_than = |o: &Mapped| match (&m.item.change.kind, &o.item.change.kind) {
@@ -314,7 +313,7 @@ impl Engine {
         &self,
         plan: &FamilyPlan,
         upserts: Vec<Mapped>,
-        known: &HashMap<String, ContentHash>,
+        known: &KeyMap<ContentHash>,
         marks: &mut Vec<(String, ContentHash)>,
         done: &mut Vec<i64>,
         report: &mut SyncReport,
@@ -387,7 +386,7 @@ impl Engine {
 
         let mut written: Vec<WrittenAsset> = Vec::with_capacity(changed.len());
         let mut linked = Vec::new();
-        let mut by_code: HashMap<String, Mapped> = changed
+        let mut by_code: KeyMap<Mapped> = changed
             .into_iter()
             .map(|m| (m.asset.code.clone(), m))
             .collect();
@@ -574,7 +573,8 @@ impl Engine {
         let marker = mark_marker(attribute, value);
         let codes: Vec<String> = to_mark.iter().map(|(_, c)| c.clone()).collect();
         let known = self.store.hashes(&plan.code, &codes).await?;
-        let mut by_code: HashMap<String, WriteItem> = HashMap::with_capacity(to_mark.len());
+        let mut by_code: KeyMap<WriteItem> =
+            KeyMap::with_capacity_and_hasher(to_mark.len(), Default::default());
         for (d, code) in to_mark {
             if known.get(&code) == Some(&marker) {
                 report.unchanged += 1;

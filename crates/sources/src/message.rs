@@ -303,7 +303,7 @@ impl MessageShape {
                 ))
             }
         };
-        let record = self.record_shape();
+        let record = self.record_shape().compile();
         let header_event_id = header_event_id.map(str::trim).filter(|s| !s.is_empty());
 
         let envelopes = envelopes(body)?;
@@ -379,8 +379,8 @@ impl MessageShape {
                         .or(envelope.cloud_event.as_ref().and_then(|ce| ce.time));
                     ChangeKind::Delete { dam_id, deleted_at }
                 } else {
-                    match record.parse_item(item) {
-                        Ok(kind) => kind,
+                    match record.parse(item) {
+                        Ok(parsed) => parsed.change,
                         Err(e) => return Err(at(MessageError::Record(e))),
                     }
                 };

@@ -100,7 +100,8 @@ pub(crate) fn plan<'a>(
 
 /// Keeps the last entry per key (later entries of a call win), in first-seen order.
 pub(crate) fn last_per_key<V>(entries: &[(String, V)]) -> Vec<(&str, &V)> {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(entries.len(), Default::default());
     let mut out: Vec<(&str, &V)> = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         match index.get(k.as_str()) {

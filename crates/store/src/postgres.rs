@@ -5,7 +5,7 @@
 //! whatever its size. Rows are written in key order so that concurrent writers of overlapping
 //! batches lock them in the same order and cannot deadlock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::error::{is_transient_sqlx, is_unique_violation, scrub, Backend, StoreError};
 use crate::model::*;
 use crate::plan;
+use crate::KeyMap;
 use crate::{cursor_from_columns, cursor_to_text, dur_micros};
 
 pub(crate) mod links;
@@ -291,9 +292,9 @@ impl PgStore {
         &self,
         family: &str,
         codes: &[String],
-    ) -> Result<HashMap<String, ContentHash>, StoreError> {
+    ) -> Result<KeyMap<ContentHash>, StoreError> {
         if codes.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(KeyMap::default());
         }
         let rows =
             sqlx::query("SELECT code, hash FROM hashes WHERE family = $1 AND code = ANY($2)")
@@ -411,9 +412,9 @@ impl PgStore {
         &self,
         family: &str,
         dam_ids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError> {
+    ) -> Result<KeyMap<String>, StoreError> {
         if dam_ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(KeyMap::default());
         }
         let rows = sqlx::query(
             "SELECT dam_id, code FROM asset_codes WHERE family = $1 AND dam_id = ANY($2)",

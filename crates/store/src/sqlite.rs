@@ -28,6 +28,7 @@ use sqlx::{Row, Sqlite};
 use crate::error::{is_transient_sqlx, Backend, StoreError};
 use crate::model::*;
 use crate::plan::{self, may_replace};
+use crate::KeyMap;
 use crate::{cursor_from_columns, cursor_to_text, dur_micros, from_micros, now_micros};
 
 mod group;
@@ -427,7 +428,7 @@ impl SqliteStore {
         &self,
         family: &str,
         codes: &[String],
-    ) -> Result<HashMap<String, ContentHash>, StoreError> {
+    ) -> Result<KeyMap<ContentHash>, StoreError> {
         self.read_keyed(Kind::Hash, family, codes, "read content hashes")
             .await
             .map(recent::hash_map)
@@ -500,7 +501,7 @@ impl SqliteStore {
             let ids: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
             self.recent.lookup(family, Kind::Code, &ids).0
         } else {
-            HashMap::new()
+            KeyMap::default()
         };
         let codes: Vec<(String, String)> = plan::last_per_key(&all)
             .into_iter()
@@ -565,7 +566,7 @@ impl SqliteStore {
         &self,
         family: &str,
         dam_ids: &[String],
-    ) -> Result<HashMap<String, String>, StoreError> {
+    ) -> Result<KeyMap<String>, StoreError> {
         self.read_keyed(Kind::Code, family, dam_ids, "read asset codes")
             .await
     }

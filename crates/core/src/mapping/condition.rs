@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::normalize::number_text;
-use super::pointer::Pointer;
+use super::pointer::JsonPointer as Pointer;
 
 /// A condition on the DAM record (see the module docs for the TOML forms).
 #[derive(Debug, Clone, PartialEq)]

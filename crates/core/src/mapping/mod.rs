@@ -26,7 +26,7 @@
 mod coerce;
 pub(crate) mod condition;
 mod normalize;
-pub(crate) mod pointer;
+mod pointer;
 mod template;
 mod transform;
 
@@ -44,11 +44,12 @@ use crate::{DamAsset, PimAsset, PimValue};
 
 use coerce::{coerce, show, Target};
 use condition::{is_empty, Cond};
-use pointer::Pointer;
+use pointer::JsonPointer as Pointer;
 use template::Lookup;
 use transform::{Step, StepEnv};
 
 pub use condition::{Condition, Test};
+pub use pointer::JsonPointer;
 pub use transform::{Capture, MapSource, Transform, Unmapped, ValueMap, ValueMaps};
 
 /// Default asset-code template: the DAM id.

@@ -14,13 +14,13 @@ struct Token {
 
 /// A parsed JSON pointer. The empty pointer `""` designates the whole document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pointer {
+pub struct JsonPointer {
     tokens: Box<[Token]>,
 }
 
-impl Pointer {
+impl JsonPointer {
     /// Parses `/a/b~1c/0`. Errors name what is wrong (missing leading `/`, bad `~` escape).
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, String> {
         if text.is_empty() {
             return Ok(Self {
                 tokens: Box::new([]),
@@ -62,7 +62,7 @@ impl Pointer {
     }
 
     /// The value the pointer designates in `doc`, if any.
-    pub(crate) fn get<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
+    pub fn get<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         let mut cur = doc;
         for t in self.tokens.iter() {
             cur = match cur {
@@ -114,17 +114,17 @@ mod tests {
             "/arr/0/0",
             "/arr/0/0/0",
         ] {
-            let ours = Pointer::parse(p).unwrap();
+            let ours = JsonPointer::parse(p).unwrap();
             assert_eq!(ours.get(&doc), doc.pointer(p), "{p}");
         }
     }
 
     #[test]
     fn bad_pointers_are_refused() {
-        assert!(Pointer::parse("a/b")
+        assert!(JsonPointer::parse("a/b")
             .unwrap_err()
             .contains("must start with `/`"));
-        assert!(Pointer::parse("/a~2").unwrap_err().contains('~'));
-        assert!(Pointer::parse("/a~").is_err());
+        assert!(JsonPointer::parse("/a~2").unwrap_err().contains('~'));
+        assert!(JsonPointer::parse("/a~").is_err());
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::condition::is_empty;
 use super::normalize::{normalize_date, normalize_number, number_text, DateFormat, DateOutput};
-use super::pointer::Pointer;
+use super::pointer::JsonPointer as Pointer;
 use crate::code::sanitize_code;
 
 /// A named value map: DAM text → value (usually an option code). `[families.maps.<name>]`.

@@ -44,6 +44,7 @@ use super::key_filter::KeyFilter;
 use super::{db, json_text, values_rows, SqliteStore, WriteTx};
 use crate::error::StoreError;
 use crate::now_micros;
+use crate::KeyMap;
 
 /// Migration 4: the log of recent writes. `AUTOINCREMENT`: a sequence number is never reused,
 /// even after the log was emptied (by another process opening the file, say), so a merge's
@@ -424,9 +425,9 @@ impl Recent {
         family: &str,
         kind: Kind,
         keys: &[String],
-    ) -> (HashMap<String, String>, Vec<String>) {
+    ) -> (KeyMap<String>, Vec<String>) {
         let index = self.index();
-        let mut found = HashMap::new();
+        let mut found = KeyMap::default();
         let mut missing = Vec::new();
         for k in keys {
             match index
@@ -581,7 +582,7 @@ pub(super) async fn read_through_log(
     family: &str,
     keys: &[String],
     op: &'static str,
-) -> Result<HashMap<String, String>, StoreError> {
+) -> Result<KeyMap<String>, StoreError> {
     let (table, key_col, value_col) = kind.table();
     let sql = format!(
         "WITH wanted AS (SELECT DISTINCT value AS k FROM json_each(?2)), \
@@ -615,9 +616,9 @@ impl SqliteStore {
         family: &str,
         keys: &[String],
         op: &'static str,
-    ) -> Result<HashMap<String, String>, StoreError> {
+    ) -> Result<KeyMap<String>, StoreError> {
         if keys.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(KeyMap::default());
         }
         if !self.index_trusted() {
             return read_through_log(self, kind, family, keys, op).await;
@@ -956,7 +957,7 @@ impl Merger {
 }
 
 /// A content hash read from the log or the table.
-pub(super) fn hash_map(m: HashMap<String, String>) -> HashMap<String, ContentHash> {
+pub(super) fn hash_map(m: KeyMap<String>) -> KeyMap<ContentHash> {
     m.into_iter().map(|(k, v)| (k, ContentHash(v))).collect()
 }
 
@@ -1018,10 +1019,7 @@ mod tests {
         (codes.into_iter().collect(), hashes.into_iter().collect())
     }
 
-    async fn read_all(
-        store: &SqliteStore,
-        n: usize,
-    ) -> (HashMap<String, String>, HashMap<String, ContentHash>) {
+    async fn read_all(store: &SqliteStore, n: usize) -> (KeyMap<String>, KeyMap<ContentHash>) {
         (
             store.asset_codes(F, &keys(0..n, "d")).await.unwrap(),
             store.hashes(F, &keys(0..n, "c")).await.unwrap(),
@@ -1430,7 +1428,7 @@ mod tests {
             .forget_assets(F, &[("d2".into(), "c2".into()), ("d3".into(), "c3".into())])
             .await
             .unwrap();
-        let check = |(codes, hashes): (HashMap<String, String>, HashMap<String, ContentHash>)| {
+        let check = |(codes, hashes): (KeyMap<String>, KeyMap<ContentHash>)| {
             let mut codes: Vec<_> = codes.into_keys().collect();
             let mut hashes: Vec<_> = hashes.into_keys().collect();
             codes.sort();
