@@ -547,21 +547,18 @@ pub(super) async fn append(
         return Ok(());
     }
     for chunk in appended.entries.chunks(APPEND_ROWS) {
+        // The kind and the family are the statement's own literals (one prepared statement
+        // per family and kind): each row binds its key, value and time.
         let sql = format!(
             "INSERT INTO recent_writes (kind, family, key, value, written_at) VALUES {}",
-            values_rows(chunk.len(), 5)
+            values_rows(chunk.len(), &[appended.kind.as_str(), family], 3)
         );
         // Prepared once and kept for full chunks and whole pages; other sizes are one-offs
         // that would push the hot statements out of the connection's statement cache.
         let mut q =
             sqlx::query(&sql).persistent(chunk.len() == APPEND_ROWS || chunk.len() == PAGE_ROWS);
         for (key, value) in chunk {
-            q = q
-                .bind(appended.kind.as_str())
-                .bind(family)
-                .bind(key.as_str())
-                .bind(value.as_str())
-                .bind(appended.at);
+            q = q.bind(key.as_str()).bind(value.as_str()).bind(appended.at);
         }
         q.execute(&mut **tx).await.map_err(db(op))?;
     }
@@ -858,27 +855,25 @@ impl Merger {
                 // Before the table has them (see the invariants).
                 self.recent
                     .filter_insert(&family, kind, run.iter().map(|r| r.0.as_str()));
+                // The family is the statement's own literal (as in `append`).
                 let sql = match kind {
                     Kind::Code => format!(
                         "INSERT INTO asset_codes (family, dam_id, code) VALUES {} \
                          ON CONFLICT (family, dam_id) DO UPDATE SET code = excluded.code \
                          WHERE asset_codes.code IS NOT excluded.code",
-                        values_rows(run.len(), 3)
+                        values_rows(run.len(), &[&family], 2)
                     ),
                     Kind::Hash => format!(
                         "INSERT INTO hashes (family, code, hash, written_at) VALUES {} \
                          ON CONFLICT (family, code) DO UPDATE SET hash = excluded.hash, \
                          written_at = excluded.written_at",
-                        values_rows(run.len(), 4)
+                        values_rows(run.len(), &[&family], 3)
                     ),
                 };
                 // Runs are full but for each family's last: that one is not kept prepared.
                 let mut q = sqlx::query(&sql).persistent(run.len() == MERGE_RUN);
                 for (key, value, at) in &run {
-                    q = q
-                        .bind(family.as_str())
-                        .bind(key.as_str())
-                        .bind(value.as_str());
+                    q = q.bind(key.as_str()).bind(value.as_str());
                     if kind == Kind::Hash {
                         q = q.bind(*at);
                     }
@@ -1055,6 +1050,42 @@ mod tests {
         let (codes, hashes) = read_all(&store, 6).await;
         assert_eq!((codes.len(), hashes.len()), (5, 5));
         assert_eq!(codes["d4"], "c4");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_family_is_written_into_the_statements_as_a_quoted_literal() {
+        // Appends and merges carry the family as a literal of the statement: a quote in it
+        // stays data, and other families' rows are untouched.
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 4).await;
+        let odd = "it's'); DROP TABLE hashes; --";
+        for family in [odd, F] {
+            store
+                .put_asset_codes(family, &[("d1".into(), format!("{family}-c1"))])
+                .await
+                .unwrap();
+            store
+                .record_written(family, &[written("d1", &format!("{family}-c1"), "h1")])
+                .await
+                .unwrap();
+        }
+        store.wait_for_merge().await;
+        assert_eq!(store.recent_rows().await, 0, "merged");
+        for family in [odd, F] {
+            let codes = store.asset_codes(family, &["d1".into()]).await.unwrap();
+            assert_eq!(codes["d1"], format!("{family}-c1"));
+            let hashes = store
+                .hashes(family, &[format!("{family}-c1")])
+                .await
+                .unwrap();
+            assert_eq!(hashes[&format!("{family}-c1")], ContentHash("h1".into()));
+        }
+        let families: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT family FROM hashes ORDER BY family")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        assert_eq!(families, [odd, F]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
