@@ -31,11 +31,12 @@ impl std::fmt::Display for ContentHash {
 /// depth), so the hash does not depend on serde_json's `preserve_order` feature being switched on
 /// somewhere in the dependency tree.
 pub fn content_hash(asset: &PimAsset) -> ContentHash {
-    hash_rendered(asset, write_json)
+    let mut buf = Vec::with_capacity(256);
+    hash_rendered(asset, |leaf, h| write_json(leaf, h, &mut buf))
 }
 
 /// The content hash, with `render` writing each scalar and object key (as JSON) to the hasher.
-fn hash_rendered(asset: &PimAsset, render: impl Fn(Leaf<'_>, &mut Sha256)) -> ContentHash {
+fn hash_rendered(asset: &PimAsset, mut render: impl FnMut(Leaf<'_>, &mut Sha256)) -> ContentHash {
     let mut h = Sha256::new();
     h.update(b"code:");
     h.update(asset.code.as_bytes());
@@ -48,7 +49,7 @@ fn hash_rendered(asset: &PimAsset, render: impl Fn(Leaf<'_>, &mut Sha256)) -> Co
             h.update(b" channel:");
             h.update(v.channel.as_deref().unwrap_or("\0").as_bytes());
             h.update(b" data:");
-            write_canonical(&v.data, &mut h, &render);
+            write_canonical(&v.data, &mut h, &mut render);
         }
     }
     ContentHash(lower_hex(&h.finalize()))
@@ -71,7 +72,7 @@ enum Leaf<'a> {
     Scalar(&'a Value),
 }
 
-fn write_canonical(v: &Value, h: &mut Sha256, render: &impl Fn(Leaf<'_>, &mut Sha256)) {
+fn write_canonical(v: &Value, h: &mut Sha256, render: &mut impl FnMut(Leaf<'_>, &mut Sha256)) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -97,24 +98,16 @@ fn write_canonical(v: &Value, h: &mut Sha256, render: &impl Fn(Leaf<'_>, &mut Sh
     }
 }
 
-/// serde_json's compact rendering of a leaf (what `to_string` gives), fed to the hasher as it
-/// is written: no `String` per scalar and key.
-fn write_json(leaf: Leaf<'_>, h: &mut Sha256) {
-    struct Feed<'a>(&'a mut Sha256);
-    impl std::io::Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// serde_json's compact rendering of a leaf (what `to_string` gives, written by
+/// [`crate::json`]) into `buf`, then fed to the hasher at once: no `String` per scalar and key,
+/// one hasher update per leaf.
+fn write_json(leaf: Leaf<'_>, h: &mut Sha256, buf: &mut Vec<u8>) {
+    buf.clear();
+    match leaf {
+        Leaf::Key(k) => crate::json::write_str(buf, k),
+        Leaf::Scalar(v) => crate::json::write_value(buf, v),
     }
-    let written = match leaf {
-        Leaf::Key(k) => serde_json::to_writer(Feed(h), k),
-        Leaf::Scalar(v) => serde_json::to_writer(Feed(h), v),
-    };
-    written.expect("JSON values and strings serialise");
+    h.update(&buf[..]);
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod asset;
 pub mod code;
 pub mod cursor;
 pub mod hash;
+pub mod json;
 pub mod latency;
 pub mod mapping;
 pub mod routing;
