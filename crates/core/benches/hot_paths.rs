@@ -141,10 +141,30 @@ fn hot_paths(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.len() as u64));
     g.bench_function("serialise_batch_100", |b| {
         b.iter(|| {
-            // As the Akeneo client builds a batch PATCH body.
+            // As the Akeneo client builds a batch PATCH body (a buffer sized up front).
+            let mut body = Vec::with_capacity(100 * 1024);
+            assetbridge_core::json::write_assets(&mut body, black_box(&batch));
+            body
+        })
+    });
+    g.bench_function("serialise_batch_100_serde_json", |b| {
+        b.iter(|| {
+            // The same bytes by serde_json (the reference `json::write_assets` is tested against).
             let body: Vec<&PimAsset> = black_box(&batch).iter().collect();
             serde_json::to_vec(&body).expect("serialisable")
         })
+    });
+    // A DAM listing page of 100 records, as the DAM client reads it.
+    let page = serde_json::to_string(&serde_json::json!({
+        "items": (0..100).map(|i| record(i).record).collect::<Vec<_>>(),
+        "next_cursor": "abc",
+    }))
+    .expect("serialisable");
+    g.bench_function("parse_dam_page_100", |b| {
+        b.iter(|| assetbridge_core::json::parse_value(black_box(&page)).expect("JSON"))
+    });
+    g.bench_function("parse_dam_page_100_serde_json", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&page)).expect("JSON"))
     });
     g.finish();
 }
