@@ -113,6 +113,7 @@ fn write_json(leaf: Leaf<'_>, h: &mut Sha256, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::tests::any_json;
     use crate::PimValue;
     use serde_json::json;
 
@@ -142,27 +143,6 @@ mod tests {
         hash_rendered(asset, |leaf, h| match leaf {
             Leaf::Key(k) => h.update(serde_json::to_string(k).unwrap().as_bytes()),
             Leaf::Scalar(v) => h.update(v.to_string().as_bytes()),
-        })
-    }
-
-    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            ".*".prop_map(Value::from),
-            "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀]{0,8}".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map(".{0,6}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
         })
     }
 

@@ -105,16 +105,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => serde_json::to_writer(&mut *out, n).expect("a number serialises"),
         Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(out, items, write_value),
         Value::Object(map) => {
             out.push(b'{');
             for (i, (k, v)) in map.iter().enumerate() {
@@ -148,11 +139,8 @@ pub fn write_asset(out: &mut Vec<u8>, asset: &PimAsset) {
             out.push(b',');
         }
         write_str(out, attribute);
-        out.extend_from_slice(b":[");
-        for (j, v) in values.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
+        out.push(b':');
+        write_array(out, values, |out, v| {
             out.extend_from_slice(b"{\"locale\":");
             write_opt_str(out, v.locale.as_deref());
             out.extend_from_slice(b",\"channel\":");
@@ -160,20 +148,28 @@ pub fn write_asset(out: &mut Vec<u8>, asset: &PimAsset) {
             out.extend_from_slice(b",\"data\":");
             write_value(out, &v.data);
             out.push(b'}');
-        }
-        out.push(b']');
+        });
     }
     out.extend_from_slice(b"}}");
 }
 
 /// A JSON array of assets — a batch body — as serde_json writes a `[&PimAsset]`.
 pub fn write_assets<'a>(out: &mut Vec<u8>, assets: impl IntoIterator<Item = &'a PimAsset>) {
+    write_array(out, assets, write_asset);
+}
+
+/// `[…]`: each item written by `write`, separated by commas.
+fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
     out.push(b'[');
-    for (i, asset) in assets.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_asset(out, asset);
+        write(out, item);
     }
     out.push(b']');
 }
@@ -269,12 +265,14 @@ impl<'de> serde::de::Visitor<'de> for BulkValue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::PimValue;
     use proptest::prelude::*;
 
-    fn any_json() -> impl Strategy<Value = Value> {
+    /// Any JSON value: every kind of scalar (escapes, non-ASCII, both integer ranges, finite
+    /// floats), nested arrays and objects. Also the content hash's tests' generator.
+    pub(crate) fn any_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
