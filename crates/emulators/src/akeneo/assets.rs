@@ -429,18 +429,14 @@ fn page<'a>(
         }
         let mut candidates: Vec<&Arc<str>> = Vec::new();
         let mut overflow = false;
-        for (t, code) in f.by_updated.range((
-            Bound::Included((lo, Arc::<str>::from(""))),
-            Bound::Unbounded,
-        )) {
-            if *t > hi {
-                break;
-            }
-            if after_ok(code) {
-                candidates.push(code);
-                if candidates.len() > INDEX_CANDIDATES_MAX {
-                    overflow = true;
-                    break;
+        'seconds: for codes in f.by_updated.range(lo..=hi).map(|(_, codes)| codes) {
+            for code in codes {
+                if after_ok(code) {
+                    candidates.push(code);
+                    if candidates.len() > INDEX_CANDIDATES_MAX {
+                        overflow = true;
+                        break 'seconds;
+                    }
                 }
             }
         }

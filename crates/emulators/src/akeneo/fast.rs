@@ -235,7 +235,9 @@ pub(crate) fn patch_assets(
     family: &str,
     body: &[u8],
 ) -> Option<Response> {
-    let items: Vec<Item<'_>> = serde_json::from_slice(body).ok()?;
+    // Checked as UTF-8 once, then parsed as text (from bytes, serde_json checks each string
+    // on its own). A body that is not UTF-8 is the general path's to refuse.
+    let items: Vec<Item<'_>> = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     if items.len() > s.asset_batch_max {
         return None;
     }

@@ -1,7 +1,7 @@
 //! The emulator's shared state: structure, assets, media files, products, tokens, faults,
 //! counters and the request log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -338,9 +338,16 @@ pub(crate) struct Family {
     pub attr_index: HashMap<String, u16>,
     /// Assets by code: `search_after` paging walks this map in code order.
     pub assets: BTreeMap<Arc<str>, StoredAsset>,
-    /// (updated, code): the `updated` filter reads ranges of it instead of scanning.
-    pub by_updated: BTreeSet<(i64, Arc<str>)>,
+    /// Codes by `updated` time: the `updated` filter reads ranges of it instead of scanning.
+    /// A set of codes per second, not a set of (updated, code) pairs: the assets of a batch share
+    /// their second, and ordering them by code as well compared codes at every level of the
+    /// tree for each write (a tenth of the emulator's CPU at zero latency); the filter sorts the
+    /// codes it finds anyway.
+    pub by_updated: BTreeMap<i64, UpdatedAt>,
 }
+
+/// The codes of the assets last updated in one second (see [`Family::by_updated`]).
+pub type UpdatedAt = std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>;
 
 impl Family {
     pub fn new(code: &str) -> Self {
@@ -355,7 +362,7 @@ impl Family {
             attributes: Vec::new(),
             attr_index: HashMap::new(),
             assets: BTreeMap::new(),
-            by_updated: BTreeSet::new(),
+            by_updated: BTreeMap::new(),
         }
     }
 
@@ -416,8 +423,8 @@ impl Family {
             let stored = self.assets.get_mut(code).expect("present");
             stored.values = codec::encode(&vals);
             stored.updated = now;
-            self.by_updated.remove(&(old_updated, key.clone()));
-            self.by_updated.insert((now, key));
+            self.unindex_updated(old_updated, &key);
+            self.by_updated.entry(now).or_default().insert(key);
             (false, true)
         } else {
             let mut vals = Vec::new();
@@ -431,15 +438,27 @@ impl Family {
                     values: codec::encode(&vals),
                 },
             );
-            self.by_updated.insert((now, key));
+            self.by_updated.entry(now).or_default().insert(key);
             (true, true)
+        }
+    }
+
+    /// Takes `code` out of the codes updated at `updated` (and the second out of the index once
+    /// it holds none).
+    fn unindex_updated(&mut self, updated: i64, code: &Arc<str>) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.by_updated.entry(updated)
+        {
+            e.get_mut().remove(code);
+            if e.get().is_empty() {
+                e.remove();
+            }
         }
     }
 
     pub fn delete_asset(&mut self, code: &str) -> bool {
         match self.assets.remove_entry(code) {
             Some((key, stored)) => {
-                self.by_updated.remove(&(stored.updated, key));
+                self.unindex_updated(stored.updated, &key);
                 true
             }
             None => false,
@@ -730,5 +749,43 @@ impl RequestLog {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (second, codes) of the index, codes sorted.
+    fn index(f: &Family) -> Vec<(i64, Vec<String>)> {
+        f.by_updated
+            .iter()
+            .map(|(t, codes)| {
+                let mut codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+                codes.sort();
+                (*t, codes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_updated_index_follows_writes_and_deletions() {
+        let mut f = Family::new("packshots");
+        let change = |n: u8| vec![(0u16, 0u8, 0u8, Some(codec::Data::Bool(n % 2 == 0)))];
+        assert_eq!(f.write_asset("a", change(1), 10), (true, true));
+        assert_eq!(f.write_asset("b", change(1), 10), (true, true));
+        assert_eq!(index(&f), [(10, vec!["a".into(), "b".into()])]);
+        // An update moves the code to its new second; an emptied second leaves the index.
+        assert_eq!(f.write_asset("a", change(2), 20), (false, true));
+        assert_eq!(f.write_asset("b", change(2), 20), (false, true));
+        assert_eq!(index(&f), [(20, vec!["a".into(), "b".into()])]);
+        // A write that changes nothing keeps the asset's second.
+        assert_eq!(f.write_asset("a", change(2), 30), (false, false));
+        assert_eq!(index(&f), [(20, vec!["a".into(), "b".into()])]);
+        assert!(f.delete_asset("a"));
+        assert!(!f.delete_asset("a"));
+        assert_eq!(index(&f), [(20, vec!["b".into()])]);
+        assert!(f.delete_asset("b"));
+        assert!(index(&f).is_empty());
     }
 }
