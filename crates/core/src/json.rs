@@ -32,7 +32,7 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
         let b = bytes[i];
         if let Some(escape) = escape(b) {
             out.extend_from_slice(&bytes[clean_from..i]);
-            out.extend_from_slice(escape.as_bytes(b));
+            out.extend_from_slice(escape);
             clean_from = i + 1;
         }
         i += 1;
@@ -55,43 +55,29 @@ fn needs_escape(word: u64) -> bool {
     control | quote | backslash != 0
 }
 
-/// How serde_json escapes a byte, if it does.
-#[derive(Clone, Copy)]
-enum Escape {
-    Short(&'static [u8; 2]),
-    Unicode,
-}
-
-impl Escape {
-    fn as_bytes(self, b: u8) -> &'static [u8] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        // `\u00XX` for each of the 32 control characters, built at compile time.
-        const UNICODE: [[u8; 6]; 32] = {
-            let mut table = [[0u8; 6]; 32];
-            let mut i = 0;
-            while i < 32 {
-                table[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
-                i += 1;
-            }
-            table
-        };
-        match self {
-            Escape::Short(s) => &s[..],
-            Escape::Unicode => &UNICODE[b as usize],
-        }
+/// `\u00XX` for each of the 32 control characters, built at compile time.
+static UNICODE_ESCAPES: [[u8; 6]; 32] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 6]; 32];
+    let mut i = 0;
+    while i < 32 {
+        table[i] = [b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
     }
-}
+    table
+};
 
-fn escape(b: u8) -> Option<Escape> {
+/// How serde_json escapes a byte, if it does.
+fn escape(b: u8) -> Option<&'static [u8]> {
     Some(match b {
-        b'"' => Escape::Short(b"\\\""),
-        b'\\' => Escape::Short(b"\\\\"),
-        0x08 => Escape::Short(b"\\b"),
-        0x09 => Escape::Short(b"\\t"),
-        0x0a => Escape::Short(b"\\n"),
-        0x0c => Escape::Short(b"\\f"),
-        0x0d => Escape::Short(b"\\r"),
-        0x00..=0x1f => Escape::Unicode,
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        0x08 => b"\\b",
+        0x09 => b"\\t",
+        0x0a => b"\\n",
+        0x0c => b"\\f",
+        0x0d => b"\\r",
+        0x00..=0x1f => &UNICODE_ESCAPES[b as usize],
         _ => return None,
     })
 }

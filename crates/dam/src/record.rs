@@ -100,18 +100,13 @@ impl RecordShape {
         self.compile().parse(item)
     }
 
-    /// Like [`RecordShape::parse`], taking the record (an upsert carries it without a copy).
-    pub fn parse_owned(&self, item: Value) -> Result<ParsedRecord, RecordError> {
-        self.compile().parse_owned(item)
-    }
-
     /// The shape with its pointers parsed once, for reading many records (a listing's pages).
     pub fn compile(&self) -> CompiledShape {
-        CompiledShape {
-            id: ShapePointer::new(&self.id_pointer),
-            updated: ShapePointer::new(&self.updated_pointer),
-            deleted: self.deleted_pointer.as_deref().map(ShapePointer::new),
-        }
+        CompiledShape::new(
+            &self.id_pointer,
+            &self.updated_pointer,
+            self.deleted_pointer.as_deref(),
+        )
     }
 }
 
@@ -150,12 +145,21 @@ impl ShapePointer {
 }
 
 impl CompiledShape {
+    /// The shape of [`RecordShape`]'s three pointers, parsed once.
+    pub fn new(id_pointer: &str, updated_pointer: &str, deleted_pointer: Option<&str>) -> Self {
+        Self {
+            id: ShapePointer::new(id_pointer),
+            updated: ShapePointer::new(updated_pointer),
+            deleted: deleted_pointer.map(ShapePointer::new),
+        }
+    }
+
     /// [`RecordShape::parse`] with the pointers parsed once.
     pub fn parse(&self, item: &Value) -> Result<ParsedRecord, RecordError> {
         Ok(self.read(item)?.into_record(|| item.clone()))
     }
 
-    /// [`RecordShape::parse_owned`] with the pointers parsed once.
+    /// [`CompiledShape::parse`], taking the record (an upsert carries it without a copy).
     pub fn parse_owned(&self, item: Value) -> Result<ParsedRecord, RecordError> {
         Ok(self.read(&item)?.into_record(|| item))
     }
@@ -383,7 +387,7 @@ mod tests {
 
     #[test]
     fn parsing_a_taken_record_reads_as_parsing_a_borrowed_one() {
-        let shape = RecordShape::default();
+        let shape = RecordShape::default().compile();
         for item in [
             json!({"id": "A-1", "updated_at": "2026-01-02T03:04:05Z", "meta": {"sku": "S1"}}),
             json!({"id": 7, "updated_at": 1_767_225_600, "deleted": true}),
@@ -398,6 +402,22 @@ mod tests {
                 "{item}"
             );
         }
+    }
+
+    #[test]
+    fn pointers_that_are_not_rfc_6901_read_as_serde_json_reads_them() {
+        // `~2` is no valid escape: the pointer is looked up as `Value::pointer` reads its text
+        // (the key `i~2`), as before pointers were parsed once.
+        let shape = RecordShape {
+            id_pointer: "/i~2".into(),
+            updated_pointer: "/meta/up~1dated".into(),
+            deleted_pointer: None,
+        };
+        let item = json!({"i~2": "A-1", "meta": {"up/dated": "2026-01-02T03:04:05Z"}});
+        let p = shape.parse(&item).unwrap();
+        assert_eq!(p.cursor.unwrap().dam_id, "A-1");
+        let e = shape.parse(&json!({"i": "A-1"})).unwrap_err();
+        assert_eq!(e.pointer, "/i~2");
     }
 
     #[test]

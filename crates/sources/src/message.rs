@@ -58,7 +58,7 @@ use std::sync::Arc;
 
 use assetbridge_core::routing::{self, CompiledRoutes, Routed};
 use assetbridge_core::{AssetChange, ChangeKind};
-use assetbridge_dam::record::{parse_timestamp, RecordError, RecordShape};
+use assetbridge_dam::record::{parse_timestamp, CompiledShape, RecordError, RecordShape};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -303,7 +303,11 @@ impl MessageShape {
                 ))
             }
         };
-        let record = self.record_shape().compile();
+        let record = CompiledShape::new(
+            &self.id_pointer,
+            &self.updated_pointer,
+            self.deleted_pointer.as_deref(),
+        );
         let header_event_id = header_event_id.map(str::trim).filter(|s| !s.is_empty());
 
         let envelopes = envelopes(body)?;

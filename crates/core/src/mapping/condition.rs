@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::normalize::number_text;
-use super::pointer::JsonPointer as Pointer;
+use super::pointer::JsonPointer;
 
 /// A condition on the DAM record (see the module docs for the TOML forms).
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +288,7 @@ pub(crate) enum CTest {
 #[derive(Debug)]
 pub(crate) enum Cond {
     Test {
-        pointer: Pointer,
+        pointer: JsonPointer,
         test: CTest,
         ignore_case: bool,
     },
@@ -350,7 +350,7 @@ impl Cond {
                     Test::Contains(s) => CTest::Contains(fold(s)),
                 };
                 Cond::Test {
-                    pointer: Pointer::parse(pointer)?,
+                    pointer: JsonPointer::parse(pointer)?,
                     test,
                     ignore_case: ic,
                 }

@@ -44,7 +44,6 @@ use crate::{DamAsset, PimAsset, PimValue};
 
 use coerce::{coerce, show, Target};
 use condition::{is_empty, Cond};
-use pointer::JsonPointer as Pointer;
 use template::Lookup;
 use transform::{Step, StepEnv};
 
@@ -212,7 +211,7 @@ impl MappingError {
 
 #[derive(Debug)]
 enum Source {
-    Pointer(Pointer),
+    Pointer(JsonPointer),
     Template {
         name: String,
         fast: Option<Lookup>,
@@ -852,7 +851,7 @@ fn compile_rule(
 
     // Source.
     let source = if let Some(p) = v.from {
-        Source::Pointer(Pointer::parse(p).map_err(|e| err(v.from_key.clone(), e))?)
+        Source::Pointer(JsonPointer::parse(p).map_err(|e| err(v.from_key.clone(), e))?)
     } else if let Some(t) = &r.template {
         let name = format!("__value_{i}");
         env.add_template_owned(name.clone(), t.clone())

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::condition::is_empty;
 use super::normalize::{normalize_date, normalize_number, number_text, DateFormat, DateOutput};
-use super::pointer::JsonPointer as Pointer;
+use super::pointer::JsonPointer;
 use crate::code::sanitize_code;
 
 /// A named value map: DAM text → value (usually an option code). `[families.maps.<name>]`.
@@ -586,7 +586,7 @@ pub(crate) enum Step {
         output: DateOutput,
     },
     Map(CompiledMap),
-    Get(Pointer),
+    Get(JsonPointer),
 }
 
 fn compile_regex(p: &str) -> Result<Regex, String> {
@@ -748,7 +748,7 @@ impl Step {
                     ignore_case: *ignore_case,
                 })
             }
-            Transform::Get(p) => Step::Get(Pointer::parse(p)?),
+            Transform::Get(p) => Step::Get(JsonPointer::parse(p)?),
         })
     }
 
