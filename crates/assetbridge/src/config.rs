@@ -437,7 +437,7 @@ pub fn load(
 }
 
 /// Keys ending in `_file` that are paths the program opens itself, not secrets to read in.
-pub const LITERAL_FILE_KEYS: &[&str] = &["tls_cert_file", "tls_key_file"];
+pub const LITERAL_FILE_KEYS: &[&str] = &["tls_cert_file", "tls_key_file", "tls_ca_file"];
 
 fn load_options() -> assetbridge_config::LoadOptions<'static> {
     assetbridge_config::LoadOptions {
@@ -554,11 +554,12 @@ mod tests {
             }
             _ => None,
         };
-        let loaded = assetbridge_config::load_str::<AppConfig>(
+        let loaded = assetbridge_config::load_str_with::<AppConfig>(
             text,
             "assetbridge.toml",
             &env,
             Path::new("."),
+            load_options(),
         )?;
         validate(&loaded)?;
         Ok(loaded)
@@ -608,6 +609,37 @@ values = [
         let bad = MINIMAL.replace("[dam]", "[server]\nlisten = \"localhost\"\n\n[dam]");
         let e = load_text(&bad).unwrap_err();
         assert!(e.to_string().contains("server"), "{e}");
+    }
+
+    #[test]
+    fn a_queue_ca_file_is_a_path_checked_at_load() {
+        // `tls_ca_file` is a path the consumer opens (not a secret read into `tls_ca`): a
+        // missing file is an error naming the consumer and the key, at load.
+        let text = format!(
+            "{MINIMAL}\n[[queues.amqp]]\nurl = \"amqps://u:p@broker.example/%2f\"\nqueue = \"q\"\n\
+             tls_ca_file = \"no-such-ca.pem\"\nshape = {{ family = \"packshots\" }}\n\n\
+             [[queues.nats]]\nstream = \"S\"\ntls_ca_file = \"no-such-ca.pem\"\n\
+             shape = {{ family = \"packshots\" }}\n"
+        );
+        let e = load_text(&text).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.key.as_deref(), Some("queues.amqp[0]"), "{shown}");
+        assert!(
+            shown.contains("`tls_ca_file` = `no-such-ca.pem` cannot be read"),
+            "{shown}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            include_str!("../../sources/tests/fixtures/localhost-cert.pem"),
+        )
+        .unwrap();
+        let c = load_text(&text.replace("no-such-ca.pem", ca.to_str().unwrap()))
+            .unwrap()
+            .value;
+        assert_eq!(c.queues.amqp[0].tls_ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.queues.nats[0].tls_ca_file.as_deref(), Some(ca.as_path()));
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! window); the [`MessageShape`] may name one in the body instead (see [`crate::message`] for
 //! which wins).
 //!
+//! TLS: a `tls://` URL, or `tls_required = true`, upgrades the connection to TLS after the
+//! server's `INFO` (NATS's usual handshake); `tls_first = true` starts with the TLS handshake
+//! instead (servers configured with `handshake_first`). The server's certificate is verified
+//! against the system's roots or, when [`NatsConfig::tls_ca_file`] is set, against that file's
+//! certificates only (the NATS client uses one or the other). A certificate that does not
+//! verify on the first connection ends [`run`] with an error. Client certificates are not
+//! supported.
+//!
 //! The client reconnects by itself after a connection loss (with this configuration's backoff);
 //! a pull request lost with the connection ends after its expiry and the next one is sent.
 //! Messages pulled but not handled when the consumer stops (or the connection drops) are
@@ -32,6 +40,7 @@
 //! family_map = { "Packshots" = "packshots" }
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +55,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    jittered_delay, sleep_or_shutdown, Backoff, Backpressure, InboxWriter, Incoming,
+    jittered_delay, read_ca_file, sleep_or_shutdown, tls_refusal, Backoff, Backpressure,
+    InboxWriter, Incoming,
 };
 pub use crate::queue::{QueueStats, QueueStatsSnapshot, SourceError};
 
@@ -152,6 +162,18 @@ pub struct NatsConfig {
     /// Timeout of connecting, in seconds. Default: 10.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// Upgrade the connection to TLS even when the URL is `nats://` and the server does not
+    /// ask for it (a `tls://` URL always does). Default: `false`.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// Start with the TLS handshake, before the server's `INFO` (the server must be
+    /// configured with `handshake_first`); implies `tls_required`. Default: `false`.
+    #[serde(default)]
+    pub tls_first: bool,
+    /// A PEM file of CA certificates to verify the server's certificate with, instead of the
+    /// system's roots. Default: none (the system's roots).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// How a message body becomes changes. Required (`[queues.nats.shape]`).
     pub shape: MessageShape,
 }
@@ -177,6 +199,9 @@ impl NatsConfig {
             reconnect_min_ms: default_reconnect_min_ms(),
             reconnect_max_ms: default_reconnect_max_ms(),
             connect_timeout_secs: default_connect_timeout_secs(),
+            tls_required: false,
+            tls_first: false,
+            tls_ca_file: None,
             shape,
         }
     }
@@ -259,6 +284,9 @@ impl NatsConfig {
         }
         if self.connect_timeout_secs == 0 {
             return config("`connect_timeout_secs` must be at least 1".into());
+        }
+        if let Some(path) = &self.tls_ca_file {
+            read_ca_file(TRANSPORT, path)?;
         }
         if let Err(e) = self.shape.validate() {
             return config(format!("`shape`: {e}"));
@@ -442,6 +470,14 @@ impl NatsConsumer<'_> {
                     }
                 }
             });
+        if c.tls_first {
+            options = options.tls_first();
+        } else if c.tls_required {
+            options = options.require_tls(true);
+        }
+        if let Some(path) = &c.tls_ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
         if let Some(token) = &c.token {
             options = options.token(token.expose_secret().to_owned());
         }
@@ -452,12 +488,14 @@ impl NatsConsumer<'_> {
         match tokio::time::timeout(timeout, options.connect(c.url.as_str())).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => {
+                // A certificate that does not verify comes as `Io`, rustls's error inside.
                 let permanent = matches!(
                     e.kind(),
                     ConnectErrorKind::ServerParse
                         | ConnectErrorKind::Authentication
                         | ConnectErrorKind::AuthorizationViolation
-                );
+                        | ConnectErrorKind::Tls
+                ) || tls_refusal(&e).is_some();
                 Err(SetupFailure::new(permanent, format!("connect: {e}")))
             }
             Err(_) => Err(SetupFailure::new(
@@ -715,6 +753,25 @@ mod tests {
 
     fn shape() -> MessageShape {
         MessageShape::with_family("packshots")
+    }
+
+    #[test]
+    fn tls_settings_default_off_and_the_ca_file_is_checked() {
+        let c = NatsConfig::new("DAM", shape());
+        assert!(!c.tls_required && !c.tls_first && c.tls_ca_file.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = c;
+        c.tls_ca_file = Some(dir.path().join("missing.pem"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`tls_ca_file`") && e.contains("cannot be read"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        c.tls_ca_file = Some(empty);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("holds no certificate"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!   *first* connection (wrong credentials, missing queue/stream), ends [`run`](crate::amqp::run)
 //!   with an error.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,6 +165,62 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// Reads a consumer's `tls_ca_file`: the PEM text, once it is known to hold at least one
+/// certificate (checked at start, so a wrong path or file is a configuration error naming the
+/// key rather than a handshake failure later).
+pub(crate) fn read_ca_file(transport: &'static str, path: &Path) -> Result<String, SourceError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let config = |message: String| SourceError::Config { transport, message };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        config(format!(
+            "`tls_ca_file` = `{}` cannot be read: {e}",
+            path.display()
+        ))
+    })?;
+    let mut certificates = 0;
+    for c in CertificateDer::pem_slice_iter(text.as_bytes()) {
+        c.map_err(|e| {
+            config(format!(
+                "`tls_ca_file` = `{}` is not a PEM certificate file: {e}",
+                path.display()
+            ))
+        })?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(config(format!(
+            "`tls_ca_file` = `{}` holds no certificate (`-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
+/// The TLS refusal (rustls's error) behind an error, if that is what it is: an untrusted or
+/// mismatched certificate, a TLS version or cipher the server refuses. Such a refusal on the
+/// first connection is a configuration problem, not worth retrying.
+pub(crate) fn tls_refusal<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // `io::Error::source` skips the error it wraps: look inside it too.
+        if let Some(t) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(t);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// The delay before attempt `attempt` (0-based): a random time in `[d/2, d]` where

@@ -20,6 +20,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{Handshake, TlsTerminator};
+
 const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 // --- helpers -------------------------------------------------------------------------------
@@ -446,7 +449,9 @@ async fn a_store_failure_leaves_the_messages_on_the_queue() {
     let s = running.stats();
     assert_eq!((s.acked, s.enqueued), (0, 0), "{s:?}");
     running.stop().await;
-    assert_eq!(queue.ready().await, 3, "nothing was lost");
+    // Nothing was lost: the closed channel gave the three back (the broker's ready count
+    // follows the requeue a moment later).
+    wait_ready(&queue, 3).await;
 
     // With a working store the same messages arrive, flagged as redeliveries.
     let store = store(&dir).await;
@@ -626,5 +631,59 @@ async fn refusals_at_start_are_errors_without_the_password() {
     assert!(!text.contains("wrong-s3cret"), "{text}");
     assert!(text.contains("guest:***@127.0.0.1"), "{text}");
     assert!(text.contains("ACCESS_REFUSED"), "{text}");
+    queue.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_with_a_private_ca_consumes_over_tls() {
+    let queue = TestQueue::new("tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls = TlsTerminator::start("127.0.0.1:5672", Handshake::First).await;
+    let mut c = config(&queue.name);
+    c.url = format!("amqps://guest:guest@{}/%2f", tls.addr).into();
+    c.tls_ca_file = Some(TlsTerminator::ca_file(dir.path()));
+    let running = Running::start(c, &store);
+
+    for i in 0..3 {
+        queue.publish(&asset(&format!("t{i}")), None).await;
+    }
+    running
+        .wait_for("3 messages acknowledged over TLS", |s| s.acked == 3)
+        .await;
+    // The consumer's one connection went through the terminator's TLS handshake.
+    assert_eq!(tls.handshakes(), 1);
+    running.stop().await;
+    let ids: Vec<String> = inbox(&store).await.into_iter().map(|c| c.0).collect();
+    assert_eq!(ids, ["t0", "t1", "t2"]);
+    assert_eq!(queue.ready().await, 0);
+    queue.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_broker_certificate_is_an_error_at_start() {
+    let queue = TestQueue::new("tls-untrusted").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls = TlsTerminator::start("127.0.0.1:5672", Handshake::First).await;
+    queue.publish(&asset("kept"), None).await;
+    // No `tls_ca_file`: the system's roots do not know the self-signed certificate.
+    let mut c = config(&queue.name);
+    c.url = format!("amqps://guest:s3cret@{}/%2f", tls.addr).into();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        amqp::run(c, store.clone(), CancellationToken::new()),
+    )
+    .await
+    .expect("a certificate refusal must end the consumer, not be retried")
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, SourceError::Broker { .. }), "{e:?}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert_eq!(tls.handshakes(), 0);
+    // Nothing was taken: the message is still on the queue, the inbox is empty.
+    assert_eq!(queue.ready().await, 1);
+    assert!(inbox(&store).await.is_empty());
     queue.cleanup().await;
 }

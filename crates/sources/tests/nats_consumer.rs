@@ -17,6 +17,9 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{Handshake, TlsTerminator};
+
 const SERVER: &str = "nats://127.0.0.1:4222";
 
 // --- helpers -------------------------------------------------------------------------------
@@ -634,4 +637,67 @@ async fn a_missing_stream_is_an_error_at_start() {
     .unwrap_err();
     assert!(matches!(e, SourceError::Broker { .. }), "{e:?}");
     assert!(e.to_string().contains("must exist"), "{e}");
+}
+
+/// Consumes three messages through a TLS terminator in front of the server.
+async fn consume_over_tls(name: &str, handshake: Handshake, tls_first: bool) {
+    let stream = TestStream::new(name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls = TlsTerminator::start("127.0.0.1:4222", handshake).await;
+    let mut c = config(&stream);
+    c.url = format!("nats://{}", tls.addr);
+    c.tls_required = true;
+    c.tls_first = tls_first;
+    c.tls_ca_file = Some(TlsTerminator::ca_file(dir.path()));
+    let running = Running::start(c, &store);
+
+    for i in 0..3 {
+        stream.publish(&asset(&format!("t{i}")), None).await;
+    }
+    running
+        .wait_for("3 messages acknowledged over TLS", |s| s.acked == 3)
+        .await;
+    assert_eq!(tls.handshakes(), 1);
+    running.stop().await;
+    let ids: Vec<String> = inbox(&store).await.into_iter().map(|c| c.0).collect();
+    assert_eq!(ids, ["t0", "t1", "t2"]);
+    stream.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_after_the_server_info_with_a_private_ca() {
+    consume_over_tls("tls", Handshake::AfterGreeting, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_first_handshake_with_a_private_ca() {
+    consume_over_tls("tlsfirst", Handshake::First, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_is_an_error_at_start() {
+    let stream = TestStream::new("tlsuntrusted").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls = TlsTerminator::start("127.0.0.1:4222", Handshake::AfterGreeting).await;
+    stream.publish(&asset("kept"), None).await;
+    // No `tls_ca_file`: the system's roots do not know the self-signed certificate.
+    let mut c = config(&stream);
+    c.url = format!("tls://{}", tls.addr);
+    c.token = Some("t0k3n-s3cret".to_owned().into());
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        nats::run(c, store.clone(), CancellationToken::new()),
+    )
+    .await
+    .expect("a certificate refusal must end the consumer, not be retried")
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, SourceError::Broker { .. }), "{e:?}");
+    assert!(text.to_lowercase().contains("tls"), "{text}");
+    assert!(!text.contains("t0k3n-s3cret"), "{text}");
+    assert_eq!(tls.handshakes(), 0);
+    assert!(inbox(&store).await.is_empty());
+    stream.cleanup().await;
 }

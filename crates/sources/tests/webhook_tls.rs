@@ -13,29 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 /// A TEST-ONLY self-signed certificate (P-256, CA:FALSE) for 127.0.0.1 and localhost, valid
 /// until 2126; it protects nothing.
-const CERT_PEM: &str = concat!(
-    "-----BEGIN CERTIFICATE-----\n",
-    "MIIB5jCCAYugAwIBAgIUWSf5KK/jXH6asCr3aG6frmaDTfcwCgYIKoZIzj0EAwIw\n",
-    "JzElMCMGA1UEAwwcYXNzZXRicmlkZ2UgdGVzdCAoVEVTVCBPTkxZKTAgFw0yNjEx\n",
-    "MjMxOTEzMjBaGA8yMTI2MTAzMDE5MTMyMFowJzElMCMGA1UEAwwcYXNzZXRicmlk\n",
-    "Z2UgdGVzdCAoVEVTVCBPTkxZKTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABAt6\n",
-    "lBeHvTnSnWGgbMKsTxXP1tg/j9cGc4Ky4eN9jaiAbkTXxlk6c9JBOyP3VlFugeU4\n",
-    "lIuOQIFAltNAk0EDQ0ujgZIwgY8wHQYDVR0OBBYEFBAkD0FkVXWIrQdJRzIVkyRi\n",
-    "WLGQMB8GA1UdIwQYMBaAFBAkD0FkVXWIrQdJRzIVkyRiWLGQMBoGA1UdEQQTMBGH\n",
-    "BH8AAAGCCWxvY2FsaG9zdDAMBgNVHRMBAf8EAjAAMA4GA1UdDwEB/wQEAwIHgDAT\n",
-    "BgNVHSUEDDAKBggrBgEFBQcDATAKBggqhkjOPQQDAgNJADBGAiEAoKUgtGQegEjB\n",
-    "n2udzQgAqGHHHgt9z5t1SRlOhL2QdIICIQDBSChMV0aDehJwRWak8uUodeaIELdz\n",
-    "qehgWSTmx07Pzw==\n",
-    "-----END CERTIFICATE-----\n",
-);
+const CERT_PEM: &str = include_str!("fixtures/localhost-cert.pem");
 /// Its private key (PKCS#8). TEST ONLY.
-const KEY_PEM: &str = concat!(
-    "-----BEGIN PRIVATE KEY-----\n",
-    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkA6sXXvY56FzYhXi\n",
-    "Cn5sotnh7HA7uF4KpsTelDbd5S6hRANCAAQLepQXh7050p1hoGzCrE8Vz9bYP4/X\n",
-    "BnOCsuHjfY2ogG5E18ZZOnPSQTsj91ZRboHlOJSLjkCBQJbTQJNBA0NL\n",
-    "-----END PRIVATE KEY-----\n",
-);
+const KEY_PEM: &str = include_str!("fixtures/localhost-key.pem");
 
 fn hmac() -> HmacAuth {
     HmacAuth {

@@ -1,0 +1,112 @@
+//! A TLS terminator in front of a real broker, for the queue consumers' TLS tests: the broker
+//! on this machine speaks plain TCP, the consumer speaks TLS to the terminator, which forwards
+//! the decrypted bytes. It presents the TEST-ONLY self-signed certificate of
+//! `fixtures/localhost-cert.pem` (for 127.0.0.1 and localhost). Each test binary that includes
+//! this module uses part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// The terminator's certificate (PEM): what a client must trust (`tls_ca_file`).
+pub const CERT_PEM: &str = include_str!("../fixtures/localhost-cert.pem");
+const KEY_PEM: &str = include_str!("../fixtures/localhost-key.pem");
+
+/// When the TLS handshake happens on a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Handshake {
+    /// At once (AMQP over TLS; NATS with `handshake_first`).
+    First,
+    /// After the server's first line, passed on in plain text (NATS: `INFO {…}`, then the
+    /// client upgrades the connection).
+    AfterGreeting,
+}
+
+pub struct TlsTerminator {
+    pub addr: SocketAddr,
+    /// TLS handshakes completed.
+    pub handshakes: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl TlsTerminator {
+    pub async fn start(target: &'static str, handshake: Handshake) -> TlsTerminator {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(CERT_PEM.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let done = handshakes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (acceptor, done) = (acceptor.clone(), done.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if let Handshake::AfterGreeting = handshake {
+                        // Byte by byte: nothing after the line may be read here.
+                        let mut byte = [0u8; 1];
+                        loop {
+                            if outbound.read_exact(&mut byte).await.is_err()
+                                || inbound.write_all(&byte).await.is_err()
+                            {
+                                return;
+                            }
+                            if byte[0] == b'\n' {
+                                break;
+                            }
+                        }
+                    }
+                    let Ok(mut tls) = acceptor.accept(inbound).await else {
+                        return;
+                    };
+                    done.fetch_add(1, Ordering::SeqCst);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut outbound).await;
+                });
+            }
+        });
+        TlsTerminator {
+            addr,
+            handshakes,
+            task,
+        }
+    }
+
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Writes the certificate to trust into `dir` and returns its path.
+    pub fn ca_file(dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("broker-ca.pem");
+        std::fs::write(&path, CERT_PEM).unwrap();
+        path
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
