@@ -437,7 +437,13 @@ pub fn load(
 }
 
 /// Keys ending in `_file` that are paths the program opens itself, not secrets to read in.
-pub const LITERAL_FILE_KEYS: &[&str] = &["tls_cert_file", "tls_key_file", "tls_ca_file"];
+pub const LITERAL_FILE_KEYS: &[&str] = &[
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "tls_client_cert_file",
+    "tls_client_key_file",
+];
 
 fn load_options() -> assetbridge_config::LoadOptions<'static> {
     assetbridge_config::LoadOptions {

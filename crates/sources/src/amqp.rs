@@ -28,7 +28,9 @@
 //! verifying the broker's certificate against the system's roots and, when set,
 //! [`AmqpConfig::tls_ca_file`] (a private CA); the URL's host is the name checked. A broker
 //! certificate that does not verify on the first connection ends [`run`] with an error (it
-//! would fail the same way on every retry). Client certificates are not supported.
+//! would fail the same way on every retry). A client certificate (mutual TLS) is
+//! [`AmqpConfig::tls_client_cert_file`] and [`AmqpConfig::tls_client_key_file`] (PEM; the key
+//! PKCS#8), handed to the client as the PKCS#12 identity it takes, built in memory at start.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -41,7 +43,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::tcp::OwnedTLSConfig;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
@@ -51,7 +53,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    read_ca_file, sleep_or_shutdown, tls_refusal, Backoff, Backpressure, InboxWriter, Incoming,
+    read_ca_file, read_client_identity, sleep_or_shutdown, tls_refusal, Backoff, Backpressure,
+    ClientIdentity, InboxWriter, Incoming,
 };
 pub use crate::queue::{QueueStats, QueueStatsSnapshot, SourceError};
 
@@ -90,6 +93,15 @@ pub struct AmqpConfig {
     /// roots (a private CA, a self-signed broker). Only with `amqps://`. Default: none.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate presented to an `amqps://` broker that asks for one (mutual TLS):
+    /// a PEM file, the certificate first, then any intermediates. Needs `tls_client_key_file`.
+    /// Default: none.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key: a PEM file, PKCS#8 (`-----BEGIN PRIVATE KEY-----`).
+    /// Default: none.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// The queue to consume. Required.
     pub queue: String,
     /// Declare the queue (durable, not exclusive, not auto-delete) when it does not exist.
@@ -132,6 +144,8 @@ impl AmqpConfig {
         Self {
             url: SecretString::from(url.into()),
             tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             queue: queue.into(),
             declare: false,
             prefetch: default_prefetch(),
@@ -150,10 +164,26 @@ impl AmqpConfig {
         redact_url(self.url.expose_secret())
     }
 
-    /// Checks the configuration (URL, bounds, CA file, message shape) without connecting.
+    /// Checks the configuration (URL, bounds, certificate files, message shape) without
+    /// connecting.
     pub fn validate(&self) -> Result<(), SourceError> {
         self.parsed_uri()?;
-        self.trusted_ca().map(|_| ())
+        self.tls_config().map(|_| ())
+    }
+
+    /// What the TLS handshake needs besides the URL: the CA file's text, the client identity.
+    fn tls_config(&self) -> Result<TlsFiles, SourceError> {
+        let identity = read_client_identity(
+            TRANSPORT,
+            self.tls_client_cert_file.as_deref(),
+            self.tls_client_key_file.as_deref(),
+        )?
+        .map(pkcs12_identity)
+        .transpose()?;
+        Ok(TlsFiles {
+            trusted_ca: self.trusted_ca()?,
+            identity,
+        })
     }
 
     /// The PEM text of `tls_ca_file`, if set.
@@ -176,10 +206,17 @@ impl AmqpConfig {
                 self.display_url()
             ))
         })?;
-        if self.tls_ca_file.is_some() && uri.scheme != AMQPScheme::AMQPS {
-            return Err(config(
-                "`tls_ca_file` is set but `url` is amqp:// (no TLS): use amqps://".into(),
-            ));
+        let tls_keys = [
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("tls_client_cert_file", self.tls_client_cert_file.is_some()),
+            ("tls_client_key_file", self.tls_client_key_file.is_some()),
+        ];
+        if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
+            if uri.scheme != AMQPScheme::AMQPS {
+                return Err(config(format!(
+                    "`{key}` is set but `url` is amqp:// (no TLS): use amqps://"
+                )));
+            }
         }
         if self.queue.trim().is_empty() {
             return Err(config("`queue` is empty".into()));
@@ -215,6 +252,62 @@ impl AmqpConfig {
     }
 }
 
+/// The TLS material of a consumer, read once at start.
+struct TlsFiles {
+    /// PEM certificates trusted besides the system's roots (`tls_ca_file`).
+    trusted_ca: Option<String>,
+    /// The client certificate and key as the PKCS#12 container lapin takes.
+    identity: Option<Pkcs12>,
+}
+
+struct Pkcs12 {
+    der: Vec<u8>,
+    password: &'static str,
+}
+
+/// The password of the in-memory PKCS#12 container (it never leaves the process; lapin's TLS
+/// stack reads it back at each connection).
+const PKCS12_PASSWORD: &str = "assetbridge";
+
+/// Packs a client certificate and key into the PKCS#12 identity lapin's TLS stack takes (its
+/// only way in); the key must be PKCS#8, which is all that stack reads back.
+fn pkcs12_identity(identity: ClientIdentity) -> Result<Pkcs12, SourceError> {
+    let config = |message: String| SourceError::Config {
+        transport: TRANSPORT,
+        message,
+    };
+    let rustls::pki_types::PrivateKeyDer::Pkcs8(key) = &identity.key else {
+        return Err(config(
+            "`tls_client_key_file` must be a PKCS#8 key (`-----BEGIN PRIVATE KEY-----`); convert \
+             it with `openssl pkcs8 -topk8 -nocrypt -in key.pem -out key-pkcs8.pem`"
+                .into(),
+        ));
+    };
+    let chain = identity
+        .chain
+        .iter()
+        .map(|c| p12_keystore::Certificate::from_der(c.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| config(format!("`tls_client_cert_file`: {e}")))?;
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "assetbridge",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+            key.secret_pkcs8_der(),
+            [1u8],
+            chain,
+        )),
+    );
+    let der = store
+        .writer(PKCS12_PASSWORD)
+        .write()
+        .map_err(|e| config(format!("client certificate: {e}")))?;
+    Ok(Pkcs12 {
+        der,
+        password: PKCS12_PASSWORD,
+    })
+}
+
 /// Consumes `config.queue` into `store` until `shutdown` fires (see [`run_with_stats`]).
 pub async fn run(
     config: AmqpConfig,
@@ -238,7 +331,7 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
     let uri = config.parsed_uri()?;
-    let trusted_ca = config.trusted_ca()?;
+    let tls = config.tls_config()?;
     let shown_url = config.display_url();
     let writer = InboxWriter {
         store,
@@ -249,7 +342,7 @@ pub async fn run_with_stats(
     let mut consumer = AmqpConsumer {
         config: &config,
         uri,
-        trusted_ca,
+        tls,
         shown_url: &shown_url,
         writer,
         shutdown: &shutdown,
@@ -270,8 +363,7 @@ pub async fn run_with_stats(
 struct AmqpConsumer<'a> {
     config: &'a AmqpConfig,
     uri: AMQPUri,
-    /// PEM certificates trusted besides the system's roots (`tls_ca_file`).
-    trusted_ca: Option<String>,
+    tls: TlsFiles,
     shown_url: &'a str,
     writer: InboxWriter,
     shutdown: &'a CancellationToken,
@@ -389,8 +481,11 @@ impl AmqpConsumer<'_> {
         let timeout = Duration::from_secs(self.config.connect_timeout_secs);
         let properties = ConnectionProperties::default().with_connection_name("assetbridge".into());
         let tls = OwnedTLSConfig {
-            identity: None,
-            cert_chain: self.trusted_ca.clone(),
+            identity: self.tls.identity.as_ref().map(|i| OwnedIdentity {
+                der: i.der.clone(),
+                password: i.password.to_owned(),
+            }),
+            cert_chain: self.tls.trusted_ca.clone(),
         };
         let connection = match tokio::time::timeout(
             timeout,
@@ -642,7 +737,34 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("not a PEM certificate file"), "{e}");
 
-        // A CA file with a plain amqp:// URL would silently not be used: refused.
+        c.tls_ca_file = None;
+
+        // A client certificate: both files or neither; the key PKCS#8 (what the TLS stack reads).
+        let cert = dir.path().join("client-cert.pem");
+        std::fs::write(&cert, include_str!("../tests/fixtures/client-cert.pem")).unwrap();
+        c.tls_client_cert_file = Some(cert);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("needs `tls_client_key_file`"), "{e}");
+        let sec1 = dir.path().join("sec1.pem");
+        std::fs::write(
+            &sec1,
+            "-----BEGIN EC PRIVATE KEY-----\nMAA=\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        c.tls_client_key_file = Some(sec1);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("must be a PKCS#8 key"), "{e}");
+        let key = dir.path().join("client-key.pem");
+        std::fs::write(&key, include_str!("../tests/fixtures/client-key.pem")).unwrap();
+        c.tls_client_key_file = Some(key);
+        let identity = c.tls_config().unwrap().identity.expect("an identity");
+        // What lapin's TLS stack will read back: the key and the one certificate.
+        let back = p12_keystore::KeyStore::from_pkcs12(&identity.der, identity.password).unwrap();
+        let (_, chain) = back.private_key_chain().expect("a key");
+        assert_eq!(chain.chain().len(), 1);
+
+        // TLS files with a plain amqp:// URL would silently not be used: refused.
+        c.tls_ca_file = Some(dir.path().join("ca.pem"));
         c.url = SecretString::from("amqp://guest:s3cret@broker.example/%2f".to_owned());
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("use amqps://") && !e.contains("s3cret"), "{e}");

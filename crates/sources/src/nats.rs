@@ -19,8 +19,8 @@
 //! instead (servers configured with `handshake_first`). The server's certificate is verified
 //! against the system's roots or, when [`NatsConfig::tls_ca_file`] is set, against that file's
 //! certificates only (the NATS client uses one or the other). A certificate that does not
-//! verify on the first connection ends [`run`] with an error. Client certificates are not
-//! supported.
+//! verify on the first connection ends [`run`] with an error. A client certificate (mutual
+//! TLS) is [`NatsConfig::tls_client_cert_file`] and [`NatsConfig::tls_client_key_file`] (PEM).
 //!
 //! The client reconnects by itself after a connection loss (with this configuration's backoff);
 //! a pull request lost with the connection ends after its expiry and the next one is sent.
@@ -55,8 +55,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::MessageShape;
 use crate::queue::{
-    jittered_delay, read_ca_file, sleep_or_shutdown, tls_refusal, Backoff, Backpressure,
-    InboxWriter, Incoming,
+    jittered_delay, read_ca_file, read_client_identity, sleep_or_shutdown, tls_refusal, Backoff,
+    Backpressure, InboxWriter, Incoming,
 };
 pub use crate::queue::{QueueStats, QueueStatsSnapshot, SourceError};
 
@@ -174,6 +174,14 @@ pub struct NatsConfig {
     /// system's roots. Default: none (the system's roots).
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate presented to a server that asks for one (mutual TLS): a PEM
+    /// file, the certificate first, then any intermediates. Needs `tls_client_key_file`.
+    /// Default: none.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default: none.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// How a message body becomes changes. Required (`[queues.nats.shape]`).
     pub shape: MessageShape,
 }
@@ -202,6 +210,8 @@ impl NatsConfig {
             tls_required: false,
             tls_first: false,
             tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             shape,
         }
     }
@@ -288,6 +298,11 @@ impl NatsConfig {
         if let Some(path) = &self.tls_ca_file {
             read_ca_file(TRANSPORT, path)?;
         }
+        read_client_identity(
+            TRANSPORT,
+            self.tls_client_cert_file.as_deref(),
+            self.tls_client_key_file.as_deref(),
+        )?;
         if let Err(e) = self.shape.validate() {
             return config(format!("`shape`: {e}"));
         }
@@ -477,6 +492,9 @@ impl NatsConsumer<'_> {
         }
         if let Some(path) = &c.tls_ca_file {
             options = options.add_root_certificates(path.clone());
+        }
+        if let (Some(cert), Some(key)) = (&c.tls_client_cert_file, &c.tls_client_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
         if let Some(token) = &c.token {
             options = options.token(token.expose_secret().to_owned());
@@ -772,6 +790,10 @@ mod tests {
         c.tls_ca_file = Some(empty);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("holds no certificate"), "{e}");
+        c.tls_ca_file = None;
+        c.tls_client_key_file = Some(dir.path().join("key.pem"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("needs `tls_client_cert_file`"), "{e}");
     }
 
     #[test]

@@ -199,6 +199,59 @@ pub(crate) fn read_ca_file(transport: &'static str, path: &Path) -> Result<Strin
     Ok(text)
 }
 
+/// A client certificate for mutual TLS: `tls_client_cert_file` (PEM, the certificate first,
+/// then any intermediates) and `tls_client_key_file` (PEM), read and checked at start.
+pub(crate) struct ClientIdentity {
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+/// Reads a consumer's client certificate, if it names one (both files or neither).
+pub(crate) fn read_client_identity(
+    transport: &'static str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ClientIdentity>, SourceError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let config = |message: String| SourceError::Config { transport, message };
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => {
+            return Err(config(
+                "`tls_client_cert_file` needs `tls_client_key_file` (its private key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(config(
+                "`tls_client_key_file` needs `tls_client_cert_file` (its certificate)".into(),
+            ))
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| {
+            config(format!(
+                "`tls_client_cert_file` = `{}`: {e}",
+                cert.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(config(format!(
+            "`tls_client_cert_file` = `{}` holds no certificate (`-----BEGIN CERTIFICATE-----`)",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        config(format!(
+            "`tls_client_key_file` = `{}` is not a PEM private key: {e}",
+            key.display()
+        ))
+    })?;
+    Ok(Some(ClientIdentity { chain, key }))
+}
+
 /// The TLS refusal (rustls's error) behind an error, if that is what it is: an untrusted or
 /// mismatched certificate, a TLS version or cipher the server refuses. Such a refusal on the
 /// first connection is a configuration problem, not worth retrying.

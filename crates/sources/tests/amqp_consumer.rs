@@ -687,3 +687,41 @@ async fn an_untrusted_broker_certificate_is_an_error_at_start() {
     assert!(inbox(&store).await.is_empty());
     queue.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_for_a_broker_that_requires_one() {
+    let queue = TestQueue::new("mtls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls = TlsTerminator::requiring_client_cert("127.0.0.1:5672", Handshake::First).await;
+    let url = format!("amqps://guest:guest@{}/%2f", tls.addr);
+
+    // Without a client certificate the broker's side refuses the handshake: an error at start.
+    let mut c = config(&queue.name);
+    c.url = url.clone().into();
+    c.tls_ca_file = Some(TlsTerminator::ca_file(dir.path()));
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        amqp::run(c.clone(), store.clone(), CancellationToken::new()),
+    )
+    .await
+    .expect("a refused handshake must end the consumer, not be retried")
+    .unwrap_err();
+    assert!(matches!(e, SourceError::Broker { .. }), "{e:?}");
+    assert_eq!(tls.handshakes(), 0);
+
+    // With it (PEM files; lapin gets them as PKCS#12), the messages arrive.
+    let (cert, key) = TlsTerminator::client_cert_files(dir.path());
+    c.tls_client_cert_file = Some(cert);
+    c.tls_client_key_file = Some(key);
+    let running = Running::start(c, &store);
+    queue.publish(&asset("m0"), None).await;
+    running
+        .wait_for("the message, over mutual TLS", |s| s.acked == 1)
+        .await;
+    assert_eq!(tls.handshakes(), 1);
+    running.stop().await;
+    let ids: Vec<String> = inbox(&store).await.into_iter().map(|c| c.0).collect();
+    assert_eq!(ids, ["m0"]);
+    queue.cleanup().await;
+}

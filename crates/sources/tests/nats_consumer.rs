@@ -701,3 +701,40 @@ async fn an_untrusted_server_certificate_is_an_error_at_start() {
     assert!(inbox(&store).await.is_empty());
     stream.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_for_a_server_that_requires_one() {
+    let stream = TestStream::new("mtls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let tls =
+        TlsTerminator::requiring_client_cert("127.0.0.1:4222", Handshake::AfterGreeting).await;
+
+    // Without a client certificate the server's side refuses the handshake: an error at start.
+    let mut c = config(&stream);
+    c.url = format!("tls://{}", tls.addr);
+    c.tls_ca_file = Some(TlsTerminator::ca_file(dir.path()));
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        nats::run(c.clone(), store.clone(), CancellationToken::new()),
+    )
+    .await
+    .expect("a refused handshake must end the consumer, not be retried")
+    .unwrap_err();
+    assert!(matches!(e, SourceError::Broker { .. }), "{e:?}");
+    assert_eq!(tls.handshakes(), 0);
+
+    let (cert, key) = TlsTerminator::client_cert_files(dir.path());
+    c.tls_client_cert_file = Some(cert);
+    c.tls_client_key_file = Some(key);
+    let running = Running::start(c, &store);
+    stream.publish(&asset("m0"), None).await;
+    running
+        .wait_for("the message, over mutual TLS", |s| s.acked == 1)
+        .await;
+    assert_eq!(tls.handshakes(), 1);
+    running.stop().await;
+    let ids: Vec<String> = inbox(&store).await.into_iter().map(|c| c.0).collect();
+    assert_eq!(ids, ["m0"]);
+    stream.cleanup().await;
+}

@@ -19,6 +19,10 @@ use tokio_rustls::TlsAcceptor;
 /// The terminator's certificate (PEM): what a client must trust (`tls_ca_file`).
 pub const CERT_PEM: &str = include_str!("../fixtures/localhost-cert.pem");
 const KEY_PEM: &str = include_str!("../fixtures/localhost-key.pem");
+/// A TEST-ONLY client certificate (self-signed, P-256, clientAuth) and its PKCS#8 key: what a
+/// terminator started with [`TlsTerminator::requiring_client_cert`] accepts.
+pub const CLIENT_CERT_PEM: &str = include_str!("../fixtures/client-cert.pem");
+pub const CLIENT_KEY_PEM: &str = include_str!("../fixtures/client-key.pem");
 
 /// When the TLS handshake happens on a connection.
 #[derive(Debug, Clone, Copy)]
@@ -39,19 +43,47 @@ pub struct TlsTerminator {
 
 impl TlsTerminator {
     pub async fn start(target: &'static str, handshake: Handshake) -> TlsTerminator {
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(CERT_PEM.as_bytes())
+        Self::start_with(target, handshake, false).await
+    }
+
+    /// A terminator that completes a handshake only with the client certificate of
+    /// [`CLIENT_CERT_PEM`] (mutual TLS).
+    pub async fn requiring_client_cert(
+        target: &'static str,
+        handshake: Handshake,
+    ) -> TlsTerminator {
+        Self::start_with(target, handshake, true).await
+    }
+
+    async fn start_with(
+        target: &'static str,
+        handshake: Handshake,
+        client_auth: bool,
+    ) -> TlsTerminator {
+        let pem = |text: &str| -> Vec<CertificateDer<'static>> {
+            CertificateDer::pem_slice_iter(text.as_bytes())
                 .collect::<Result<_, _>>()
-                .unwrap();
+                .unwrap()
+        };
         let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(pem(CLIENT_CERT_PEM));
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_single_cert(pem(CERT_PEM), key).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -102,6 +134,14 @@ impl TlsTerminator {
         let path = dir.join("broker-ca.pem");
         std::fs::write(&path, CERT_PEM).unwrap();
         path
+    }
+
+    /// Writes the client certificate and key into `dir`; returns (certificate, key) paths.
+    pub fn client_cert_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("client-cert.pem"), dir.join("client-key.pem"));
+        std::fs::write(&cert, CLIENT_CERT_PEM).unwrap();
+        std::fs::write(&key, CLIENT_KEY_PEM).unwrap();
+        (cert, key)
     }
 }
 
