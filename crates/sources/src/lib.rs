@@ -15,5 +15,6 @@ pub mod amqp;
 pub mod journal;
 pub mod message;
 pub mod nats;
+mod pem;
 pub mod queue;
 pub mod webhook;

@@ -775,10 +775,9 @@ mod tests {
 
     #[test]
     fn tls_settings_default_off_and_the_ca_file_is_checked() {
-        let c = NatsConfig::new("DAM", shape());
+        let mut c = NatsConfig::new("DAM", shape());
         assert!(!c.tls_required && !c.tls_first && c.tls_ca_file.is_none());
         let dir = tempfile::tempdir().unwrap();
-        let mut c = c;
         c.tls_ca_file = Some(dir.path().join("missing.pem"));
         let e = c.validate().unwrap_err().to_string();
         assert!(

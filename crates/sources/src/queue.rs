@@ -171,32 +171,13 @@ impl Backoff {
 /// certificate (checked at start, so a wrong path or file is a configuration error naming the
 /// key rather than a handshake failure later).
 pub(crate) fn read_ca_file(transport: &'static str, path: &Path) -> Result<String, SourceError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let config = |message: String| SourceError::Config { transport, message };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        config(format!(
-            "`tls_ca_file` = `{}` cannot be read: {e}",
-            path.display()
-        ))
-    })?;
-    let mut certificates = 0;
-    for c in CertificateDer::pem_slice_iter(text.as_bytes()) {
-        c.map_err(|e| {
-            config(format!(
-                "`tls_ca_file` = `{}` is not a PEM certificate file: {e}",
-                path.display()
-            ))
-        })?;
-        certificates += 1;
-    }
-    if certificates == 0 {
-        return Err(config(format!(
-            "`tls_ca_file` = `{}` holds no certificate (`-----BEGIN CERTIFICATE-----`)",
-            path.display()
-        )));
-    }
-    Ok(text)
+    let config = |e: String| SourceError::Config {
+        transport,
+        message: format!("`tls_ca_file` = `{}` {e}", path.display()),
+    };
+    let text = crate::pem::read(path).map_err(config)?;
+    crate::pem::certificates(&text).map_err(config)?;
+    String::from_utf8(text).map_err(|_| config("is not a PEM certificate file: not UTF-8".into()))
 }
 
 /// A client certificate for mutual TLS: `tls_client_cert_file` (PEM, the certificate first,
@@ -212,8 +193,6 @@ pub(crate) fn read_client_identity(
     cert: Option<&Path>,
     key: Option<&Path>,
 ) -> Result<Option<ClientIdentity>, SourceError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let config = |message: String| SourceError::Config { transport, message };
     let (cert, key) = match (cert, key) {
         (None, None) => return Ok(None),
@@ -229,26 +208,10 @@ pub(crate) fn read_client_identity(
             ))
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| {
-            config(format!(
-                "`tls_client_cert_file` = `{}`: {e}",
-                cert.display()
-            ))
-        })?;
-    if chain.is_empty() {
-        return Err(config(format!(
-            "`tls_client_cert_file` = `{}` holds no certificate (`-----BEGIN CERTIFICATE-----`)",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        config(format!(
-            "`tls_client_key_file` = `{}` is not a PEM private key: {e}",
-            key.display()
-        ))
-    })?;
+    let chain = crate::pem::certificate_file(cert)
+        .map_err(|e| config(format!("`tls_client_cert_file` = `{}` {e}", cert.display())))?;
+    let key = crate::pem::private_key_file(key)
+        .map_err(|e| config(format!("`tls_client_key_file` = `{}` {e}", key.display())))?;
     Ok(Some(ClientIdentity { chain, key }))
 }
 

@@ -6,8 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub(crate) use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -26,18 +24,10 @@ const MAX_HANDSHAKES: usize = 256;
 /// HTTP/1.1 via ALPN).
 pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, WebhookError> {
     let tls = |m: String| WebhookError::Tls(m);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls(format!("certificate file `{}`: {e}", cert.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(format!("certificate file `{}`: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(tls(format!(
-            "certificate file `{}` holds no certificate",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| tls(format!("key file `{}`: {e}", key.display())))?;
+    let certs = crate::pem::certificate_file(cert)
+        .map_err(|e| tls(format!("certificate file `{}` {e}", cert.display())))?;
+    let key = crate::pem::private_key_file(key)
+        .map_err(|e| tls(format!("key file `{}` {e}", key.display())))?;
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

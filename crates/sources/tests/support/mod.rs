@@ -37,7 +37,7 @@ pub enum Handshake {
 pub struct TlsTerminator {
     pub addr: SocketAddr,
     /// TLS handshakes completed.
-    pub handshakes: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
