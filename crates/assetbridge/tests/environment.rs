@@ -39,3 +39,70 @@ fn the_sqlite_page_cache_size_is_checked_before_anything_runs() {
         );
     }
 }
+
+/// A configuration with one `amqps://` consumer (`check --offline` contacts nothing).
+const AMQPS_CONFIG: &str = r#"
+[akeneo]
+url = "http://127.0.0.1:1"
+client_id = "c"
+secret = "s"
+username = "u"
+password = "p"
+
+[dam]
+base_url = "http://127.0.0.1:2"
+
+[[families]]
+code = "packshots"
+values = [{ attribute = "media", from = "/url" }]
+
+[[queues.amqp]]
+url = "amqps://guest:s3cret@broker.example/%2f"
+queue = "assets"
+shape = { family = "packshots" }
+"#;
+
+/// lapin's TLS stack panics at an `amqps://` connection when the system's trusted certificates
+/// cannot be read (`SSL_CERT_FILE` naming a missing file): the configuration check says so
+/// first, naming the consumer and the variable, with no panic and no password.
+#[test]
+fn unreadable_system_certificates_are_a_configuration_error_for_amqps() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("assetbridge.toml");
+    std::fs::write(&config, AMQPS_CONFIG).unwrap();
+    let check = |cert_file: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_assetbridge"));
+        cmd.args(["check", "--offline", "--config"])
+            .arg(&config)
+            .env_remove("SSL_CERT_DIR");
+        match cert_file {
+            Some(f) => cmd.env("SSL_CERT_FILE", f),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        let out = cmd.output().expect("the binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stderr)
+    };
+
+    let missing = dir.path().join("no-such-bundle.pem");
+    let (ok, stderr) = check(Some(&missing));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("queues.amqp[0]"), "{stderr}");
+    assert!(
+        stderr.contains("trusted certificates") && stderr.contains("no-such-bundle.pem"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SSL_CERT_FILE"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    // A readable bundle (here a single certificate): the same configuration passes.
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        include_str!("../../sources/tests/fixtures/localhost-cert.pem"),
+    )
+    .unwrap();
+    let (ok, stderr) = check(Some(&bundle));
+    assert!(ok, "{stderr}");
+}

@@ -167,12 +167,16 @@ impl AmqpConfig {
     /// Checks the configuration (URL, bounds, certificate files, message shape) without
     /// connecting.
     pub fn validate(&self) -> Result<(), SourceError> {
-        self.parsed_uri()?;
-        self.tls_config().map(|_| ())
+        let uri = self.parsed_uri()?;
+        self.tls_config(&uri).map(|_| ())
     }
 
-    /// What the TLS handshake needs besides the URL: the CA file's text, the client identity.
-    fn tls_config(&self) -> Result<TlsFiles, SourceError> {
+    /// What the TLS handshake needs besides the URL: the CA file's text, the client identity;
+    /// for `amqps://`, also that the system's trusted certificates can be loaded.
+    fn tls_config(&self, uri: &AMQPUri) -> Result<TlsFiles, SourceError> {
+        if uri.scheme == AMQPScheme::AMQPS {
+            system_roots_loadable()?;
+        }
         let identity = read_client_identity(
             TRANSPORT,
             self.tls_client_cert_file.as_deref(),
@@ -250,6 +254,24 @@ impl AmqpConfig {
         }
         Ok(uri)
     }
+}
+
+/// Checks that the system's trusted certificates load, as lapin's TLS stack loads them at each
+/// `amqps://` connection (`rustls-native-certs` 0.7, the version it uses). That stack panics
+/// when they cannot be read — `SSL_CERT_FILE` or `SSL_CERT_DIR` naming a missing or unreadable
+/// file or directory, with no certificate elsewhere — so it is asked here first, and such a
+/// machine gets a configuration error instead. No bundle at all is not an error: nothing is
+/// trusted then but `tls_ca_file`.
+fn system_roots_loadable() -> Result<(), SourceError> {
+    rustls_native_certs::load_native_certs()
+        .map(|_| ())
+        .map_err(|e| SourceError::Config {
+            transport: TRANSPORT,
+            message: format!(
+                "the system's trusted certificates, which an amqps:// connection loads, \
+                 cannot be read: {e} (check SSL_CERT_FILE and SSL_CERT_DIR)"
+            ),
+        })
 }
 
 /// The TLS material of a consumer, read once at start.
@@ -335,7 +357,7 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
     let uri = config.parsed_uri()?;
-    let tls = config.tls_config()?;
+    let tls = config.tls_config(&uri)?;
     let shown_url = config.display_url();
     let writer = InboxWriter {
         store,
@@ -761,7 +783,8 @@ mod tests {
         let key = dir.path().join("client-key.pem");
         std::fs::write(&key, include_str!("../tests/fixtures/client-key.pem")).unwrap();
         c.tls_client_key_file = Some(key);
-        let identity = c.tls_config().unwrap().identity.expect("an identity");
+        let uri = c.parsed_uri().unwrap();
+        let identity = c.tls_config(&uri).unwrap().identity.expect("an identity");
         // What lapin's TLS stack will read back: the key and the one certificate.
         let back = p12_keystore::KeyStore::from_pkcs12(&identity.der, identity.password).unwrap();
         let (_, chain) = back.private_key_chain().expect("a key");
