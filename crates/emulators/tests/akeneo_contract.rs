@@ -1914,3 +1914,116 @@ async fn a_valid_batch_reads_the_same_by_either_path() {
         (g.assets_created, g.assets_updated, g.asset_batch_requests)
     );
 }
+
+// -------------------------------------------------------------------------------------------
+// Limits and shapes the emulator used to accept (audit against the reference)
+
+/// §1 "Values" / §6.1: product values are keyed `locale`, `scope`, `data` — all three required,
+/// as the server's `validateValueStructure` checks them. An asset-style `channel` in place of
+/// `scope` is refused with 422, on the single and the NDJSON PATCH, and writes nothing.
+#[tokio::test]
+async fn product_values_need_the_locale_and_scope_keys() {
+    let env = env().await;
+    let doc = json!({"documentation": {"href": "http://api.akeneo.com/api-reference.html#patch_products_uuid__uuid_"}});
+    run(
+        &env,
+        vec![
+            case("§6.1 channel instead of scope", Method::PATCH, format!("/api/rest/v1/products-uuid/{UUID_NEW}"))
+                .json(json!({"values": {"packshots": [{"locale": null, "channel": null, "data": ["house"]}]}}))
+                .status(422)
+                .body_json(json!({"code": 422,
+                    "message": "Property \"packshots\" expects an array with the key \"scope\". Check the expected format on the API documentation.",
+                    "_links": doc})),
+            case("§6.1 no locale key", Method::PATCH, format!("/api/rest/v1/products-uuid/{UUID_NEW}"))
+                .json(json!({"values": {"packshots": [{"scope": null, "data": ["house"]}]}}))
+                .status(422)
+                .body_json(json!({"code": 422,
+                    "message": "Property \"packshots\" expects an array with the key \"locale\". Check the expected format on the API documentation.",
+                    "_links": doc})),
+            case("§6.1 nothing written", Method::GET, format!("/api/rest/v1/products-uuid/{UUID_NEW}"))
+                .status(404),
+            case("§6.4 channel instead of scope, NDJSON", Method::PATCH, "/api/rest/v1/products-uuid")
+                .raw(Some("application/vnd.akeneo.collection+json"),
+                     format!("{{\"uuid\":\"{UUID_A}\",\"values\":{{\"packshots\":[{{\"locale\":null,\"channel\":null,\"data\":[]}}]}}}}"))
+                .text(format!("{{\"line\":1,\"uuid\":\"{UUID_A}\",\"status_code\":422,\"message\":\"Property \\\"packshots\\\" expects an array with the key \\\"scope\\\". Check the expected format on the API documentation.\",\"_links\":{{\"documentation\":{{\"href\":\"http://api.akeneo.com/api-reference.html#patch_products_uuid__uuid_\"}}}}}}")),
+            case("§6.4 the asset collection is untouched", Method::GET, format!("/api/rest/v1/products-uuid/{UUID_A}"))
+                .subset(json!({"values": {"packshots": [{"locale": null, "scope": null, "data": ["house"]}]}})),
+        ],
+    )
+    .await;
+}
+
+/// §5.2: at most 10 transformations per asset family; an 11th is a business-rule 422 and
+/// changes nothing.
+#[tokio::test]
+async fn family_transformations_are_limited_to_10() {
+    let env = env().await;
+    let transformation = |i: usize| {
+        json!({"label": format!("t{i}"), "filename_suffix": format!("_t{i}"),
+               "source": {"attribute": "media", "channel": null, "locale": null},
+               "target": {"attribute": "media", "channel": null, "locale": null},
+               "operations": [{"type": "thumbnail", "parameters": {"width": 150, "height": 150}}]})
+    };
+    let eleven: Vec<Value> = (0..11).map(transformation).collect();
+    let ten: Vec<Value> = (0..10).map(transformation).collect();
+    run(
+        &env,
+        vec![
+            case("§5.2 11 transformations", Method::PATCH, "/api/rest/v1/asset-families/videos")
+                .json(json!({"code": "videos", "transformations": eleven}))
+                .status(422)
+                .body_json(json!({"code": 422,
+                    "message": "The asset family has data that does not comply with the business rules.",
+                    "errors": [{"property": "transformations", "message": "You have reached the limit of 10 transformations"}]})),
+            case("§5.2 refused creation stored nothing", Method::GET, "/api/rest/v1/asset-families/videos")
+                .status(404),
+            case("§5.2 10 transformations", Method::PATCH, "/api/rest/v1/asset-families/videos")
+                .json(json!({"code": "videos", "transformations": ten}))
+                .status(201),
+            case("§5.2 11 on update", Method::PATCH, "/api/rest/v1/asset-families/packshots")
+                .json(json!({"code": "packshots", "transformations": eleven}))
+                .status(422),
+            case("§5.2 refused update kept the family", Method::GET, "/api/rest/v1/asset-families/packshots")
+                .subset(json!({"transformations": []})),
+        ],
+    )
+    .await;
+}
+
+/// §5.2: at most 100 asset families per PIM: creating the 101st is a business-rule 422
+/// (violation at `labels`, as the server reports it); updating an existing one still works.
+#[tokio::test]
+async fn asset_families_are_limited_to_100() {
+    let env = env().await;
+    let seeded = env.emu.family_codes().len();
+    assert!(seeded < 99, "{seeded}");
+    for i in seeded..99 {
+        env.emu.add_asset_family(assetbridge_core::FamilyStructure {
+            code: format!("family_{i}"),
+            attribute_as_main_media: None,
+            attributes: Default::default(),
+        });
+    }
+    assert_eq!(env.emu.family_codes().len(), 99);
+    run(
+        &env,
+        vec![
+            case("§5.2 the 100th family", Method::PATCH, "/api/rest/v1/asset-families/videos")
+                .json(json!({"code": "videos"}))
+                .status(201),
+            case("§5.2 the 101st family", Method::PATCH, "/api/rest/v1/asset-families/audio")
+                .json(json!({"code": "audio", "labels": {"en_US": "Audio"}}))
+                .status(422)
+                .body_json(json!({"code": 422,
+                    "message": "The asset family has data that does not comply with the business rules.",
+                    "errors": [{"property": "labels", "message": "You cannot create the asset family \"audio\" because you have reached the limit of 100 asset families"}]})),
+            case("§5.2 not created", Method::GET, "/api/rest/v1/asset-families/audio")
+                .status(404),
+            case("§5.2 updates still allowed", Method::PATCH, "/api/rest/v1/asset-families/videos")
+                .json(json!({"code": "videos", "labels": {"en_US": "Videos"}}))
+                .status(204),
+        ],
+    )
+    .await;
+    assert_eq!(env.emu.family_codes().len(), 100);
+}

@@ -29,6 +29,9 @@ const BUSINESS_RULES: &str =
 /// Attributes per family and options per attribute (§5.2).
 pub(crate) const MAX_ATTRIBUTES: usize = 100;
 pub(crate) const MAX_OPTIONS: usize = 100;
+/// Asset families per PIM and transformations per family (§5.2).
+pub(crate) const MAX_FAMILIES: usize = 100;
+pub(crate) const MAX_TRANSFORMATIONS: usize = 10;
 
 fn family_path(code: &str) -> String {
     format!("/api/rest/v1/asset-families/{code}")
@@ -246,6 +249,17 @@ pub(crate) async fn patch_family(
             if let Some(rules) = body.get("product_link_rules") {
                 linking::check_link_rules(rules, f, &catalog, &products, &mut e);
             }
+            // CE `ThereShouldBeLessTransformationThanLimit` (stored, not executed).
+            if body
+                .get("transformations")
+                .and_then(Value::as_array)
+                .is_some_and(|t| t.len() > MAX_TRANSFORMATIONS)
+            {
+                e.push(
+                    "transformations",
+                    format!("You have reached the limit of {MAX_TRANSFORMATIONS} transformations"),
+                );
+            }
             if !e.is_empty() {
                 return Err(error_with(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -296,6 +310,15 @@ pub(crate) async fn patch_family(
         // Created concurrently: this request is an update.
         drop(map);
         return update(existing);
+    }
+    // CE `ThereShouldBeLessAssetFamilyThanLimit` (violation at `labels`), checked under the
+    // lock that inserts, so that concurrent creations cannot pass the limit together.
+    if map.len() >= MAX_FAMILIES {
+        return error_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            BUSINESS_RULES,
+            json!([{"property": "labels", "message": format!("You cannot create the asset family \"{code}\" because you have reached the limit of {MAX_FAMILIES} asset families")}]),
+        );
     }
     map.insert(code.clone(), Arc::new(RwLock::new(f)));
     empty(StatusCode::CREATED, Some(location.clone()))

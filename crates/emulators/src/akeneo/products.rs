@@ -405,11 +405,16 @@ impl ProductStore {
                         doc,
                     ));
                 };
-                if !v.contains_key("data") {
-                    return Err(ProductError::documented(
-                        format!("Property \"{code}\" expects an array with the key \"data\"."),
-                        doc,
-                    ));
+                // Product values are keyed `locale` / `scope` / `data`, all three required
+                // (§1 "Values", §6.1; CE `validateValueStructure`): an asset-style `channel`
+                // instead of `scope` is refused, not read as "no scope".
+                for key in ["locale", "scope", "data"] {
+                    if !v.contains_key(key) {
+                        return Err(ProductError::documented(
+                            format!("Property \"{code}\" expects an array with the key \"{key}\"."),
+                            doc,
+                        ));
+                    }
                 }
                 let locale = v.get("locale").and_then(Value::as_str);
                 let scope = v.get("scope").and_then(Value::as_str);
