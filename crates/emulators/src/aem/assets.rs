@@ -7,7 +7,8 @@
 //! `PATCH /adobe/assets/{assetId}/metadata` — checks, in this order:
 //! 1. `Authorization: Bearer <token from this emulator's IMS>` → else 401;
 //! 2. `X-Api-Key` (the client id, or a configured key) → else 403 \[unverified status];
-//! 3. `Content-Type: application/json-patch+json` → else 415;
+//! 3. `Accept` (when sent) admits `application/json` → else 406 (GET too);
+//!    `Content-Type: application/json-patch+json` → else 415;
 //! 4. `X-Adobe-Accept-Experimental: 1` → else 400 Problem Details \[unverified status];
 //! 5. the asset exists → else 404;
 //! 6. `If-Match` present → else 428 [unverified: the reference says "always send If-Match"];
@@ -71,6 +72,52 @@ fn problem(status: u16, title: &str, detail: &str) -> Response {
         http::HeaderValue::from_static("application/problem+json"),
     );
     r
+}
+
+/// Whether the `Accept` header (absent = anything) admits `application/json`, the only
+/// representation served; otherwise AEM answers 406 (reference 4.4, error model).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    let mut ranges = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .peekable();
+    if ranges.peek().is_none() {
+        return true;
+    }
+    // (media range, refused with q=0); the most specific matching range decides.
+    let ranges: Vec<(String, bool)> = ranges
+        .map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0)
+                })
+            });
+            (media, refused)
+        })
+        .collect();
+    ["application/json", "application/*", "*/*"]
+        .iter()
+        .find_map(|m| {
+            ranges
+                .iter()
+                .find(|(r, _)| r == m)
+                .map(|(_, refused)| !refused)
+        })
+        .unwrap_or(false)
+}
+
+fn not_acceptable() -> Response {
+    problem(
+        406,
+        "Not Acceptable",
+        "The only representation available is application/json",
+    )
 }
 
 fn etag(version: u64) -> String {
@@ -279,6 +326,9 @@ fn get_inner(emu: &AemEmulator, asset_id: &str, headers: &HeaderMap) -> Response
     if !api_key_ok(emu, headers) {
         return bad_api_key();
     }
+    if !accepts_json(headers) {
+        return not_acceptable();
+    }
     let state = emu.inner.state.lock();
     let Some(a) = state.assets.get(asset_id) else {
         return problem(404, "Not Found", &format!("Asset {asset_id} not found"));
@@ -334,6 +384,9 @@ fn patch_inner(
     }
     if !api_key_ok(emu, headers) {
         return (bad_api_key(), None);
+    }
+    if !accepts_json(headers) {
+        return (not_acceptable(), None);
     }
     let media = header(headers, "content-type")
         .and_then(|ct| ct.split(';').next())
@@ -516,4 +569,81 @@ fn patch_inner(
         http::HeaderValue::from_str(&etag(version)).expect("ascii"),
     );
     (r, echo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aem::AemEmulatorConfig;
+
+    const ASSET: &str = "urn:aaid:aem:20fec14a-b5b8-4c7d-85f4-e619d66281dc";
+
+    #[tokio::test]
+    async fn metadata_answers_406_when_json_is_not_acceptable() {
+        let emu = AemEmulator::new(AemEmulatorConfig::default());
+        emu.add_asset(
+            ASSET,
+            "a.png",
+            "/content/dam/a.png",
+            json!({"dc:title": "A"}),
+        );
+        let aem = emu.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .post(aem.ims_token_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "emulated-client-id"),
+                ("client_secret", "emulated-client-secret"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap().to_owned();
+        let url = format!("{}/adobe/assets/{ASSET}/metadata", aem.base_url);
+        let get = |accept: Option<&str>| {
+            let mut req = http
+                .get(&url)
+                .bearer_auth(&token)
+                .header("x-api-key", "emulated-client-id");
+            if let Some(a) = accept {
+                req = req.header("accept", a);
+            }
+            req.send()
+        };
+        for (accept, status) in [
+            (None, 200),
+            (Some("application/json"), 200),
+            (Some("text/html, */*;q=0.1"), 200),
+            (Some("application/*"), 200),
+            (Some("text/html"), 406),
+            (Some("application/xml"), 406),
+            (Some("application/json;q=0, text/html"), 406),
+            (Some("application/json;q=0, */*"), 406),
+        ] {
+            let r = get(accept).await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{accept:?}");
+        }
+        let patch = |accept: &str| {
+            http.patch(&url)
+                .bearer_auth(&token)
+                .header("x-api-key", "emulated-client-id")
+                .header("content-type", "application/json-patch+json")
+                .header("if-match", "*")
+                .header("x-adobe-accept-experimental", "1")
+                .header("accept", accept)
+                .body(r#"[{"op":"add","path":"/pim:sku","value":"S"}]"#)
+                .send()
+        };
+        let r = patch("text/html").await.unwrap();
+        assert_eq!(r.status(), 406);
+        assert!(aem.metadata(ASSET).unwrap().get("pim:sku").is_none());
+        assert!(aem.journal_events().is_empty());
+        let r = patch("application/json").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(aem.metadata(ASSET).unwrap()["pim:sku"], "S");
+    }
 }

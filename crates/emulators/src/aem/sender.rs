@@ -371,7 +371,9 @@ impl AemEmulator {
     }
 
     /// Sends the registration challenge `GET <url>?challenge=<uuid>` and reports whether the
-    /// webhook answered 200 echoing it (raw, or as `{"challenge": "..."}`).
+    /// webhook answered 200 echoing it: the raw value as `text/plain`, or
+    /// `{"challenge": "..."}` as `application/json`. Another content type fails, as the
+    /// reference warns ("a wrong content type can make validation fail").
     pub async fn check_challenge(&self, url: &Url) -> ChallengeCheck {
         let challenge = uuid::Uuid::new_v4().to_string();
         let mut target = url.clone();
@@ -381,19 +383,25 @@ impl AemEmulator {
         let (status, echoed) = match self.inner.http.get(target).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
+                let media = r
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|ct| ct.split(';').next())
+                    .map(|m| m.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
                 let body = r.text().await.unwrap_or_default();
-                let json_echo = serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("challenge")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
-                    .is_some_and(|c| c == challenge);
-                (
-                    Some(status),
-                    status == 200 && (body.trim() == challenge || json_echo),
-                )
+                let json_echo = media == "application/json"
+                    && serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| {
+                            v.get("challenge")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        })
+                        .is_some_and(|c| c == challenge);
+                let raw_echo = media == "text/plain" && body.trim() == challenge;
+                (Some(status), status == 200 && (raw_echo || json_echo))
             }
             Err(_) => (None, false),
         };
@@ -434,6 +442,51 @@ pub(crate) async fn public_key(
 mod tests {
     use super::*;
     use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+
+    /// A webhook answering the challenge GET in the form its path names.
+    async fn challenge_hook() -> String {
+        async fn answer(
+            Path(form): Path<String>,
+            axum::extract::RawQuery(q): axum::extract::RawQuery,
+        ) -> Response {
+            let c = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == "challenge")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let json = serde_json::json!({ "challenge": c }).to_string();
+            let (ct, body) = match form.as_str() {
+                "json" => ("application/json", json),
+                "json-as-text" => ("text/plain; charset=utf-8", json),
+                "raw" => ("text/plain; charset=utf-8", c),
+                "raw-as-json" => ("application/json", c),
+                _ => ("text/html", c),
+            };
+            ([(http::header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        let app = axum::Router::new().route("/{form}", axum::routing::get(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn challenge_echo_needs_the_matching_content_type() {
+        let emu = AemEmulator::new(super::super::AemEmulatorConfig::default());
+        let base = challenge_hook().await;
+        for (form, ok) in [
+            ("json", true),
+            ("raw", true),
+            ("json-as-text", false),
+            ("raw-as-json", false),
+            ("raw-as-html", false),
+        ] {
+            let url = Url::parse(&format!("{base}/{form}")).unwrap();
+            let c = emu.check_challenge(&url).await;
+            assert_eq!(c.status, Some(200), "{form}");
+            assert_eq!(c.echoed, ok, "{form}");
+        }
+    }
 
     #[test]
     fn retry_rules() {
