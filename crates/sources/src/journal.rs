@@ -107,6 +107,28 @@ pub enum JournalStart {
     Latest,
 }
 
+/// The `next` link to follow, never a jump to the end: `latest=true` is for the first call only
+/// (reference §3). On an empty journal the 204's `next` is the request itself, `latest=true`
+/// again, and following it would jump past whatever arrives before the next poll: that change
+/// would be lost. The journal was empty, so reading from its oldest event (the same URL without
+/// `latest`) skips nothing; if a journal ever answered so while not empty, the cost is events
+/// read twice, which the inbox's event ids absorb — never events missed.
+fn without_latest(mut next: Url) -> Url {
+    if !next.query_pairs().any(|(k, _)| k == "latest") {
+        return next;
+    }
+    let kept: Vec<(String, String)> = next
+        .query_pairs()
+        .filter(|(k, _)| k != "latest")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    next.set_query(None);
+    if !kept.is_empty() {
+        next.query_pairs_mut().extend_pairs(kept);
+    }
+    next
+}
+
 /// The IMS credential of the journal (an OAuth Server-to-Server credential of the Developer
 /// Console project that owns the registration).
 #[derive(Debug, Clone, Deserialize)]
@@ -515,7 +537,7 @@ impl JournalSource {
             let retry_after = batch.retry_after;
             let next_url = batch.next.clone();
             match self.store_batch(batch, &mut position, &shutdown).await {
-                Step::Done => next = Some(next_url),
+                Step::Done => next = Some(without_latest(next_url)),
                 Step::Stopped => break,
             }
             if let Some(wait) = retry_after {

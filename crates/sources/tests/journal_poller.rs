@@ -328,6 +328,43 @@ async fn start_latest_skips_what_is_already_journaled() {
     );
 }
 
+/// `latest=true` on an empty journal answers 204 with `next` equal to the request — another
+/// `latest=true`, which would jump past whatever arrived in between (the reference: use it only
+/// on the first call). The poller reads from the oldest instead (the journal was empty), so
+/// the event journaled after that first poll is read.
+#[tokio::test]
+async fn start_latest_on_an_empty_journal_misses_nothing_journaled_after() {
+    let aem = emulator(Duration::from_secs(3600), 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir).await;
+    let mut config = config(&aem);
+    config.start = JournalStart::Latest;
+    let run = Running::start(&config, &store);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while run.stats.snapshot().empty_polls == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Empty: no position to store yet.
+    assert!(position(&store, &config).await.is_none());
+    let new = emit(&aem, 0, 2);
+    let got = wait_for_inbox(&store, 2, Duration::from_secs(5)).await;
+    let stats = run.stop().await;
+    let mut got: Vec<_> = got
+        .iter()
+        .filter_map(|c| c.change.event_id.clone())
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = new
+        .iter()
+        .map(|e| e["eventid"].as_str().unwrap().to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(stats.snapshot().accepted, 2);
+    assert!(position(&store, &config).await.is_some());
+}
+
 #[tokio::test]
 async fn errors_back_off_and_bad_entries_are_dead_lettered() {
     let aem = emulator(Duration::from_secs(3600), 100).await;
