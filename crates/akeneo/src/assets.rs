@@ -152,8 +152,60 @@ fn violations_failure(violations: &[ValueViolation]) -> ItemFailure {
 /// (a media link, titles, a description, tags, a few numbers) with their keys.
 const BODY_BYTES_PER_ASSET: usize = 1024;
 
+/// One request of a call: the items it carried, and its answer.
+pub(crate) type Part<T> = (Vec<usize>, Result<Vec<T>, AkeneoError>);
+
+/// Merges the answers of the requests one call was sent as (batches, halves of a split batch),
+/// `(items of the request, its answer)` each: when some went through and others failed as a
+/// whole, the failed ones become a failure of each of their items (built by `fail`), so the
+/// written items keep their results and only the others are retried (or dead-lettered). When
+/// every request failed, the call fails with the first error; an authentication or
+/// configuration error always fails the call.
+pub(crate) fn merge_parts<T>(
+    parts: Vec<Part<T>>,
+    fail: impl Fn(usize, ItemFailure) -> T,
+) -> Result<Vec<T>, AkeneoError> {
+    let call_error =
+        |e: &AkeneoError| matches!(e, AkeneoError::Auth { .. } | AkeneoError::InvalidConfig(_));
+    let all_failed = parts.iter().all(|(_, r)| r.is_err());
+    if all_failed || parts.iter().any(|(_, r)| r.as_ref().is_err_and(call_error)) {
+        let mut first = None;
+        for (_, r) in parts {
+            if let Err(e) = r {
+                if call_error(&e) {
+                    return Err(e);
+                }
+                first.get_or_insert(e);
+            }
+        }
+        return match first {
+            Some(e) => Err(e),
+            None => Ok(Vec::new()),
+        };
+    }
+    let mut out = Vec::new();
+    for (items, r) in parts {
+        match r {
+            Ok(results) => out.extend(results),
+            Err(e) => {
+                let failure = ItemFailure {
+                    status: e.status().unwrap_or(502),
+                    message: e.to_string(),
+                    errors: match &e {
+                        AkeneoError::Request { errors, .. } => errors.clone(),
+                        _ => None,
+                    },
+                    permanent: !e.is_transient(),
+                };
+                out.extend(items.into_iter().map(|i| fail(i, failure.clone())));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the request was refused as too large (413, or SaaS's 403 that is not an ACL refusal).
-fn too_large(r: &RawResponse) -> bool {
+pub(crate) fn too_large(r: &RawResponse) -> bool {
     match r.code() {
         413 => true,
         403 => {
@@ -181,7 +233,11 @@ impl AkeneoClient {
     /// structure.
     ///
     /// Errors: a whole-request failure that persists after the retries (transient, auth, unknown
-    /// family, ...). Upserts are idempotent, so sending the same assets again is harmless.
+    /// family, ...) when no request of the call went through (or any authentication failure).
+    /// When some batches (or halves of a split batch) were written and others failed as a
+    /// whole, the assets of the failed ones are reported `Failed` (`permanent: false` for a
+    /// transient failure) and the written ones keep their results. Upserts are idempotent, so
+    /// sending the same assets again is harmless.
     /// Codes should be unique in one call (with duplicates, batches are sent one at a time so
     /// the last one wins).
     pub async fn upsert_assets(
@@ -315,20 +371,24 @@ impl AkeneoClient {
         };
         let batch = self.inner.config.batch_size.clamp(1, MAX_BATCH);
         let chunks: Vec<Vec<usize>> = sendable.chunks(batch).map(<[usize]>::to_vec).collect();
-        let mut sent = stream::iter(chunks)
-            .map(|chunk| self.send_asset_batch(family, assets, chunk))
-            .buffered(in_flight);
+        let parts: Vec<_> = stream::iter(chunks)
+            .map(|chunk| async move {
+                let r = self.send_asset_batch(family, assets, chunk.clone()).await;
+                (chunk, r)
+            })
+            .buffered(in_flight)
+            .collect()
+            .await;
+        let sent = merge_parts(parts, |i, f| (i, ItemOutcome::Failed(f)))?;
         let mut drift = false;
-        while let Some(batch_results) = sent.next().await {
-            for (i, outcome) in batch_results? {
-                if let ItemOutcome::Failed(f) = &outcome {
-                    drift |= shows_structure_drift(f);
-                }
-                results[i] = Some(ItemResult {
-                    code: assets[i].code.clone(),
-                    outcome,
-                });
+        for (i, outcome) in sent {
+            if let ItemOutcome::Failed(f) = &outcome {
+                drift |= shows_structure_drift(f);
             }
+            results[i] = Some(ItemResult {
+                code: assets[i].code.clone(),
+                outcome,
+            });
         }
         if drift {
             tracing::info!(
@@ -392,11 +452,13 @@ impl AkeneoClient {
                     "batch refused as too large; splitting it"
                 );
                 let (a, b) = idx.split_at(idx.len() / 2);
-                let (ra, rb) = futures::try_join!(
+                let (ra, rb) = futures::join!(
                     self.send_asset_batch(family, assets, a.to_vec()),
                     self.send_asset_batch(family, assets, b.to_vec())
-                )?;
-                return Ok(ra.into_iter().chain(rb).collect());
+                );
+                return merge_parts(vec![(a.to_vec(), ra), (b.to_vec(), rb)], |i, f| {
+                    (i, ItemOutcome::Failed(f))
+                });
             }
             Err(r.into_error())
         }

@@ -216,13 +216,17 @@ impl Auth {
         if let Some(r) = t.refresh_token {
             s.refresh = Some(SecretString::from(r));
         }
-        match t.expires_in {
-            Some(secs) => {
-                let ttl = Duration::from_secs(secs);
+        // A lifetime too long for the clock (a PIM answering nonsense) is no expiry: the token
+        // is then renewed on its first 401.
+        match t.expires_in.and_then(|secs| {
+            let ttl = Duration::from_secs(secs);
+            now.checked_add(ttl).map(|exp| (ttl, exp))
+        }) {
+            Some((ttl, expires_at)) => {
                 // Renew a little before expiry: a quarter of the lifetime, at most 60 s early.
                 let margin = (ttl / 4).min(Duration::from_secs(60));
-                s.renew_at = Some(now + ttl - margin);
-                s.expires_at = Some(now + ttl);
+                s.renew_at = Some(expires_at - margin);
+                s.expires_at = Some(expires_at);
             }
             None => {
                 s.renew_at = None;

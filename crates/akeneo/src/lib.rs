@@ -14,7 +14,8 @@
 //!   most `requests_per_second`;
 //! - **retries**: 429 waits `Retry-After` (seconds or HTTP date, 1 s when absent; at most
 //!   `max_rate_limit_retries` times); 408, 5xx, timeouts and dropped connections are retried with
-//!   exponential backoff and jitter, at most `max_retries` times; then the call fails with a
+//!   exponential backoff and jitter (at least the `Retry-After` of a 408/5xx that gives one),
+//!   at most `max_retries` times; then the call fails with a
 //!   typed [`AkeneoError`];
 //! - every request has a timeout; logs (`tracing`) never contain tokens or passwords.
 

@@ -59,6 +59,13 @@ where
     S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
 {
     fn make(&mut self, http: &reqwest::Client) -> Option<RequestBuilder> {
+        if matches!(
+            *self.failure.lock(),
+            Some(AkeneoError::MediaTooLarge { .. })
+        ) {
+            // The file passed `media_max_bytes`: sending it again cannot succeed.
+            return None;
+        }
         let body = (self.next_body)()?;
         *self.failure.lock() = None;
         self.sent.store(0, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
-use crate::assets::{ItemFailure, ItemOutcome};
+use crate::assets::{merge_parts, too_large, ItemFailure, ItemOutcome};
 use crate::config::MAX_BATCH;
 use crate::error::AkeneoError;
 use crate::stats::inc;
@@ -62,6 +62,16 @@ fn outcome(status: u16, message: Option<String>, errors: Option<Value>) -> ItemO
             errors,
             permanent: !(s == 408 || s == 429 || s >= 500),
         }),
+    }
+}
+
+/// A line that failed with its whole request (see [`merge_parts`]).
+fn failed_line(index: usize, failure: ItemFailure) -> ProductLineResult {
+    ProductLineResult {
+        index,
+        uuid: None,
+        identifier: None,
+        outcome: ItemOutcome::Failed(failure),
     }
 }
 
@@ -197,7 +207,10 @@ impl AkeneoClient {
     /// `uuid`): NDJSON `application/vnd.akeneo.collection+json`, ≤ `batch_size` (100) lines per
     /// request; one result per line, in input order. `_links` is stripped from each line; a line
     /// that is not a JSON object or is longer than 1 000 000 bytes is refused without sending.
-    /// A batch refused with 413 is split in half.
+    /// A batch refused as too large (413, or SaaS's 403 that is not an ACL refusal) is split in
+    /// half; a line too large on its own is that line's permanent failure. When some requests
+    /// went through and others failed as a whole, the lines of the failed ones are reported
+    /// `Failed` (the call fails only when no request went through, or on an auth error).
     pub async fn upsert_products(
         &self,
         lines: &[Value],
@@ -250,14 +263,17 @@ impl AkeneoClient {
         }
         let batch = self.inner.config.batch_size.clamp(1, MAX_BATCH);
         let chunks: Vec<Vec<(usize, String)>> = sendable.chunks(batch).map(<[_]>::to_vec).collect();
-        let mut sent = stream::iter(chunks)
-            .map(|chunk| self.send_product_batch(endpoint, chunk))
-            .buffered(self.inner.config.max_concurrency);
-        while let Some(r) = sent.next().await {
-            for res in r? {
-                let i = res.index;
-                results[i] = Some(res);
-            }
+        let parts: Vec<_> = stream::iter(chunks)
+            .map(|chunk| async move {
+                let items = chunk.iter().map(|(i, _)| *i).collect();
+                (items, self.send_product_batch(endpoint, chunk).await)
+            })
+            .buffered(self.inner.config.max_concurrency)
+            .collect()
+            .await;
+        for res in merge_parts(parts, failed_line)? {
+            let i = res.index;
+            results[i] = Some(res);
         }
         Ok(results
             .into_iter()
@@ -288,15 +304,29 @@ impl AkeneoClient {
                 .inner
                 .execute("upsert products", true, self.inner.timeout(), &mut make)
                 .await?;
-            if r.code() == 413 && chunk.len() > 1 {
+            if too_large(&r) {
+                if chunk.len() == 1 {
+                    let (message, errors) = r.message_and_errors();
+                    return Ok(vec![failed_line(
+                        chunk[0].0,
+                        ItemFailure {
+                            status: r.code(),
+                            message: format!("too large to send, even alone: {message}"),
+                            errors,
+                            permanent: true,
+                        },
+                    )]);
+                }
                 inc(&self.inner.stats.batch_splits);
                 let mid = chunk.len() / 2;
                 let (a, b) = (chunk[..mid].to_vec(), chunk[mid..].to_vec());
-                let (ra, rb) = futures::try_join!(
+                let items = |c: &[(usize, String)]| c.iter().map(|(i, _)| *i).collect();
+                let parts_items: (Vec<usize>, Vec<usize>) = (items(&a), items(&b));
+                let (ra, rb) = futures::join!(
                     self.send_product_batch(endpoint, a),
                     self.send_product_batch(endpoint, b)
-                )?;
-                return Ok(ra.into_iter().chain(rb).collect());
+                );
+                return merge_parts(vec![(parts_items.0, ra), (parts_items.1, rb)], failed_line);
             }
             if r.code() != 200 {
                 return Err(r.into_error());

@@ -216,6 +216,7 @@ impl Inner {
         let mut rate_limited = 0u32;
         let mut replayed = false;
         loop {
+            let mut asked_wait: Option<Duration> = None;
             let token = if authenticated {
                 Some(self.auth.token(self).await?)
             } else {
@@ -315,6 +316,13 @@ impl Inner {
                         continue;
                     }
                     if code == 408 || r.status.is_server_error() {
+                        // A 503 (or 408) may say when to come back: honour it like a 429's.
+                        if r.headers.contains_key(RETRY_AFTER) {
+                            asked_wait = Some(
+                                retry_after(&r.headers)
+                                    .min(Duration::from_millis(cfg.max_retry_after_ms)),
+                            );
+                        }
                         r.into_error()
                     } else {
                         return Ok(r);
@@ -338,7 +346,8 @@ impl Inner {
                 tracing::warn!(op, attempts = transient_failures, error = %err, "akeneo: giving up after retries");
                 return Err(err);
             }
-            let delay = backoff(cfg.retry_base_ms, cfg.retry_max_ms, transient_failures);
+            let delay = backoff(cfg.retry_base_ms, cfg.retry_max_ms, transient_failures)
+                .max(asked_wait.unwrap_or(Duration::ZERO));
             tracing::debug!(op, attempt = transient_failures, delay_ms = delay.as_millis() as u64, error = %err, "akeneo: transient failure, retrying");
             inc(&self.stats.retries);
             tokio::time::sleep(delay).await;
