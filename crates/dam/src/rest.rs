@@ -108,8 +108,16 @@ pub enum SinceFormat {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Paging {
     /// `?page=n`. A page shorter than `page_size` (or empty) is the last one, so `page_size`
-    /// must not exceed the DAM's own maximum page size. Not stable under concurrent changes
-    /// (an offset), but the poll overlap and content hashes absorb repeats.
+    /// must not exceed the DAM's own maximum page size.
+    ///
+    /// A page number is an offset, which shifts when an asset of a page already read changes
+    /// (it moves to the end of the listing) or is deleted: the asset that slides onto the page
+    /// already read would never be listed, and the poll cursor would move past it. So after
+    /// each full page the adapter asks again from page `first_page` with `since` moved up to
+    /// the time of the last item it delivered (the listing is ordered by `(updated, id)` and
+    /// `since` is inclusive), dropping the items up to that item's `(updated, id)`: a keyset
+    /// listing built from `since`. Only a run of more than `page_size` items sharing one time
+    /// is still paged by offset within that time.
     PageNumber {
         /// Default: `page`.
         #[serde(default = "default_page_param")]
@@ -698,6 +706,8 @@ impl RestDam {
             query: query.to_vec(),
             next: Next::Start,
             prev_last: None,
+            page_since: None,
+            delivered: None,
             last_seen: None,
             warned_order: false,
             pages: 0,
@@ -944,8 +954,14 @@ struct Pager {
     since: Option<DateTime<Utc>>,
     query: Vec<(String, String)>,
     next: Next,
-    /// Last cursor of the previous page (page-number loop guard).
+    /// Last cursor of the previous page read with the same `since` (page-number loop guard).
     prev_last: Option<Cursor>,
+    /// Page-number paging: the `since` of the requests once moved up past the start (the time
+    /// of the last item delivered; see [`Paging::PageNumber`]).
+    page_since: Option<DateTime<Utc>>,
+    /// Page-number paging: the position `(updated, id)` up to which items were delivered; items
+    /// at or before it that a request with a moved-up `since` lists again are dropped.
+    delivered: Option<Cursor>,
     /// Last cursor seen (order check).
     last_seen: Option<Cursor>,
     warned_order: bool,
@@ -966,7 +982,7 @@ impl Pager {
             for (k, v) in &self.query {
                 q.append_pair(k, v);
             }
-            if let Some(since) = self.since {
+            if let Some(since) = self.page_since.or(self.since) {
                 q.append_pair(&cfg.since_param, &format_since(since, cfg.since_format));
             }
             q.append_pair(&cfg.limit_param, &cfg.page_size.to_string());
@@ -1037,6 +1053,11 @@ impl Pager {
                     })
                 }
             };
+            let page_number = matches!(&cfg.paging, Paging::PageNumber { .. });
+            // Items as listed (page-number paging counts them: a short page is the last), and
+            // the last listed item's position, delivered or not.
+            let listed = items.len();
+            let mut listed_last = None;
             let mut changes = Vec::with_capacity(items.len());
             let mut last = None;
             for (i, item) in items.into_iter().enumerate() {
@@ -1051,6 +1072,13 @@ impl Pager {
                             detail: format!("{} (item {} of page {page_no})", e.detail, i + 1),
                         })?;
                 if let Some(c) = parsed.cursor {
+                    if page_number {
+                        listed_last = Some(c.clone());
+                        if self.delivered.as_ref().is_some_and(|d| &c <= d) {
+                            // Listed again because `since` moved up to its time: delivered.
+                            continue;
+                        }
+                    }
                     if !self.warned_order && self.last_seen.as_ref().is_some_and(|p| &c < p) {
                         self.warned_order = true;
                         warn!("the DAM listing is not ordered by (updated, id); a poll cursor may skip changes");
@@ -1062,15 +1090,13 @@ impl Pager {
             }
             let count = changes.len();
             self.next = match &cfg.paging {
-                Paging::PageNumber { .. } => {
+                Paging::PageNumber { first_page, .. } => {
+                    let first_page = *first_page;
                     let current = match self.next {
                         Next::Page(n) => n,
-                        _ => match &cfg.paging {
-                            Paging::PageNumber { first_page, .. } => *first_page,
-                            _ => unreachable!(),
-                        },
+                        _ => first_page,
                     };
-                    if count > 0 && last.is_some() && last == self.prev_last {
+                    if listed > 0 && listed_last.is_some() && listed_last == self.prev_last {
                         return Err(DamError::Paging(format!(
                             "page {} repeats page {} — does the DAM read `{}`?",
                             current,
@@ -1081,10 +1107,28 @@ impl Pager {
                             }
                         )));
                     }
-                    if count < cfg.page_size as usize {
+                    if let Some(l) = &last {
+                        self.delivered = Some(l.clone());
+                    }
+                    let asked_since = self.page_since.or(self.since);
+                    if listed < cfg.page_size as usize {
                         Next::Done
                     } else {
-                        Next::Page(current + 1)
+                        match &last {
+                            // Ask again from the first page, from the time of the last item
+                            // delivered: an offset that changes behind the pages read cannot
+                            // skip an item.
+                            Some(l) if asked_since.is_none_or(|s| l.updated_at > s) => {
+                                self.page_since = Some(l.updated_at);
+                                self.prev_last = None;
+                                Next::Page(first_page)
+                            }
+                            // Within one time (or items without one): the next page.
+                            _ => {
+                                self.prev_last = listed_last;
+                                Next::Page(current + 1)
+                            }
+                        }
                     }
                 }
                 Paging::Cursor {
@@ -1134,9 +1178,6 @@ impl Pager {
                     }
                 },
             };
-            if last.is_some() {
-                self.prev_last = last.clone();
-            }
             if count > 0 {
                 return Ok(Some(DamPage { changes, last }));
             }
