@@ -407,6 +407,11 @@ impl Engine {
                         dam_id: m.item.change.dam_id().to_owned(),
                         code: m.asset.code,
                         hash: m.hash,
+                        // Drops pending retries of older versions (see `WrittenAsset::version`).
+                        version: match &m.item.change.kind {
+                            ChangeKind::Upsert { asset } => Some(asset.updated_at),
+                            ChangeKind::Delete { .. } => None,
+                        },
                     });
                     if let Some(id) = m.item.inbox_id {
                         done.push(id);

@@ -231,4 +231,9 @@ pub struct WrittenAsset {
     pub code: String,
     /// The content hash of what was written.
     pub hash: ContentHash,
+    /// The DAM's time of the version written (its `updated_at`), when known. Recording it drops
+    /// the asset's pending inbox entries for strictly older versions (not those being
+    /// processed): a retry of an older version, due later, would otherwise overwrite this one
+    /// in the PIM, and no poll would bring this one back once the cursor is past it.
+    pub version: Option<DateTime<Utc>>,
 }

@@ -432,45 +432,13 @@ impl PgStore {
         family: &str,
         assets: &[WrittenAsset],
     ) -> Result<(), StoreError> {
+        const OP: &str = "record written assets";
         if assets.is_empty() {
             return Ok(());
         }
-        let hashes: Vec<(String, &ContentHash)> =
-            assets.iter().map(|a| (a.code.clone(), &a.hash)).collect();
-        let mut hashes = plan::last_per_key(&hashes);
-        hashes.sort_by(|a, b| a.0.cmp(b.0));
-        let codes: Vec<(String, &str)> = assets
-            .iter()
-            .map(|a| (a.dam_id.clone(), a.code.as_str()))
-            .collect();
-        let mut codes = plan::last_per_key(&codes);
-        codes.sort_by(|a, b| a.0.cmp(b.0));
-        let h_codes: Vec<&str> = hashes.iter().map(|e| e.0).collect();
-        let h_hashes: Vec<&str> = hashes.iter().map(|e| e.1.as_str()).collect();
-        let c_dam_ids: Vec<&str> = codes.iter().map(|e| e.0).collect();
-        let c_codes: Vec<&str> = codes.iter().map(|e| *e.1).collect();
-        sqlx::query(
-            "WITH up AS ( \
-                INSERT INTO hashes (family, code, hash, written_at) \
-                SELECT $1, c, h, now() FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(c, h, o) ORDER BY o \
-                ON CONFLICT (family, code) DO UPDATE SET hash = EXCLUDED.hash, written_at = EXCLUDED.written_at \
-                RETURNING 1), \
-             codes AS ( \
-                INSERT INTO asset_codes (family, dam_id, code) \
-                SELECT $1, d, c FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS t(d, c, o) ORDER BY o \
-                ON CONFLICT (family, dam_id) DO UPDATE SET code = EXCLUDED.code) \
-             INSERT INTO families (family, assets_written) SELECT $1, count(*) FROM up \
-             ON CONFLICT (family) DO UPDATE SET assets_written = families.assets_written + EXCLUDED.assets_written",
-        )
-        .bind(family)
-        .bind(&h_codes)
-        .bind(&h_hashes)
-        .bind(&c_dam_ids)
-        .bind(&c_codes)
-        .execute(&self.pool)
-        .await
-        .map_err(db("record written assets"))?;
-        Ok(())
+        let mut tx = self.pool.begin().await.map_err(db(OP))?;
+        links::write_hashes_and_codes(&mut tx, family, assets, OP).await?;
+        tx.commit().await.map_err(db(OP))
     }
 
     pub(crate) async fn forget_assets(

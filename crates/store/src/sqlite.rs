@@ -179,6 +179,36 @@ CREATE TABLE outcomes (
     (4, recent::MIGRATION),
 ];
 
+/// Drops the pending inbox entries (not leased) of written assets whose change is strictly older
+/// than the version written ([`WrittenAsset::version`]), in the caller's transaction. An entry
+/// without a time, or of the same time, stays.
+async fn drop_older_pending(
+    tx: &mut WriteTx,
+    family: &str,
+    assets: &[WrittenAsset],
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let versions: Vec<(&str, i64)> = assets
+        .iter()
+        .filter_map(|a| Some((a.dam_id.as_str(), a.version?.timestamp_micros())))
+        .collect();
+    if versions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM inbox WHERE lease_until IS NULL AND id IN ( \
+            SELECT i.id FROM json_each(?2) v JOIN inbox i \
+            ON i.family = ?1 AND i.dam_id = json_extract(v.value, '$[0]') \
+            WHERE i.changed_at < json_extract(v.value, '$[1]'))",
+    )
+    .bind(family)
+    .bind(json_text(&versions))
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    Ok(())
+}
+
 /// The SQL condition a dead letter must meet for a [`DeadLetterFilter`]; parameters ?1..?5.
 const DEAD_LETTER_WHERE: &str = "(?1 IS NULL OR family = ?1) \
      AND (?2 IS NULL OR kind = ?2) \
@@ -528,6 +558,7 @@ impl SqliteStore {
         let codes = Appended::now(Kind::Code, codes);
         write_hashes(tx, family, &hashes, op).await?;
         recent::append(tx, family, &codes, op).await?;
+        drop_older_pending(tx, family, assets, op).await?;
         Ok(vec![hashes, codes])
     }
 

@@ -153,6 +153,7 @@ contract_tests!(
     reopen_keeps_state,
     enqueue_is_durable_and_deduplicated,
     newer_change_supersedes_pending,
+    a_written_version_drops_older_pending_retries,
     in_flight_asset_keeps_order,
     lease_expiry_returns_entries,
     complete_release_and_retry_later,
@@ -397,6 +398,7 @@ async fn written_and_forgotten_together(db: &TestDb) {
         dam_id: dam.into(),
         code: code.into(),
         hash: h(hash),
+        version: None,
     };
     store
         .record_written(
@@ -452,6 +454,7 @@ async fn reconcile_passes_mark_and_look_up_codes(db: &TestDb) {
         dam_id: dam.into(),
         code: code.into(),
         hash: h(hash),
+        version: None,
     };
     store
         .record_written("f", &[w("d1", "c1", "h1")])
@@ -754,6 +757,77 @@ async fn newer_change_supersedes_pending(db: &TestDb) {
     // Grouped by family.
     let families: Vec<&str> = claimed.iter().map(|c| c.change.family.as_str()).collect();
     assert_eq!(families, vec!["f", "f", "g"]);
+}
+
+/// Recording a written version drops the asset's pending inbox entries for strictly older
+/// versions — not newer ones, not the same time, not one without a time, not one being
+/// processed (leased), not another family's.
+async fn a_written_version_drops_older_pending_retries(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[
+            upsert("f", "old", 10, None),
+            upsert("f", "newer", 30, None),
+            upsert("f", "same", 20, None),
+            delete("f", "untimed", None),
+            upsert("f", "leased", 10, None),
+            upsert("g", "old", 10, None),
+        ])
+        .await
+        .unwrap();
+    // "leased" is being processed.
+    let claimed = store.claim("w", 10, LONG).await.unwrap();
+    let leased: Vec<i64> = claimed
+        .iter()
+        .filter(|c| c.change.dam_id() != "leased")
+        .map(|c| c.id)
+        .collect();
+    store.release(&leased).await.unwrap();
+    let w = |dam: &str| WrittenAsset {
+        dam_id: dam.into(),
+        code: format!("c-{dam}"),
+        hash: h("h"),
+        version: Some(t(20)),
+    };
+    store
+        .record_written("f", &["old", "newer", "same", "untimed", "leased"].map(w))
+        .await
+        .unwrap();
+    let b = store.backlog().await.unwrap();
+    assert_eq!((b.pending, b.in_flight), (4, 1), "{b:?}");
+    store
+        .release(&[claimed
+            .iter()
+            .find(|c| c.change.dam_id() == "leased")
+            .unwrap()
+            .id])
+        .await
+        .unwrap();
+    let left: Vec<(String, String)> = store
+        .claim("w", 10, LONG)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.change.family.clone(), c.change.dam_id().to_owned()))
+        .collect();
+    let mut left = left;
+    left.sort();
+    let want: Vec<(String, String)> = [
+        ("f", "leased"),
+        ("f", "newer"),
+        ("f", "same"),
+        ("f", "untimed"),
+        ("g", "old"),
+    ]
+    .iter()
+    .map(|(f, d)| (f.to_string(), d.to_string()))
+    .collect();
+    assert_eq!(left, want);
+    // The hashes and codes were recorded as usual.
+    assert_eq!(
+        store.hashes("f", &strings(&["c-old"])).await.unwrap().len(),
+        1
+    );
 }
 
 async fn in_flight_asset_keeps_order(db: &TestDb) {

@@ -272,9 +272,10 @@ pub(crate) async fn finish_links(
     tx.commit().await.map_err(db(OP))
 }
 
-/// Content hashes and DAM id → code entries of written assets (what `record_written` does),
-/// inside the caller's transaction.
-async fn write_hashes_and_codes(
+/// Content hashes and DAM id → code entries of written assets, inside the caller's
+/// transaction; drops the assets' pending inbox entries for older versions
+/// ([`WrittenAsset::version`]).
+pub(super) async fn write_hashes_and_codes(
     tx: &mut Transaction<'static, Postgres>,
     family: &str,
     assets: &[WrittenAsset],
@@ -315,6 +316,23 @@ async fn write_hashes_and_codes(
     .execute(&mut **tx)
     .await
     .map_err(db(op))?;
+    // Strictly older, not leased; an entry without a time stays.
+    let (ids, times): (Vec<&str>, Vec<chrono::DateTime<chrono::Utc>>) = assets
+        .iter()
+        .filter_map(|a| Some((a.dam_id.as_str(), a.version?)))
+        .unzip();
+    if !ids.is_empty() {
+        sqlx::query(
+            "DELETE FROM inbox i USING unnest($2::text[], $3::timestamptz[]) AS v(d, t) \
+             WHERE i.family = $1 AND i.dam_id = v.d AND i.lease_until IS NULL AND i.changed_at < v.t",
+        )
+        .bind(family)
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut **tx)
+        .await
+        .map_err(db(op))?;
+    }
     Ok(())
 }
 

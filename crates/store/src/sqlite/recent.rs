@@ -981,6 +981,7 @@ mod tests {
             dam_id: dam_id.into(),
             code: code.into(),
             hash: ContentHash(hash.into()),
+            version: None,
         }
     }
 

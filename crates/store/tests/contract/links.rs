@@ -36,6 +36,7 @@ fn written(code: &str) -> WrittenAsset {
         dam_id: format!("dam-{code}"),
         code: code.into(),
         hash: h(&format!("hash-{code}")),
+        version: None,
     }
 }
 
