@@ -539,3 +539,33 @@ async fn malformed_signed_bodies_are_400() {
     assert!(s.inbox().await.is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_redelivered_unusable_event_is_dead_lettered_once() {
+    // Adobe delivers at least once (a lost 200, a 10 s timeout): the same batch, with an event
+    // that has no asset id, arrives twice. Its changes are deduplicated by event id; its dead
+    // letter must be too.
+    let s = Setup::start(None, None).await;
+    let no_asset_id = s.aem.envelope(
+        "aem.assets.asset.processing_completed",
+        json!({"repositoryMetadata": {"repo:path": "/content/dam/packshots/a.png"}}),
+    );
+    let good = s.asset(1, "packshots");
+    let body = serde_json::to_vec(&json!([good, no_asset_id])).unwrap();
+    for _ in 0..2 {
+        let (status, _, v) = post_signed(&s.url, &body, &body).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(s.inbox().await.len(), 1);
+    let dead = s
+        .store
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "one unusable event, one dead letter: {dead:#?}"
+    );
+    s.stop().await;
+}

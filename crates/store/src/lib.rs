@@ -363,6 +363,19 @@ impl Store {
         dispatch!(self, s => s.add_raw_dead_letter(family, source, raw, reason))
     }
 
+    /// [`add_raw_dead_letter`](Self::add_raw_dead_letter) for an unusable event that has its own
+    /// id, once: `None` when a raw dead letter of the same event id from the same source is
+    /// already there (a redelivery — sources such as Adobe I/O Events deliver at least once).
+    pub async fn add_raw_event_dead_letter(
+        &self,
+        event_id: &str,
+        source: &str,
+        raw: &[u8],
+        reason: &DeadLetterReason,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.add_raw_event_dead_letter(event_id, source, raw, reason))
+    }
+
     /// Counts of the inbox (pending, in flight, delayed, oldest age).
     pub async fn backlog(&self) -> Result<Backlog, StoreError> {
         dispatch!(self, s => s.backlog())

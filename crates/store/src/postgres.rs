@@ -747,8 +747,10 @@ impl PgStore {
             Some(&payload),
             None,
             reason,
+            false,
         )
         .await
+        .map(Option::unwrap_or_default)
     }
 
     pub(crate) async fn add_raw_dead_letter(
@@ -767,6 +769,29 @@ impl PgStore {
             None,
             Some(raw),
             reason,
+            false,
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    pub(crate) async fn add_raw_event_dead_letter(
+        &self,
+        event_id: &str,
+        source: &str,
+        raw: &[u8],
+        reason: &DeadLetterReason,
+    ) -> Result<Option<i64>, StoreError> {
+        self.insert_dead_letter(
+            "add raw dead letter",
+            None,
+            None,
+            Some(event_id),
+            Some(source),
+            None,
+            Some(raw),
+            reason,
+            true,
         )
         .await
     }
@@ -782,11 +807,24 @@ impl PgStore {
         payload: Option<&str>,
         raw: Option<&[u8]>,
         reason: &DeadLetterReason,
-    ) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
+        once: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db(op))?;
+        if once {
+            // `once`: one check-and-insert per event id at a time, across instances.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dead letter ' || $1))")
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(op))?;
+        }
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO dead_letters (family, dam_id, event_id, source, payload, raw_payload, kind, message, \
              pim_status, pim_message, pim_errors, attempts, failed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, now()) RETURNING id",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, now() \
+             WHERE NOT ($12 AND EXISTS (SELECT 1 FROM dead_letters d \
+                 WHERE d.event_id = $3 AND d.source IS NOT DISTINCT FROM $4 AND d.raw_payload IS NOT NULL)) \
+             RETURNING id",
         )
         .bind(family)
         .bind(dam_id)
@@ -799,9 +837,12 @@ impl PgStore {
         .bind(reason.pim_status.map(i32::from))
         .bind(reason.pim_message.as_deref())
         .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
-        .fetch_one(&self.pool)
+        .bind(once)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(db(op))
+        .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(id)
     }
 
     pub(crate) async fn dead_letters(

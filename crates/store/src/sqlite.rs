@@ -865,8 +865,10 @@ impl SqliteStore {
             Some(&payload),
             None,
             reason,
+            false,
         )
         .await
+        .map(Option::unwrap_or_default)
     }
 
     pub(crate) async fn add_raw_dead_letter(
@@ -887,6 +889,30 @@ impl SqliteStore {
             None,
             Some(raw),
             reason,
+            false,
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    pub(crate) async fn add_raw_event_dead_letter(
+        &self,
+        event_id: &str,
+        source: &str,
+        raw: &[u8],
+        reason: &DeadLetterReason,
+    ) -> Result<Option<i64>, StoreError> {
+        self.insert_dead_letter(
+            "add raw dead letter",
+            Durability::Synced,
+            None,
+            None,
+            Some(event_id),
+            Some(source),
+            None,
+            Some(raw),
+            reason,
+            true,
         )
         .await
     }
@@ -903,12 +929,18 @@ impl SqliteStore {
         payload: Option<&str>,
         raw: Option<&[u8]>,
         reason: &DeadLetterReason,
-    ) -> Result<i64, StoreError> {
+        once: bool,
+    ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.write_tx(op, durability).await?;
-        let id: i64 = sqlx::query_scalar(
+        // `once`: not when a raw dead letter of the same event from the same source exists (one
+        // writer: the check and the insert cannot interleave with another's).
+        let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO dead_letters (family, dam_id, event_id, source, payload, raw_payload, kind, message, \
              pim_status, pim_message, pim_errors, attempts, failed_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12) RETURNING id",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12 \
+             WHERE NOT (?13 AND EXISTS (SELECT 1 FROM dead_letters d \
+                 WHERE d.event_id = ?3 AND d.source IS ?4 AND d.raw_payload IS NOT NULL)) \
+             RETURNING id",
         )
         .bind(family)
         .bind(dam_id)
@@ -922,7 +954,8 @@ impl SqliteStore {
         .bind(reason.pim_message.as_deref())
         .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
         .bind(now_micros())
-        .fetch_one(&mut *tx)
+        .bind(once)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db(op))?;
         tx.commit().await.map_err(db(op))?;

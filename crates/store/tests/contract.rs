@@ -159,6 +159,7 @@ contract_tests!(
     complete_release_and_retry_later,
     dead_letters_move_list_retry_purge,
     raw_and_direct_dead_letters,
+    an_unusable_event_is_dead_lettered_once,
     backlog_counts,
     concurrent_claimers_never_share_an_entry,
     family_lock_is_exclusive,
@@ -1210,6 +1211,46 @@ async fn dead_letters_move_list_retry_purge(db: &TestDb) {
         2
     );
     assert_eq!(store.dead_letter_count().await.unwrap(), 0);
+}
+
+/// A raw dead letter with an event id is written once per (source, event id): a redelivery of
+/// the same unusable event adds nothing; another event, another source, or the same id in an
+/// ordinary dead letter do not count.
+async fn an_unusable_event_is_dead_lettered_once(db: &TestDb) {
+    let store = db.open().await;
+    let why = DeadLetterReason::new("unparseable", "no asset id");
+    let first = store
+        .add_raw_event_dead_letter("ev-1", "adobe", b"{}", &why)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let again = store
+        .add_raw_event_dead_letter("ev-1", "adobe", b"{}", &why)
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a redelivery");
+    // An ordinary dead letter of a change with that event id is not a raw one.
+    store
+        .add_dead_letter(&upsert("f", "x", 1, Some("ev-2")), &why)
+        .await
+        .unwrap();
+    for (event, source) in [("ev-2", "adobe"), ("ev-1", "journal")] {
+        let id = store
+            .add_raw_event_dead_letter(event, source, b"{}", &why)
+            .await
+            .unwrap();
+        assert!(id.is_some(), "{event} from {source}");
+    }
+    let d = store
+        .dead_letter_by_id(first.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.event_id.as_deref(), d.source.as_deref()),
+        (Some("ev-1"), Some("adobe"))
+    );
+    assert_eq!(store.dead_letter_count().await.unwrap(), 4);
 }
 
 async fn raw_and_direct_dead_letters(db: &TestDb) {

@@ -759,22 +759,29 @@ async fn adobe_delivery(
         Err(r) => return st.refuse(r),
     };
     for (event, reason) in &unusable {
-        tracing::warn!(event_id = %event.event_id, %reason, "unusable Adobe event dead-lettered");
+        // Once per event id: Adobe delivers at least once, and a redelivery of the batch would
+        // otherwise add the same dead letter again.
         let raw_event = serde_json::to_vec(event).unwrap_or_default();
-        let r = st
+        let written = st
             .inner
             .store
-            .add_raw_dead_letter(
-                None,
-                Some(ADOBE_SOURCE),
+            .add_raw_event_dead_letter(
+                &event.event_id,
+                ADOBE_SOURCE,
                 &raw_event,
                 &DeadLetterReason::new("unparseable", reason.clone()),
             )
             .await;
-        if let Err(e) = r {
-            return st.refuse(Refusal::StoreUnavailable(e.to_string()));
+        match written.map(|id| id.is_some()) {
+            Ok(true) => {
+                tracing::warn!(event_id = %event.event_id, %reason, "unusable Adobe event dead-lettered");
+                bump(&st.inner.stats.dead_lettered, 1);
+            }
+            Ok(false) => {
+                tracing::debug!(event_id = %event.event_id, "unusable Adobe event redelivered: already dead-lettered");
+            }
+            Err(e) => return st.refuse(Refusal::StoreUnavailable(e.to_string())),
         }
-        bump(&st.inner.stats.dead_lettered, 1);
     }
     let mut body = counts_body(outcome);
     body["ignored"] = json!(ignored);
