@@ -789,3 +789,62 @@ fn futures_are_send(engine: &Engine, enricher: &Enricher) {
     send(enricher.poll_products_once());
     send(enricher.run_product_poll(CancellationToken::new()));
 }
+
+/// A PIM outage while reading products is transient: retried, not dead-lettered.
+#[tokio::test]
+async fn a_pim_outage_is_retried_not_dead_lettered() {
+    let app = start(Options::new(tutorial_config())).await;
+    app.product("SKU-1", "s1");
+    app.asset("urn:aaid:aem:7772", "SKU-1.jpg");
+    let e = app.aem.processing_completed("urn:aaid:aem:7772").unwrap();
+    app.deliver(vec![e], DeliveryMode::Single).await;
+    app.akeneo.set_outage(true);
+    app.engine.drain_once("w").await.unwrap();
+    app.akeneo.set_outage(false);
+    assert!(
+        app.dead_letters().await.is_empty(),
+        "{:?}",
+        app.dead_letters().await
+    );
+    assert_eq!(app.store.backlog().await.unwrap().pending, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.drain().await;
+    assert_eq!(
+        app.aem.metadata("urn:aaid:aem:7772").unwrap()["wknd-skuid"],
+        "SKU-1"
+    );
+}
+
+/// Metadata keys holding `/` and `~` are escaped per RFC 6901 in the JSON Patch paths.
+#[tokio::test]
+async fn target_keys_with_slash_and_tilde_are_escaped() {
+    let mut config = EnrichmentConfig::new(vec![
+        FieldRule::new("sku", "pim/sku"),
+        FieldRule::new("supplier", "pim~supplier"),
+    ]);
+    config.product_key.strip_extension = true;
+    let app = start(Options::new(config)).await;
+    app.product("SKU-1", "s1");
+    app.asset("urn:aaid:aem:7773", "SKU-1.jpg");
+    let e = app.aem.processing_completed("urn:aaid:aem:7773").unwrap();
+    app.deliver(vec![e], DeliveryMode::Single).await;
+    app.drain().await;
+    let body: Value = serde_json::from_str(&app.aem.patches()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!([
+            {"op": "add", "path": "/pim~1sku", "value": "SKU-1"},
+            {"op": "add", "path": "/pim~0supplier", "value": "s1"}
+        ])
+    );
+    let meta = app.aem.metadata("urn:aaid:aem:7773").unwrap();
+    assert_eq!(meta["pim/sku"], "SKU-1");
+    assert_eq!(meta["pim~supplier"], "s1");
+    // Idempotent: a second event reads and writes nothing.
+    let mut e = app.aem.processing_completed("urn:aaid:aem:7773").unwrap();
+    e["eventid"] = json!("again");
+    e["event_id"] = json!("again");
+    app.deliver(vec![e], DeliveryMode::Single).await;
+    app.drain().await;
+    assert_eq!(app.aem.patches().len(), 1);
+}
