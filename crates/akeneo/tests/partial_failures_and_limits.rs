@@ -3,74 +3,25 @@
 //! the token endpoint, odd token lifetimes, oversized product batches, a split batch whose
 //! halves fare differently, media uploads that cannot succeed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use assetbridge_akeneo::{AkeneoClient, AkeneoConfig, AkeneoError, ItemOutcome};
+use assetbridge_akeneo::{AkeneoClient, AkeneoError, ItemOutcome};
 use assetbridge_core::{PimAsset, PimValue};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const FAMILY: &str = "packshots";
+mod support;
+use support::*;
 
-fn config(server: &MockServer) -> AkeneoConfig {
-    let mut c = AkeneoConfig::new(
-        server.uri(),
-        "client_1",
-        "s3cr3t_x",
-        "api_user",
-        "pa55word_y",
-    );
-    c.retry_base_ms = 1;
-    c.retry_max_ms = 5;
+/// The shared configuration, with a `Retry-After` of up to 5 s honoured (the shared one caps
+/// it at 50 ms to keep the other tests fast).
+fn waiting_config(server: &MockServer) -> assetbridge_akeneo::AkeneoConfig {
+    let mut c = config(server);
     c.max_retry_after_ms = 5_000;
-    c.requests_per_second = None;
-    c.timeout_secs = 5;
     c
-}
-
-async fn mount_token(server: &MockServer, expires_in: Option<u64>) -> Arc<AtomicUsize> {
-    let n = Arc::new(AtomicUsize::new(0));
-    let counter = n.clone();
-    Mock::given(method("POST"))
-        .and(path("/api/oauth/v1/token"))
-        .respond_with(move |_: &Request| {
-            let i = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let mut v = json!({"access_token": format!("access_{i}"), "token_type": "bearer",
-                               "scope": null, "refresh_token": format!("refresh_{i}")});
-            if let Some(e) = expires_in {
-                v["expires_in"] = json!(e);
-            }
-            ResponseTemplate::new(200).set_body_json(v)
-        })
-        .mount(server)
-        .await;
-    n
-}
-
-async fn mount_structure(server: &MockServer) {
-    Mock::given(method("GET"))
-        .and(path(format!("/api/rest/v1/asset-families/{FAMILY}")))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"code": FAMILY, "labels": {}, "attribute_as_main_media": null}),
-            ),
-        )
-        .mount(server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/api/rest/v1/asset-families/{FAMILY}/attributes"
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
-            {"code": "title", "labels": {}, "type": "text", "value_per_locale": false,
-             "value_per_channel": false, "is_required_for_completeness": false}
-        ])))
-        .mount(server)
-        .await;
 }
 
 fn asset(code: &str) -> PimAsset {
@@ -169,7 +120,7 @@ async fn retry_after_on_503_is_honoured() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let client = AkeneoClient::new(config(&server)).unwrap();
+    let client = AkeneoClient::new(waiting_config(&server)).unwrap();
     let start = Instant::now();
     assert!(client.get_asset(FAMILY, "a").await.unwrap().is_some());
     let took = start.elapsed();
@@ -195,7 +146,7 @@ async fn token_endpoint_429_waits_and_retries() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"code": "a", "values": {}})))
         .mount(&server)
         .await;
-    let client = AkeneoClient::new(config(&server)).unwrap();
+    let client = AkeneoClient::new(waiting_config(&server)).unwrap();
     let start = Instant::now();
     assert!(client.get_asset(FAMILY, "a").await.unwrap().is_some());
     assert!(start.elapsed() >= Duration::from_millis(950));
