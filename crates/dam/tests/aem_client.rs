@@ -630,6 +630,196 @@ async fn an_unreachable_key_origin_asks_adobe_to_retry() {
     .unwrap();
 }
 
+/// A key origin under our control: `/prod/keys/slow-key1.pem` serves key 1 after 2 s (a key
+/// just rotated, on a slow origin), key 2's path serves key 2 at once, every other path answers
+/// 404 after `miss_delay`. Counts fetches per path and the most fetches under way at once.
+struct KeyOrigin {
+    url: url::Url,
+    fetches: Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>,
+    max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const SLOW_KEY1: &str = "/prod/keys/slow-key1.pem";
+
+async fn key_origin(miss_delay: Duration) -> KeyOrigin {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    type Counts = Arc<parking_lot::Mutex<std::collections::HashMap<String, u32>>>;
+    let fetches: Counts = Arc::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let (f, cur, max) = (fetches.clone(), in_flight.clone(), max_in_flight.clone());
+    let app = axum::Router::new().fallback(move |uri: http::Uri| {
+        let (f, cur, max) = (f.clone(), cur.clone(), max.clone());
+        async move {
+            let path = uri.path().to_owned();
+            *f.lock().entry(path.clone()).or_default() += 1;
+            let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(now, Ordering::SeqCst);
+            let answer = if path == SLOW_KEY1 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                (
+                    http::StatusCode::OK,
+                    EmulatorKey::Key1.public_pem().to_owned(),
+                )
+            } else if Some(path.as_str()) == EmulatorKey::Key2.path() {
+                (
+                    http::StatusCode::OK,
+                    EmulatorKey::Key2.public_pem().to_owned(),
+                )
+            } else {
+                tokio::time::sleep(miss_delay).await;
+                (http::StatusCode::NOT_FOUND, "Not Found".to_owned())
+            };
+            cur.fetch_sub(1, Ordering::SeqCst);
+            answer
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    KeyOrigin {
+        url: url::Url::parse(&format!("http://{addr}")).unwrap(),
+        fetches,
+        max_in_flight,
+    }
+}
+
+fn headers_with_paths(
+    body: &[u8],
+    sig1: EmulatorKey,
+    path1: &str,
+    sig2: EmulatorKey,
+    path2: &str,
+) -> HeaderMap {
+    let mut h = signed_headers(body, sig1, sig2);
+    h.insert(
+        "x-adobe-public-key1-path",
+        HeaderValue::from_str(path1).unwrap(),
+    );
+    h.insert(
+        "x-adobe-public-key2-path",
+        HeaderValue::from_str(path2).unwrap(),
+    );
+    h
+}
+
+/// Key paths come from unverified requests: made-up paths must not make the verifier fetch
+/// without bound, nor hold up a delivery signed with a key it already has.
+#[tokio::test]
+async fn made_up_key_paths_cannot_flood_the_key_origin_or_delay_a_real_delivery() {
+    use EmulatorKey::{Key1, Key2, Rogue};
+    let origin = key_origin(Duration::from_millis(300)).await;
+    let mut c = SignatureVerifierConfig::new(CLIENT_ID);
+    c.key_origin = origin.url.clone();
+    c.fetch_backoff = Duration::from_millis(1);
+    let v = Arc::new(SignatureVerifier::new(c).unwrap());
+    assert_eq!(
+        SignatureVerifierConfig::new(CLIENT_ID).max_concurrent_fetches,
+        8
+    );
+    let body = br#"[{"eventid":"e1"}]"#;
+    let key2 = Key2.path().unwrap();
+
+    // Key 2 cached by a first delivery.
+    v.verify(
+        &headers_with_paths(body, Rogue, "/prod/keys/pub-key-none.pem", Key2, key2),
+        body,
+    )
+    .await
+    .unwrap();
+
+    // A delivery whose first key is new and slow to fetch, the second cached: verified with the
+    // cached key at once (before: the slow fetch of key 1 came first, 2 s).
+    let started = std::time::Instant::now();
+    v.verify(&headers_with_paths(body, Key1, SLOW_KEY1, Key2, key2), body)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        origin.fetches.lock().get(SLOW_KEY1),
+        None,
+        "the slow key was not needed"
+    );
+
+    // A refused path is remembered: asked 20 times, fetched once (before: 20 fetches).
+    for _ in 0..20 {
+        let err = v
+            .verify(
+                &headers_with_paths(
+                    body,
+                    Rogue,
+                    "/prod/keys/pub-key-made-up.pem",
+                    Rogue,
+                    "/prod/keys/pub-key-made-up.pem",
+                ),
+                body,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err, SignatureError::Invalid);
+    }
+    assert_eq!(origin.fetches.lock()["/prod/keys/pub-key-made-up.pem"], 1);
+
+    // 40 requests at once, each naming two new made-up paths: at most 8 fetches under way; the
+    // requests that find no free slot are answered 503 at once (Adobe would retry a real one)
+    // instead of queueing behind the others (before: one global fetch at a time, ≈ 24 s).
+    let started = std::time::Instant::now();
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let v = v.clone();
+            tokio::spawn(async move {
+                let (p1, p2) = (
+                    format!("/prod/keys/pub-key-a{i}.pem"),
+                    format!("/prod/keys/pub-key-b{i}.pem"),
+                );
+                v.verify(&headers_with_paths(body, Rogue, &p1, Rogue, &p2), body)
+                    .await
+            })
+        })
+        .collect();
+    // Meanwhile a real delivery signed with the cached key goes through without waiting.
+    let real = std::time::Instant::now();
+    v.verify(
+        &headers_with_paths(body, Rogue, "/prod/keys/pub-key-c.pem", Key2, key2),
+        body,
+    )
+    .await
+    .unwrap();
+    assert!(
+        real.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        real.elapsed()
+    );
+    let (mut refused, mut busy) = (0, 0);
+    for r in futures::future::join_all(flood).await {
+        match r.unwrap() {
+            Err(SignatureError::Invalid) => refused += 1,
+            Err(e @ SignatureError::KeyUnavailable(_)) => {
+                assert_eq!(e.status_code(), 503);
+                busy += 1
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused + busy, 40);
+    assert!(busy > 0, "some requests found every fetch slot taken");
+    assert!(
+        origin
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            <= 8
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Journal
 

@@ -186,6 +186,44 @@ async fn challenge_by_get_and_by_post() {
     s.stop().await;
 }
 
+/// The asynchronous validation body is not signed: only a URL on Adobe's domain is taken (and
+/// logged for an operator to open); any other is an unsigned delivery, refused and not stored.
+#[tokio::test]
+async fn only_an_adobe_validation_url_is_taken() {
+    let s = Setup::start(None, None).await;
+    let post = |body: Value| {
+        let url = s.url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = post(json!({
+        "validationUrl": "https://csm.adobe.io/csm/registrations/validate?id=6a4b&challenge=9f1c"
+    }))
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.stats.snapshot().challenges, 1);
+    for foreign in [
+        "https://evil.example.com/csm/registrations/validate?id=1",
+        "http://csm.adobe.io/csm/registrations/validate?id=1",
+    ] {
+        let r = post(json!({ "validationUrl": foreign })).await;
+        assert_eq!(r.status(), 401, "{foreign}");
+    }
+    assert_eq!(
+        s.stats.snapshot().challenges,
+        1,
+        "foreign URLs are not counted"
+    );
+    assert!(s.inbox().await.is_empty());
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn signed_single_and_batch_deliveries_are_stored() {
     let s = Setup::start(None, None).await;

@@ -275,10 +275,21 @@ pub fn challenge_from_body(body: &Value) -> Option<String> {
 
 /// The asynchronous-validation body `{"validationUrl": "..."}`: someone must `GET` that URL
 /// within 5 minutes (log it; never fetch it automatically from an unverified request).
+///
+/// Only an `https` URL on Adobe's `adobe.io` domain (`https://csm.adobe.io/csm/registrations/
+/// validate?...`) counts: the request is not signed, so a URL elsewhere is not offered to an
+/// operator to open (the body is then treated as an ordinary, unsigned delivery: refused).
 pub fn validation_url_from_body(body: &Value) -> Option<String> {
-    body.get("validationUrl")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    let raw = body.get("validationUrl").and_then(Value::as_str)?;
+    let url = Url::parse(raw).ok()?;
+    let adobe = matches!(url.host(), Some(url::Host::Domain(h))
+        if h.eq_ignore_ascii_case("adobe.io") || h.to_ascii_lowercase().ends_with(".adobe.io"));
+    (url.scheme() == "https"
+        && adobe
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.port().is_none())
+    .then(|| url.to_string())
 }
 
 /// The JSON answer to a challenge: `{"challenge": "<value>"}` (send with
@@ -393,6 +404,17 @@ pub struct SignatureVerifierConfig {
     pub fetch_retries: u32,
     /// First backoff between key-fetch retries (doubled each time). Default: 200 ms.
     pub fetch_backoff: Duration,
+    /// How long a key path the origin refused (404 or another 4xx, not an RSA public key) is
+    /// remembered, so that requests naming it again are refused without another fetch.
+    /// Default: 10 min.
+    pub unusable_key_ttl: Duration,
+    /// Most refused key paths remembered (oldest forgotten first). Default: 1 024.
+    pub max_unusable_keys: usize,
+    /// Most key fetches under way at once (one per distinct path: concurrent requests naming
+    /// the same path share one fetch). A request that would need one more is answered as if
+    /// the key were unavailable (503, Adobe retries) instead of queueing behind the others.
+    /// Default: 8.
+    pub max_concurrent_fetches: usize,
 }
 
 impl SignatureVerifierConfig {
@@ -406,6 +428,9 @@ impl SignatureVerifierConfig {
             fetch_timeout: Duration::from_secs(5),
             fetch_retries: 2,
             fetch_backoff: Duration::from_millis(200),
+            unusable_key_ttl: Duration::from_secs(600),
+            max_unusable_keys: 1024,
+            max_concurrent_fetches: 8,
         }
     }
 }
@@ -419,18 +444,62 @@ enum KeyFetch {
     Key(Arc<[u8]>),
     /// The key cannot be used (404, not a PEM RSA key): counts as a failed signature.
     Unusable(String),
+    /// The origin refused this path recently (remembered, not fetched again).
+    KnownUnusable,
     /// Temporarily unavailable.
     Unavailable(String),
 }
 
+/// What the caches know of a key path.
+enum Known {
+    Key(Arc<[u8]>),
+    Unusable,
+    Nothing,
+}
+
+/// Keys fetched, and key paths the origin refused.
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, CachedKey>,
+    unusable: HashMap<String, Instant>,
+}
+
+/// A fetch of one key path under way: requests naming the same path wait for it. Removed from
+/// the map by the last holder.
+struct InFlight<'a> {
+    map: &'a parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    path: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        // Held by the map and by us alone: nobody else waits for this path.
+        if map
+            .get(self.path)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.gate) && Arc::strong_count(&self.gate) == 2)
+        {
+            map.remove(self.path);
+        }
+    }
+}
+
 /// Verifies I/O Events digital signatures (RSASSA-PKCS1-v1_5, SHA-256, over the raw body), with
 /// a bounded per-path key cache. Share one per process (`Arc`).
+///
+/// A request's key paths are chosen by whoever sends it, before anything is verified, so
+/// fetching is bounded: a signature is first checked with the keys already cached (a delivery
+/// signed with a known key never waits for a fetch), a path the origin refused is remembered
+/// ([`SignatureVerifierConfig::unusable_key_ttl`]), requests naming the same path share one
+/// fetch, and at most [`SignatureVerifierConfig::max_concurrent_fetches`] run at once.
 pub struct SignatureVerifier {
     config: SignatureVerifierConfig,
     origin: Url,
     http: reqwest::Client,
-    cache: parking_lot::Mutex<HashMap<String, CachedKey>>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    cache: parking_lot::Mutex<KeyCache>,
+    in_flight: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    fetch_slots: tokio::sync::Semaphore,
     fetches: AtomicU64,
 }
 
@@ -472,6 +541,7 @@ impl SignatureVerifier {
         }
         config.cache_ttl = config.cache_ttl.min(MAX_KEY_CACHE_TTL);
         config.max_cached_keys = config.max_cached_keys.max(2);
+        config.max_concurrent_fetches = config.max_concurrent_fetches.max(1);
         let http = reqwest::Client::builder()
             .timeout(config.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -479,10 +549,11 @@ impl SignatureVerifier {
             .map_err(|e| SignatureError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
             origin: config.key_origin.clone(),
+            fetch_slots: tokio::sync::Semaphore::new(config.max_concurrent_fetches),
             config,
             http,
-            cache: parking_lot::Mutex::new(HashMap::new()),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            cache: parking_lot::Mutex::new(KeyCache::default()),
+            in_flight: parking_lot::Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
         })
     }
@@ -538,23 +609,42 @@ impl SignatureVerifier {
         let path2 = get(HEADER_KEY_2_PATH)?;
         let url1 = self.key_url(path1)?;
         let url2 = self.key_url(path2)?;
+        let decode = |sig: &str| base64::engine::general_purpose::STANDARD.decode(sig).ok();
+        let slots = [(decode(sig1), path1, url1), (decode(sig2), path2, url2)];
+        let verifies = |der: &[u8], sig: &[u8]| {
+            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)
+                .verify(raw_body, sig)
+                .is_ok()
+        };
+        // The keys already cached first: a delivery signed with one is never held up by a fetch
+        // of the other slot's key.
+        for (sig, path, _) in &slots {
+            if let (Some(sig), Known::Key(der)) = (sig, self.known(path)) {
+                if verifies(&der, sig) {
+                    return Ok(());
+                }
+            }
+        }
         let mut unavailable = None;
-        for (sig, path, url) in [(sig1, path1, url1), (sig2, path2, url2)] {
-            let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+        for (sig, path, url) in slots {
+            let Some(sig) = sig else {
                 tracing::debug!(path, "signature header is not base64");
                 continue;
             };
+            if matches!(self.known(path), Known::Key(_)) {
+                continue; // tried above
+            }
             match self.key(path, url).await {
                 KeyFetch::Key(der) => {
-                    if UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &der[..])
-                        .verify(raw_body, &sig)
-                        .is_ok()
-                    {
+                    if verifies(&der, &sig) {
                         return Ok(());
                     }
                     tracing::debug!(path, "signature does not verify with this key");
                 }
                 KeyFetch::Unusable(why) => tracing::warn!(path, %why, "unusable public key"),
+                KeyFetch::KnownUnusable => {
+                    tracing::debug!(path, "public key path refused by the origin recently")
+                }
                 KeyFetch::Unavailable(why) => {
                     tracing::warn!(path, %why, "public key unavailable");
                     unavailable = Some(format!("{path}: {why}"));
@@ -581,46 +671,98 @@ impl SignatureVerifier {
         Ok(events)
     }
 
-    fn cached(&self, path: &str) -> Option<Arc<[u8]>> {
+    /// What the caches hold for `path` (expired entries count as nothing).
+    fn known(&self, path: &str) -> Known {
         let cache = self.cache.lock();
-        cache
+        if let Some(k) = cache
+            .keys
             .get(path)
             .filter(|k| k.fetched_at.elapsed() < self.config.cache_ttl)
-            .map(|k| k.der.clone())
+        {
+            return Known::Key(k.der.clone());
+        }
+        if cache
+            .unusable
+            .get(path)
+            .is_some_and(|at| at.elapsed() < self.config.unusable_key_ttl)
+        {
+            return Known::Unusable;
+        }
+        Known::Nothing
     }
 
     async fn key(&self, path: &str, url: Url) -> KeyFetch {
-        if let Some(k) = self.cached(path) {
-            return KeyFetch::Key(k);
+        match self.known(path) {
+            Known::Key(k) => return KeyFetch::Key(k),
+            Known::Unusable => return KeyFetch::KnownUnusable,
+            Known::Nothing => {}
         }
-        // One fetch at a time: concurrent deliveries signed with a new key cost one fetch.
-        let _guard = self.fetch_lock.lock().await;
-        if let Some(k) = self.cached(path) {
-            return KeyFetch::Key(k);
+        // One fetch per path at a time: concurrent requests naming it share the answer.
+        let in_flight = InFlight {
+            map: &self.in_flight,
+            path,
+            gate: self
+                .in_flight
+                .lock()
+                .entry(path.to_owned())
+                .or_default()
+                .clone(),
+        };
+        let _turn = in_flight.gate.lock().await;
+        match self.known(path) {
+            Known::Key(k) => return KeyFetch::Key(k),
+            Known::Unusable => return KeyFetch::KnownUnusable,
+            Known::Nothing => {}
         }
+        let Ok(_slot) = self.fetch_slots.try_acquire() else {
+            return KeyFetch::Unavailable(format!(
+                "{} public key fetches already under way",
+                self.config.max_concurrent_fetches
+            ));
+        };
         let fetched = self.fetch(url).await;
-        if let KeyFetch::Key(der) = &fetched {
-            let mut cache = self.cache.lock();
-            let ttl = self.config.cache_ttl;
-            cache.retain(|_, k| k.fetched_at.elapsed() < ttl);
-            while cache.len() >= self.config.max_cached_keys {
-                let oldest = cache
-                    .iter()
-                    .min_by_key(|(_, k)| k.fetched_at)
-                    .map(|(p, _)| p.clone());
-                match oldest {
-                    Some(p) => cache.remove(&p),
-                    None => break,
-                };
+        let mut cache = self.cache.lock();
+        match &fetched {
+            KeyFetch::Key(der) => {
+                let ttl = self.config.cache_ttl;
+                cache.keys.retain(|_, k| k.fetched_at.elapsed() < ttl);
+                while cache.keys.len() >= self.config.max_cached_keys {
+                    let oldest = cache
+                        .keys
+                        .iter()
+                        .min_by_key(|(_, k)| k.fetched_at)
+                        .map(|(p, _)| p.clone());
+                    match oldest {
+                        Some(p) => cache.keys.remove(&p),
+                        None => break,
+                    };
+                }
+                cache.keys.insert(
+                    path.to_owned(),
+                    CachedKey {
+                        der: der.clone(),
+                        fetched_at: Instant::now(),
+                    },
+                );
             }
-            cache.insert(
-                path.to_owned(),
-                CachedKey {
-                    der: der.clone(),
-                    fetched_at: Instant::now(),
-                },
-            );
+            KeyFetch::Unusable(_) => {
+                let ttl = self.config.unusable_key_ttl;
+                cache.unusable.retain(|_, at| at.elapsed() < ttl);
+                if cache.unusable.len() >= self.config.max_unusable_keys.max(1) {
+                    let oldest = cache
+                        .unusable
+                        .iter()
+                        .min_by_key(|(_, at)| **at)
+                        .map(|(p, _)| p.clone());
+                    if let Some(p) = oldest {
+                        cache.unusable.remove(&p);
+                    }
+                }
+                cache.unusable.insert(path.to_owned(), Instant::now());
+            }
+            KeyFetch::KnownUnusable | KeyFetch::Unavailable(_) => {}
         }
+        drop(cache);
         fetched
     }
 
@@ -843,6 +985,33 @@ mod tests {
             validation_url_from_body(&json!({"validationUrl": "https://csm.adobe.io/x"}))
                 .as_deref(),
             Some("https://csm.adobe.io/x")
+        );
+        // The documented form passes unchanged.
+        let real = "https://csm.adobe.io/csm/registrations/validate?id=6a4b&challenge=9f1c";
+        assert_eq!(
+            validation_url_from_body(&json!({ "validationUrl": real })).as_deref(),
+            Some(real)
+        );
+        // Not Adobe's: never offered to an operator.
+        for foreign in [
+            "https://evil.example.com/csm/registrations/validate?id=1",
+            "https://adobe.io.evil.example.com/x",
+            "https://evil-adobe.io/x",
+            "http://csm.adobe.io/x",
+            "https://user@csm.adobe.io/x",
+            "https://csm.adobe.io:8443/x",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert_eq!(
+                validation_url_from_body(&json!({ "validationUrl": foreign })),
+                None,
+                "{foreign}"
+            );
+        }
+        assert_eq!(
+            validation_url_from_body(&json!({ "validationUrl": 7 })),
+            None
         );
     }
 
