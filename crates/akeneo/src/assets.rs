@@ -472,7 +472,12 @@ impl AkeneoClient {
         idx: &[usize],
         r: &RawResponse,
     ) -> Result<Vec<(usize, ItemOutcome)>, AkeneoError> {
-        let items: Vec<BatchItem> = r.json()?;
+        let items: Vec<BatchItem> = r.json().map_err(|e| match e {
+            AkeneoError::Protocol { status, message } => {
+                AkeneoError::unreadable_write_answer(status, message)
+            }
+            other => other,
+        })?;
         let code_of = |v: &Value| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),

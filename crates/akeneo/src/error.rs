@@ -52,6 +52,18 @@ fn fmt_status(s: Option<u16>) -> String {
 }
 
 impl AkeneoError {
+    /// A write the PIM answered 200 whose answer cannot be read (a gateway's page, a cut body):
+    /// it may or may not have been written, so it counts as transient — upserts are idempotent
+    /// and are sent again later, never dead-lettered on a guess.
+    pub(crate) fn unreadable_write_answer(status: u16, message: impl std::fmt::Display) -> Self {
+        AkeneoError::Transient {
+            status: Some(status),
+            message: format!(
+                "{message} (the write may have been applied; it is sent again, which is idempotent)"
+            ),
+        }
+    }
+
     /// Whether trying the same call again later may succeed (transient failures and rate
     /// limiting). Everything else needs a change of data, configuration or credentials.
     pub fn is_transient(&self) -> bool {

@@ -338,11 +338,13 @@ impl AkeneoClient {
                 .filter(|l| !l.trim().is_empty())
                 .enumerate()
             {
-                let parsed: LineResult =
-                    serde_json::from_str(l).map_err(|e| AkeneoError::Protocol {
-                        status: 200,
-                        message: format!("unreadable NDJSON result line ({e}): {l}"),
-                    })?;
+                let parsed: LineResult = serde_json::from_str(l).map_err(|e| {
+                    let l: String = l.chars().take(300).collect();
+                    AkeneoError::unreadable_write_answer(
+                        200,
+                        format!("unreadable NDJSON result line ({e}): {l}"),
+                    )
+                })?;
                 by_line.insert(parsed.line.unwrap_or(n + 1), parsed);
             }
             Ok(chunk

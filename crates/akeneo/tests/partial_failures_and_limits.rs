@@ -367,3 +367,48 @@ async fn persistent_401_renews_once_per_call_without_looping() {
     assert!((2..=9).contains(&n), "{n} grants for 8 calls");
     assert_eq!(client.stats().unauthorized_replays, 8);
 }
+
+/// A write answered 200 with a body that is not the batch answer (a gateway's maintenance page,
+/// a body cut short) may or may not have been applied: transient, so the batch is sent again
+/// (upserts are idempotent) rather than dead-lettered as refused.
+#[tokio::test]
+async fn an_unreadable_200_answer_to_a_write_is_transient() {
+    let server = MockServer::start().await;
+    mount_token(&server, None).await;
+    mount_structure(&server).await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/api/rest/v1/asset-families/{FAMILY}/assets")))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<html><body>Down for maintenance</body></html>",
+            "text/html",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/api/rest/v1/products-uuid"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "{\"line\":1,\"uuid\":\"u0\",\"status_code\":204}\n{\"line\":2,\"uu",
+            "application/vnd.akeneo.collection+json",
+        ))
+        .mount(&server)
+        .await;
+    let client = AkeneoClient::new(config(&server)).unwrap();
+
+    let err = client
+        .upsert_assets(FAMILY, &[asset("a1"), asset("a2")])
+        .await
+        .expect_err("no result can be read");
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(err.status(), Some(200));
+    assert!(err.to_string().contains("sent again"), "{err}");
+
+    let lines = vec![
+        json!({"uuid": "u0", "values": {}}),
+        json!({"uuid": "u1", "values": {}}),
+    ];
+    let err = client
+        .upsert_products(&lines)
+        .await
+        .expect_err("the answer is cut short");
+    assert!(err.is_transient(), "{err:?}");
+}
