@@ -1,4 +1,5 @@
-//! Settings that come from the environment before the configuration file is read.
+//! Settings that come from the environment before the configuration file is read, and what the
+//! process prints of configured URLs it cannot use.
 
 use std::process::{Command, Output};
 
@@ -105,4 +106,57 @@ fn unreadable_system_certificates_are_a_configuration_error_for_amqps() {
     .unwrap();
     let (ok, stderr) = check(Some(&bundle));
     assert!(ok, "{stderr}");
+}
+
+/// A password holding characters a URL parser stops at (`/`, `#`, `?`) makes the URL
+/// unparseable, and the error that says so names the URL: with the password hidden, whole
+/// (`status` opens the state store; `check` reads the consumers' URLs).
+#[test]
+fn a_password_in_an_unparseable_url_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("assetbridge.toml");
+    let with = |state: &str, amqp: &str| {
+        AMQPS_CONFIG.replace(
+            "[[queues.amqp]]\nurl = \"amqps://guest:s3cret@broker.example/%2f\"",
+            &format!("[state]\nurl = \"{state}\"\n\n[[queues.amqp]]\nurl = \"{amqp}\""),
+        )
+    };
+    for (state, amqp, secret) in [
+        (
+            "postgres://app:pg/pass#1@127.0.0.1:1/db",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "pg/pass#1",
+        ),
+        (
+            "sqlite://state.db",
+            "amqp://u:am/q?p#w@127.0.0.1:1/v",
+            "am/q?p#w",
+        ),
+    ] {
+        let text = with(state, amqp);
+        assert!(text.contains(state) && text.contains(amqp), "{text}");
+        std::fs::write(&config, text).unwrap();
+        for args in [&["status"][..], &["check", "--offline"], &["check"]] {
+            let out = Command::new(env!("CARGO_BIN_EXE_assetbridge"))
+                .current_dir(dir.path())
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Not even part of it (before: `cannot open the state store
+            // \`postgres://app:pg/pass#1@127.0.0.1:1/db\``).
+            for part in [secret, &secret[..3], &secret[secret.len() - 3..]] {
+                assert!(!all.contains(part), "{args:?}: `{part}` in {all}");
+            }
+            if args == ["status"] && state.starts_with("postgres") {
+                assert!(all.contains("cannot open the state store"), "{all}");
+            }
+        }
+    }
 }

@@ -19,18 +19,26 @@ const SECRET_QUERY_EXACT: &[&str] = &["pwd", "pass", "sig", "signature"];
 ///
 /// Everything else is kept byte for byte (no normalisation). Text that is not a URL is returned
 /// unchanged, apart from its query part if it has one.
+///
+/// A password may hold characters a URL parser would stop at (`/`, `?`, `#`, `@`, unescaped):
+/// it is taken to run to the **last** `@` of the text, so such a password is hidden whole
+/// rather than printed in part. (A URL whose query or path also holds an `@` then shows less
+/// than it could — never more: what follows that `@` is still read for secret parameters.)
 pub fn redact_url(url: &str) -> String {
-    let (before_fragment, fragment) = match url.find('#') {
-        Some(i) => url.split_at(i),
-        None => (url, ""),
+    let (mut out, rest, in_query) = split_userinfo(url);
+    let (before_fragment, fragment) = match rest.find('#') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
     };
-    let (before_query, query) = match before_fragment.find('?') {
-        Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..])),
-        None => (before_fragment, None),
+    let (before_query, query, mark) = match before_fragment.find('?') {
+        Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..]), "?"),
+        // The hidden part ended inside a query: what is left of it is parameters.
+        None if in_query => ("", Some(before_fragment), ""),
+        None => (before_fragment, None, ""),
     };
-    let mut out = redact_userinfo(before_query);
+    out.push_str(before_query);
     if let Some(query) = query {
-        out.push('?');
+        out.push_str(mark);
         let parts: Vec<String> = query.split('&').map(redact_query_pair).collect();
         out.push_str(&parts.join("&"));
     }
@@ -38,32 +46,35 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// `scheme://user:password@host/path` → `scheme://user:***@host/path`.
-fn redact_userinfo(url: &str) -> String {
+/// `scheme://user:password@rest` → (`scheme://user:***@`, `rest`, whether the hidden part
+/// held a `?`); without a password, (`""`, the whole text, `false`).
+///
+/// The user name runs to the first `:` after `://` and holds no `/`, `?` or `#`; the password
+/// from there to the last `@`.
+fn split_userinfo(url: &str) -> (String, &str, bool) {
+    let whole = (String::new(), url, false);
     let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+        return whole;
     };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find('/')
-        .map_or(url.len(), |i| authority_start + i);
-    let authority = &url[authority_start..authority_end];
-    // The last `@` ends the userinfo (an unescaped `@` in a password is common enough).
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    let start = scheme_end + 3;
+    let after = &url[start..];
+    let Some(colon) = after.find(':') else {
+        return whole;
     };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    if colon + 1 == userinfo.len() {
-        return url.to_owned();
+    let user = &after[..colon];
+    if user.contains(['/', '?', '#']) {
+        return whole;
     }
-    format!(
-        "{}{}:{HIDDEN}{}",
-        &url[..authority_start],
-        &userinfo[..colon],
-        &url[authority_start + at..]
+    let Some(at) = after.rfind('@').filter(|&at| at > colon) else {
+        return whole;
+    };
+    if at == colon + 1 {
+        return whole; // `user:@host`: an empty password
+    }
+    (
+        format!("{}{user}:{HIDDEN}@", &url[..start]),
+        &url[start + at + 1..],
+        after[colon + 1..at].contains('?'),
     )
 }
 
@@ -117,6 +128,46 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), url);
         }
+    }
+
+    #[test]
+    fn hides_passwords_holding_url_delimiters() {
+        for pw in [
+            "ab/cd",
+            "ab#cd",
+            "ab?cd",
+            "Zx/9#k",
+            "a/b@c",
+            "p@ss/w?d#x",
+            "/",
+            "#",
+            "?",
+        ] {
+            for template in [
+                "postgres://app:{pw}@db/x",
+                "postgres://app:{pw}@db:5432/state?sslmode=require",
+                "amqp://u:{pw}@h/v",
+                "nats://u:{pw}@127.0.0.1:4222",
+                "https://user:{pw}@host",
+            ] {
+                let url = template.replace("{pw}", pw);
+                let shown = redact_url(&url);
+                let expected = template.replace("{pw}", "***");
+                assert_eq!(shown, expected, "{url}");
+            }
+        }
+        // An `@` in the query: the host is hidden too, the parameters after it still read.
+        let shown = redact_url("https://u:pw@h/x?mail=a@b&token=t");
+        assert_eq!(shown, "https://u:***@b&token=***");
+        let shown = redact_url("https://u:pw@h/x?mail=a@b&token=t#f");
+        assert_eq!(shown, "https://u:***@b&token=***#f");
+        // A user name with an `@`, a password with one.
+        assert_eq!(
+            redact_url("postgres://us@er:p@ss@db/x"),
+            "postgres://us@er:***@db/x"
+        );
+        // A port and an `@` in the path: more than a password hidden, never less.
+        assert!(!redact_url("https://host:8080/path@x").contains("8080/path"));
     }
 
     #[test]
