@@ -400,6 +400,15 @@ impl MessageShape {
                 }));
             }
         }
+        for parsed in &out {
+            if let ParsedChange::Change(c) = parsed {
+                storable("asset id", c.dam_id())?;
+                storable("family", &c.family)?;
+                if let Some(id) = &c.event_id {
+                    storable("event id", id)?;
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -614,6 +623,43 @@ pub enum MessageError {
     /// The shape itself is invalid (see [`MessageShape::validate`]).
     #[error("message shape configuration: {0}")]
     Config(String),
+    /// An id the state store cannot hold (a NUL character, or longer than [`MAX_KEY_BYTES`]):
+    /// the message is dead-lettered rather than given back to the broker forever.
+    #[error("{what} `{value}` cannot be stored: {detail}")]
+    Unstorable {
+        /// `asset id`, `event id` or `family`.
+        what: String,
+        /// The value, escaped and cut to 80 characters.
+        value: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Longest asset id, event id or family a change may carry, in bytes (PostgreSQL refuses an
+/// index entry beyond ≈ 2.7 kB; ids are far shorter in practice).
+pub const MAX_KEY_BYTES: usize = 2048;
+
+/// Whether the state store can hold `value` as an id: no NUL character (PostgreSQL's text
+/// refuses it) and at most [`MAX_KEY_BYTES`].
+fn storable(what: &str, value: &str) -> Result<(), MessageError> {
+    let detail = if value.contains('\0') {
+        "it contains a NUL character, which the state store cannot hold".to_owned()
+    } else if value.len() > MAX_KEY_BYTES {
+        format!("it is {} bytes long (at most {MAX_KEY_BYTES})", value.len())
+    } else {
+        return Ok(());
+    };
+    let escaped: String = value.escape_debug().to_string();
+    let mut shown: String = escaped.chars().take(80).collect();
+    if escaped.chars().count() > 80 {
+        shown.push('…');
+    }
+    Err(MessageError::Unstorable {
+        what: what.to_owned(),
+        value: shown,
+        detail,
+    })
 }
 
 impl MessageError {
@@ -942,6 +988,42 @@ mod tests {
         assert!(s.contains("`/items`") && s.contains("keys: data"), "{s}");
         let e = shape.parse(br#"{"items": "x"}"#, "w", None).unwrap_err();
         assert!(e.to_string().contains("found a string"), "{e}");
+    }
+
+    #[test]
+    fn ids_the_store_cannot_hold_are_refused() {
+        let shape = MessageShape::with_family("packshots");
+        let nul_id = br#"{"id":"a\u0000b","updated_at":"2026-01-01T00:00:00Z"}"#;
+        let e = shape.parse(nul_id, "amqp", None).unwrap_err();
+        assert!(matches!(e, MessageError::Unstorable { .. }), "{e:?}");
+        let s = e.to_string();
+        assert!(s.contains("asset id `a\\0b`") && s.contains("NUL"), "{s}");
+        assert!(!s.contains('\0'), "the message itself holds no NUL");
+
+        let good = br#"{"id":"a","updated_at":"2026-01-01T00:00:00Z"}"#;
+        let e = shape.parse(good, "amqp", Some("m\0x")).unwrap_err();
+        assert!(e.to_string().starts_with("event id"), "{e}");
+
+        let mut by_pointer = MessageShape::with_family("x");
+        by_pointer.family = None;
+        by_pointer.family_pointer = Some("/family".into());
+        let body = br#"{"id":"a","updated_at":"2026-01-01T00:00:00Z","family":"pack\u0000shots"}"#;
+        let e = by_pointer.parse(body, "amqp", None).unwrap_err();
+        assert!(e.to_string().starts_with("family"), "{e}");
+
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        let body = json!({"id": long, "updated_at": "2026-01-01T00:00:00Z"}).to_string();
+        let e = shape.parse(body.as_bytes(), "amqp", None).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("2049 bytes long") && s.contains('…'), "{s}");
+        assert!(s.len() < 300, "{s}");
+        // At the bound: accepted.
+        let body = json!({"id": "x".repeat(MAX_KEY_BYTES), "updated_at": "2026-01-01T00:00:00Z"})
+            .to_string();
+        assert_eq!(
+            changes(shape.parse(body.as_bytes(), "amqp", None).unwrap()).len(),
+            1
+        );
     }
 
     #[test]

@@ -336,6 +336,43 @@ async fn messages_land_in_the_inbox_and_the_queue_is_drained() {
     queue.cleanup().await;
 }
 
+/// On PostgreSQL, whose text refuses the NUL character: a message whose asset id holds one,
+/// and an unparseable one whose keys do (the dead letter's reason lists them), are
+/// dead-lettered and acknowledged, and the good message behind them is stored — before, the
+/// store refused the batch every time and the broker redelivered it for ever, the queue stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_postgres_cannot_hold_are_dead_lettered_not_redelivered_forever() {
+    let (_pg, url) = support::pg::database("amqp_nul").await;
+    let store = Store::open(&url).await.unwrap();
+    let queue = TestQueue::new("nul").await;
+    let running = Running::start(config(&queue.name), &store);
+    queue
+        .publish(
+            br#"{"id":"a\u0000b","updated_at":"2024-05-01T10:00:00Z"}"#,
+            Some("nul-id"),
+        )
+        .await;
+    queue.publish(br#"{"\u0000":1}"#, Some("nul-key")).await;
+    queue.publish(&asset("fine"), Some("fine")).await;
+    running.wait_for("all three", |s| s.acked == 3).await;
+    let s = running.stats();
+    assert_eq!((s.enqueued, s.dead_lettered), (1, 2), "{s:?}");
+    running.stop().await;
+    let ids: Vec<String> = inbox(&store).await.into_iter().map(|c| c.0).collect();
+    assert_eq!(ids, ["fine"]);
+    let dead = store
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter().any(|d| d.reason.message.contains("NUL")),
+        "{dead:?}"
+    );
+    assert_eq!(queue.ready().await, 0);
+    queue.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_message_id_is_stored_once() {
     let queue = TestQueue::new("dup").await;

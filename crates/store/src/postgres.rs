@@ -642,7 +642,7 @@ impl PgStore {
                     )
                     .bind(id)
                     .bind(delay)
-                    .bind(error)
+                    .bind(pg_text(error))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -720,10 +720,10 @@ impl PgStore {
         )
         .bind(id)
         .bind(raw)
-        .bind(&reason.kind)
-        .bind(&reason.message)
+        .bind(pg_text(&reason.kind))
+        .bind(pg_text(&reason.message))
         .bind(reason.pim_status.map(i32::from))
-        .bind(reason.pim_message.as_deref())
+        .bind(reason.pim_message.as_deref().map(pg_text))
         .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
         .execute(&self.pool)
         .await
@@ -813,7 +813,7 @@ impl PgStore {
         if once {
             // `once`: one check-and-insert per event id at a time, across instances.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('dead letter ' || $1))")
-                .bind(event_id)
+                .bind(event_id.map(pg_text))
                 .execute(&mut *tx)
                 .await
                 .map_err(db(op))?;
@@ -826,16 +826,16 @@ impl PgStore {
                  WHERE d.event_id = $3 AND d.source IS NOT DISTINCT FROM $4 AND d.raw_payload IS NOT NULL)) \
              RETURNING id",
         )
-        .bind(family)
-        .bind(dam_id)
-        .bind(event_id)
-        .bind(source)
+        .bind(family.map(pg_text))
+        .bind(dam_id.map(pg_text))
+        .bind(event_id.map(pg_text))
+        .bind(source.map(pg_text))
         .bind(payload)
         .bind(raw)
-        .bind(&reason.kind)
-        .bind(&reason.message)
+        .bind(pg_text(&reason.kind))
+        .bind(pg_text(&reason.message))
         .bind(reason.pim_status.map(i32::from))
-        .bind(reason.pim_message.as_deref())
+        .bind(reason.pim_message.as_deref().map(pg_text))
         .bind(reason.pim_errors.as_ref().map(|v| v.to_string()))
         .bind(once)
         .fetch_optional(&mut *tx)
@@ -1277,4 +1277,15 @@ fn dead_letter_from_row(r: &PgRow, op: &'static str) -> Result<DeadLetter, Store
         enqueued_at: r.get("enqueued_at"),
         failed_at: r.get("failed_at"),
     })
+}
+
+/// Text PostgreSQL's `text` can hold: it refuses the NUL character, which a message quoting
+/// outside data (a DAM record, a queue message, a PIM answer) may carry; it becomes U+FFFD, so
+/// a dead letter or a retry's error is never refused for its wording.
+fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
 }

@@ -160,6 +160,7 @@ contract_tests!(
     dead_letters_move_list_retry_purge,
     raw_and_direct_dead_letters,
     an_unusable_event_is_dead_lettered_once,
+    reasons_quoting_a_nul_character_are_stored,
     backlog_counts,
     concurrent_claimers_never_share_an_entry,
     family_lock_is_exclusive,
@@ -1251,6 +1252,64 @@ async fn an_unusable_event_is_dead_lettered_once(db: &TestDb) {
         (Some("ev-1"), Some("adobe"))
     );
     assert_eq!(store.dead_letter_count().await.unwrap(), 4);
+}
+
+/// A reason that quotes outside data may hold a NUL character, which PostgreSQL's `text`
+/// refuses: the dead letter (and a retry's error) is still written — the character shown as
+/// U+FFFD — rather than failing for ever (a queue message given back to the broker each time).
+async fn reasons_quoting_a_nul_character_are_stored(db: &TestDb) {
+    let store = db.open().await;
+    let why = DeadLetterReason::new("unparseable", "keys: a\0b, c");
+    let raw = store
+        .add_raw_dead_letter(Some("f"), Some("amqp"), b"{\"a\\u0000b\":1}", &why)
+        .await
+        .unwrap();
+    let ev = store
+        .add_raw_event_dead_letter("ev\0nul", "adobe", b"{}", &why)
+        .await
+        .unwrap()
+        .unwrap();
+    store.enqueue(&[upsert("f", "x", 1, None)]).await.unwrap();
+    let claimed = store.claim("w", 10, Duration::from_secs(60)).await.unwrap();
+    store
+        .retry_later(claimed[0].id, "PIM said: bad\0value", Duration::ZERO)
+        .await
+        .unwrap();
+    let claimed = store.claim("w", 10, Duration::from_secs(60)).await.unwrap();
+    let mut pim = DeadLetterReason::new("pim_rejected", "rejected\0");
+    pim.pim_message = Some("value \0 refused".into());
+    store.dead_letter(claimed[0].id, &pim).await.unwrap();
+
+    let all = store
+        .dead_letters(&DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let by_id = |id: i64| all.iter().find(|d| d.id == id).unwrap();
+    // Raw bytes are kept exactly; text shows the character as U+FFFD on PostgreSQL.
+    assert_eq!(
+        by_id(raw).payload,
+        DeadLetterPayload::Raw(b"{\"a\\u0000b\":1}".to_vec())
+    );
+    let shown = |s: &str| s.replace('\u{FFFD}', "\0");
+    assert_eq!(shown(&by_id(raw).reason.message), "keys: a\0b, c");
+    assert_eq!(shown(by_id(ev).event_id.as_deref().unwrap()), "ev\0nul");
+    let moved = all
+        .iter()
+        .find(|d| d.reason.kind == "pim_rejected")
+        .unwrap();
+    assert_eq!(shown(&moved.reason.message), "rejected\0");
+    assert_eq!(
+        shown(moved.reason.pim_message.as_deref().unwrap()),
+        "value \0 refused"
+    );
+    assert_eq!(
+        shown(moved.last_error.as_deref().unwrap()),
+        "PIM said: bad\0value"
+    );
+    if db.backend == Backend::Postgres {
+        assert!(!moved.reason.message.contains('\0'));
+    }
 }
 
 async fn raw_and_direct_dead_letters(db: &TestDb) {
