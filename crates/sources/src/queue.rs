@@ -307,25 +307,37 @@ impl InboxWriter {
                         Some(id) => format!("{e} (message id `{id}`)"),
                         None => e.to_string(),
                     };
-                    unparseable.push((item.body, message));
+                    unparseable.push((item.body, item.message_id, message));
                 }
             }
         }
         let outcome = self.store.enqueue(&changes).await?;
-        for (body, message) in &unparseable {
+        let mut dead_lettered = 0u64;
+        for (body, message_id, message) in &unparseable {
             tracing::warn!(
                 source = self.source,
                 reason = %message,
                 "unparseable message moved to the dead letters"
             );
-            self.store
-                .add_raw_dead_letter(
-                    self.shape.family.as_deref(),
-                    Some(self.source),
-                    body,
-                    &DeadLetterReason::new("unparseable", message.clone()),
-                )
-                .await?;
+            let reason = DeadLetterReason::new("unparseable", message.clone());
+            let family = self.shape.family.as_deref();
+            // A batch given back to the broker after this write (a later write failed) comes
+            // again: with a message id, its dead letter is written once.
+            let id = message_id.map(str::trim).filter(|id| !id.is_empty());
+            let written = match id {
+                Some(id) => self
+                    .store
+                    .add_raw_event_dead_letter(family, id, self.source, body, &reason)
+                    .await?
+                    .is_some(),
+                None => {
+                    self.store
+                        .add_raw_dead_letter(family, Some(self.source), body, &reason)
+                        .await?;
+                    true
+                }
+            };
+            dead_lettered += u64::from(written);
         }
         let s = &self.stats;
         s.enqueued.fetch_add(outcome.accepted, Ordering::Relaxed);
@@ -333,8 +345,7 @@ impl InboxWriter {
             .fetch_add(outcome.duplicates, Ordering::Relaxed);
         s.stale.fetch_add(outcome.stale, Ordering::Relaxed);
         s.skipped.fetch_add(skipped, Ordering::Relaxed);
-        s.dead_lettered
-            .fetch_add(unparseable.len() as u64, Ordering::Relaxed);
+        s.dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
         s.redelivered.fetch_add(redelivered, Ordering::Relaxed);
         Ok(Written {
             accepted: outcome.accepted,

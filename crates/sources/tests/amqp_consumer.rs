@@ -426,6 +426,13 @@ async fn an_unparseable_message_becomes_a_dead_letter_and_is_not_redelivered() {
         "{s:?}"
     );
     assert_eq!(s.redelivered, 0);
+    // The same message again (as the broker redelivers a batch given back after a later write
+    // failed): acknowledged, its dead letter not written twice.
+    queue.publish(b"this is not json", Some("bad-1")).await;
+    running
+        .wait_for("the repeat acknowledged", |s| s.acked == 4)
+        .await;
+    assert_eq!(running.stats().dead_lettered, 2);
     running.stop().await;
 
     let dead = store

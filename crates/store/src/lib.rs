@@ -368,12 +368,13 @@ impl Store {
     /// already there (a redelivery — sources such as Adobe I/O Events deliver at least once).
     pub async fn add_raw_event_dead_letter(
         &self,
+        family: Option<&str>,
         event_id: &str,
         source: &str,
         raw: &[u8],
         reason: &DeadLetterReason,
     ) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.add_raw_event_dead_letter(event_id, source, raw, reason))
+        dispatch!(self, s => s.add_raw_event_dead_letter(family, event_id, source, raw, reason))
     }
 
     /// Counts of the inbox (pending, in flight, delayed, oldest age).

@@ -777,6 +777,7 @@ impl PgStore {
 
     pub(crate) async fn add_raw_event_dead_letter(
         &self,
+        family: Option<&str>,
         event_id: &str,
         source: &str,
         raw: &[u8],
@@ -784,7 +785,7 @@ impl PgStore {
     ) -> Result<Option<i64>, StoreError> {
         self.insert_dead_letter(
             "add raw dead letter",
-            None,
+            family,
             None,
             Some(event_id),
             Some(source),

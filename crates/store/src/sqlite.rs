@@ -897,6 +897,7 @@ impl SqliteStore {
 
     pub(crate) async fn add_raw_event_dead_letter(
         &self,
+        family: Option<&str>,
         event_id: &str,
         source: &str,
         raw: &[u8],
@@ -905,7 +906,7 @@ impl SqliteStore {
         self.insert_dead_letter(
             "add raw dead letter",
             Durability::Synced,
-            None,
+            family,
             None,
             Some(event_id),
             Some(source),

@@ -1221,12 +1221,12 @@ async fn an_unusable_event_is_dead_lettered_once(db: &TestDb) {
     let store = db.open().await;
     let why = DeadLetterReason::new("unparseable", "no asset id");
     let first = store
-        .add_raw_event_dead_letter("ev-1", "adobe", b"{}", &why)
+        .add_raw_event_dead_letter(None, "ev-1", "adobe", b"{}", &why)
         .await
         .unwrap();
     assert!(first.is_some());
     let again = store
-        .add_raw_event_dead_letter("ev-1", "adobe", b"{}", &why)
+        .add_raw_event_dead_letter(None, "ev-1", "adobe", b"{}", &why)
         .await
         .unwrap();
     assert_eq!(again, None, "a redelivery");
@@ -1237,7 +1237,7 @@ async fn an_unusable_event_is_dead_lettered_once(db: &TestDb) {
         .unwrap();
     for (event, source) in [("ev-2", "adobe"), ("ev-1", "journal")] {
         let id = store
-            .add_raw_event_dead_letter(event, source, b"{}", &why)
+            .add_raw_event_dead_letter(None, event, source, b"{}", &why)
             .await
             .unwrap();
         assert!(id.is_some(), "{event} from {source}");
@@ -1265,7 +1265,7 @@ async fn reasons_quoting_a_nul_character_are_stored(db: &TestDb) {
         .await
         .unwrap();
     let ev = store
-        .add_raw_event_dead_letter("ev\0nul", "adobe", b"{}", &why)
+        .add_raw_event_dead_letter(Some("f"), "ev\0nul", "adobe", b"{}", &why)
         .await
         .unwrap()
         .unwrap();

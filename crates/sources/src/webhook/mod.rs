@@ -766,6 +766,7 @@ async fn adobe_delivery(
             .inner
             .store
             .add_raw_event_dead_letter(
+                None,
                 &event.event_id,
                 ADOBE_SOURCE,
                 &raw_event,
