@@ -209,7 +209,9 @@ impl AdminState {
     }
 }
 
-/// The router: `GET /healthz`, `/readyz`, `/metrics`, `/`, `POST /dead-letters/retry`.
+/// The router: `GET /healthz`, `/readyz`, `/metrics`, `/`, `POST /dead-letters/retry`. Every
+/// answer forbids being framed by another page (`X-Frame-Options: DENY`, CSP
+/// `frame-ancestors 'none'`: the status page holds the retry form) and content sniffing.
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -218,6 +220,66 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/", get(status_page))
         .route("/dead-letters/retry", post(retry))
         .with_state(state)
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                let h = r.headers_mut();
+                h.insert(
+                    header::X_FRAME_OPTIONS,
+                    header::HeaderValue::from_static("DENY"),
+                );
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static("frame-ancestors 'none'"),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    header::HeaderValue::from_static("nosniff"),
+                );
+                r
+            },
+        ))
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost` (or a name under
+/// `.localhost`), `127.x.x.x` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:9090`
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// On a loopback address the admin server answers only requests addressed to a loopback name
+/// (421 otherwise): a web page the operator opens cannot point its own host name at
+/// 127.0.0.1 (DNS rebinding) and read the status page or `/metrics` as its own origin. A
+/// request without `Host` (HTTP/1.0 tools) is served.
+async fn loopback_host_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{FFFD}"));
+    match host {
+        Some(h) if !is_loopback_host(h) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this admin server listens on a loopback address and answers only requests for \
+             localhost, 127.0.0.1 or [::1]\n",
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// Binds `listen` (an error if taken) and serves until `stop` is cancelled, then finishes the
@@ -232,8 +294,12 @@ pub async fn bind(
 )> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let mut app = router(state);
+    if addr.ip().is_loopback() {
+        app = app.layer(axum::middleware::from_fn(loopback_host_only));
+    }
     let serve = async move {
-        axum::serve(listener, router(state))
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
     };

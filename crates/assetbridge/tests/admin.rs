@@ -322,6 +322,37 @@ auth = {{ hmac = {{ secret = "webhook-secret", prefix = "sha256=" }} }}
     let (code, html) = get(&http, &format!("{base}/")).await;
     assert_eq!(code, 200);
     assert!(html.contains("<button type=\"submit\" disabled>Retry</button>"));
+
+    // Listening on 127.0.0.1, it answers only requests for a loopback name: a page whose own
+    // host name was pointed at 127.0.0.1 (DNS rebinding) cannot read it as its own origin.
+    for (host, expected) in [
+        (format!("rebind.example:{port}"), 421),
+        ("rebind.example".to_owned(), 421),
+        (format!("127.0.0.1.nip.io:{port}"), 421),
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+        ("LOCALHOST".to_owned(), 200),
+    ] {
+        for path in ["/", "/metrics", "/readyz"] {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("host", &host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), expected, "Host: {host} {path}");
+        }
+    }
+    // And no other page may frame it (the retry form), nor sniff its types.
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
     let r = http
         .post(format!("{base}/dead-letters/retry"))
         .bearer_auth("anything")
