@@ -30,9 +30,6 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Dead letters listed on the status page (lowest ids first) and recent failures shown.
 const DEAD_LETTERS_SHOWN: usize = 100;
 const RECENT_FAILURES: usize = 20;
-/// Dead letters read per page, and at most this many pages, to find the most recent failures.
-const RECENT_SCAN_PAGE: usize = 1_000;
-const RECENT_SCAN_PAGES: usize = 200;
 /// How long the status page may take to gather what it shows.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The windows the status page shows PIM write throughput for (as `status` does).
@@ -852,30 +849,8 @@ async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
                 ..DeadLetterFilter::default()
             })
             .await?;
-        // The most recent failures: the highest ids, read in pages (bounded: a store holding
-        // more than RECENT_SCAN_PAGES pages shows the last of those it read).
-        let mut recent = std::collections::VecDeque::with_capacity(RECENT_FAILURES + 1);
-        let mut after_id = None;
-        for _ in 0..RECENT_SCAN_PAGES {
-            let page = store
-                .dead_letters(&DeadLetterFilter {
-                    after_id,
-                    limit: Some(RECENT_SCAN_PAGE),
-                    ..DeadLetterFilter::default()
-                })
-                .await?;
-            let full = page.len() == RECENT_SCAN_PAGE;
-            after_id = page.last().map(|d| d.id).or(after_id);
-            for d in page {
-                recent.push_back(d);
-                if recent.len() > RECENT_FAILURES {
-                    recent.pop_front();
-                }
-            }
-            if !full {
-                break;
-            }
-        }
+        // The most recent failures: the highest ids, in one read.
+        let recent = store.recent_dead_letters(RECENT_FAILURES).await?;
         Ok::<_, assetbridge_store::StoreError>((
             families, last_hour, throughput, backlog, count, listed, recent,
         ))

@@ -393,6 +393,13 @@ impl Store {
         dispatch!(self, s => s.dead_letters(filter))
     }
 
+    /// The `n` most recent dead letters (highest ids), oldest of them first: one indexed read
+    /// however many there are (at most [`MAX_LISTING_LIMIT`]).
+    pub async fn recent_dead_letters(&self, n: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let n = n.min(MAX_LISTING_LIMIT);
+        dispatch!(self, s => s.recent_dead_letters(n))
+    }
+
     /// One dead letter.
     pub async fn dead_letter_by_id(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         dispatch!(self, s => s.dead_letter_by_id(id))

@@ -980,6 +980,26 @@ impl SqliteStore {
         rows.iter().map(|r| dead_letter_from_row(r, OP)).collect()
     }
 
+    pub(crate) async fn recent_dead_letters(
+        &self,
+        n: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        const OP: &str = "list recent dead letters";
+        let sql =
+            format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id DESC LIMIT ?1");
+        let rows = sqlx::query(&sql)
+            .bind(n as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db(OP))?;
+        let mut out = rows
+            .iter()
+            .map(|r| dead_letter_from_row(r, OP))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
     pub(crate) async fn dead_letter_by_id(
         &self,
         id: i64,

@@ -161,6 +161,7 @@ contract_tests!(
     raw_and_direct_dead_letters,
     an_unusable_event_is_dead_lettered_once,
     reasons_quoting_a_nul_character_are_stored,
+    the_most_recent_dead_letters_in_one_read,
     backlog_counts,
     concurrent_claimers_never_share_an_entry,
     family_lock_is_exclusive,
@@ -1310,6 +1311,29 @@ async fn reasons_quoting_a_nul_character_are_stored(db: &TestDb) {
     if db.backend == Backend::Postgres {
         assert!(!moved.reason.message.contains('\0'));
     }
+}
+
+/// The status page's "recent failures": the highest ids, oldest of them first.
+async fn the_most_recent_dead_letters_in_one_read(db: &TestDb) {
+    let store = db.open().await;
+    assert!(store.recent_dead_letters(3).await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let why = DeadLetterReason::new("mapping", format!("failure {i}"));
+        ids.push(
+            store
+                .add_dead_letter(&upsert("f", &format!("a{i}"), i, None), &why)
+                .await
+                .unwrap(),
+        );
+    }
+    let recent = store.recent_dead_letters(3).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|d| d.id).collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+    assert_eq!(recent[2].reason.message, "failure 4");
+    assert_eq!(store.recent_dead_letters(10).await.unwrap().len(), 5);
 }
 
 async fn raw_and_direct_dead_letters(db: &TestDb) {
