@@ -368,9 +368,15 @@ async fn outages_and_html_pages_are_retried_then_transient() {
         .patch_metadata(HOST, ASSET, &[PatchOp::add("k", json!(1))], None)
         .await
         .unwrap();
+    // A 408 (the request timed out on its way) is sent again too.
+    aem.fail_next(AemEndpoint::Metadata, &[Fault::status(408)]);
+    client
+        .patch_metadata(HOST, ASSET, &[PatchOp::add("k", json!(2))], None)
+        .await
+        .unwrap();
     assert_eq!(
         aem.patches().iter().map(|p| p.status).collect::<Vec<_>>(),
-        [503, 200, 429, 200]
+        [503, 200, 429, 200, 408, 200]
     );
 
     aem.fail_next(AemEndpoint::Metadata, &[Fault::html(503); 4]);

@@ -51,7 +51,7 @@ pub struct AemConfig {
     /// Timeout of one request, connection included. Default: 30.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
-    /// Retries after 429, 5xx, network errors or non-JSON answers. Default: 3.
+    /// Retries after 408, 429, 5xx, network errors or non-JSON answers. Default: 3.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// First backoff before a retry (doubled each time, capped at 30 s; a `Retry-After` header
@@ -470,7 +470,9 @@ impl AemClient {
             let json = is_json(&headers);
             let empty = body.iter().all(u8::is_ascii_whitespace);
             let detail = || problem_detail(&body);
+            // 408: the request timed out on the way (a proxy's or the server's): sent again.
             let transient = status == 429
+                || status == 408
                 || (500..600).contains(&status)
                 || ((200..300).contains(&status) && !json && !empty);
             if transient {
