@@ -439,6 +439,44 @@ async fn unknown_products_are_marked_then_enriched_once_the_product_exists() {
     assert!(!meta.contains_key("pim:status"));
 }
 
+/// The PATCH that clears the marker is applied but its answer lost (503): the client sends it
+/// again, and AEM refuses the `remove` of a member already gone (400). The asset holds what
+/// was wanted, so the enrichment is done — not dead-lettered as refused.
+#[tokio::test]
+async fn a_removal_applied_before_its_answer_was_lost_is_not_a_failure() {
+    let mut config = tutorial_config();
+    config.unknown_product = UnknownProduct::Mark;
+    config.product_poll.overlap_secs = 0;
+    let app = start(Options::new(config)).await;
+    assert!(app.enricher.poll_products_once().await.unwrap().started);
+    app.asset("urn:aaid:aem:4444", "LATE-1.jpg");
+    let e = app.aem.processing_completed("urn:aaid:aem:4444").unwrap();
+    app.deliver(vec![e], DeliveryMode::Single).await;
+    app.drain().await;
+    assert_eq!(
+        app.aem.metadata("urn:aaid:aem:4444").unwrap()["pim:status"],
+        "not_found"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.product("LATE-1", "acme");
+    assert_eq!(app.enricher.poll_products_once().await.unwrap().enqueued, 1);
+    app.aem
+        .fail_next(AemEndpoint::Metadata, &[Fault::lost_answer(503)]);
+    app.drain().await;
+    let statuses: Vec<u16> = app.aem.patches().iter().map(|p| p.status).collect();
+    assert_eq!(statuses[1..], [503, 400], "{statuses:?}");
+    let meta = app.aem.metadata("urn:aaid:aem:4444").unwrap();
+    assert_eq!(meta["wknd-skuid"], "LATE-1");
+    assert!(!meta.contains_key("pim:status"));
+    assert!(
+        app.dead_letters().await.is_empty(),
+        "{:?}",
+        app.dead_letters().await
+    );
+    assert_eq!(app.store.backlog().await.unwrap().pending, 0);
+}
+
 #[tokio::test]
 async fn a_foreign_host_is_a_dead_letter_and_never_called() {
     let app = start(Options::new(tutorial_config())).await;

@@ -317,7 +317,7 @@ pub(crate) async fn get_metadata(
 }
 
 fn get_inner(emu: &AemEmulator, asset_id: &str, headers: &HeaderMap) -> Response {
-    if let Some(f) = emu.take_fault(AemEndpoint::Metadata) {
+    if let Some(f) = emu.take_fault_for_get(AemEndpoint::Metadata) {
         return fault_response(f);
     }
     if !bearer_ok(emu, headers) {
@@ -376,9 +376,23 @@ fn patch_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (Response, Option<Value>) {
-    if let Some(f) = emu.take_fault(AemEndpoint::Metadata) {
-        return (fault_response(f), None);
+    match emu.take_fault(AemEndpoint::Metadata) {
+        // Applied, then the answer lost on its way (a gateway's timeout).
+        Some(f) if f.after_applying => {
+            let (_, echo) = patch_apply(emu, asset_id, headers, body);
+            (fault_response(f), echo)
+        }
+        Some(f) => (fault_response(f), None),
+        None => patch_apply(emu, asset_id, headers, body),
     }
+}
+
+fn patch_apply(
+    emu: &AemEmulator,
+    asset_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, Option<Value>) {
     if !bearer_ok(emu, headers) {
         return (unauthorized(), None);
     }

@@ -120,6 +120,9 @@ pub struct Fault {
     pub status: u16,
     /// Answer an HTML page (AEM hibernating) instead of a JSON error.
     pub html: bool,
+    /// (Metadata `PATCH` only.) Apply the request, then answer the fault: an answer lost on
+    /// its way, as behind a gateway that timed out.
+    pub after_applying: bool,
 }
 
 impl Fault {
@@ -128,11 +131,24 @@ impl Fault {
         Self {
             status,
             html: false,
+            after_applying: false,
         }
     }
     /// An HTML page with this status (200 included: "AEM unavailable" pages).
     pub fn html(status: u16) -> Self {
-        Self { status, html: true }
+        Self {
+            status,
+            html: true,
+            after_applying: false,
+        }
+    }
+    /// A metadata `PATCH` applied, then answered with this status (its answer lost).
+    pub fn lost_answer(status: u16) -> Self {
+        Self {
+            status,
+            html: false,
+            after_applying: true,
+        }
     }
 }
 
@@ -288,6 +304,17 @@ impl AemEmulator {
             .faults
             .get_mut(&endpoint)
             .and_then(VecDeque::pop_front)
+    }
+
+    /// The next fault of `endpoint` unless it is for a `PATCH` only ([`Fault::after_applying`]),
+    /// which a `GET` leaves queued.
+    pub(crate) fn take_fault_for_get(&self, endpoint: AemEndpoint) -> Option<Fault> {
+        let mut state = self.inner.state.lock();
+        let queue = state.faults.get_mut(&endpoint)?;
+        if queue.front().is_some_and(|f| f.after_applying) {
+            return None;
+        }
+        queue.pop_front()
     }
 
     /// Every request to the AEM metadata endpoints, in arrival order.

@@ -817,6 +817,24 @@ impl Enricher {
                 debug!(asset = %job.asset_id, operations = ops.len(), "asset metadata enriched");
                 (done, Some(metadata))
             }
+            // A `remove` of a member already gone is refused (400): this very PATCH applied
+            // before its answer was lost (then sent again), or another enrichment of the asset
+            // removed it first. What the asset holds now decides.
+            Err(e @ AemError::Rejected { status: 400, .. })
+                if ops.iter().any(|o| matches!(o, PatchOp::Remove { .. })) =>
+            {
+                match self.get_metadata(&job.host, &job.asset_id).await {
+                    Ok(now)
+                        if self
+                            .operations(&now.asset_metadata, product.as_deref())
+                            .is_empty() =>
+                    {
+                        debug!(asset = %job.asset_id, "a removal was refused, but the asset already holds what was wanted");
+                        (done, Some(now))
+                    }
+                    _ => (self.aem_outcome(job, &e), Some(metadata)),
+                }
+            }
             Err(e) => (self.aem_outcome(job, &e), Some(metadata)),
         }
     }
