@@ -23,7 +23,7 @@
 //! deleted_pointer = "/deleted"
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -114,10 +114,11 @@ pub enum Paging {
     /// (it moves to the end of the listing) or is deleted: the asset that slides onto the page
     /// already read would never be listed, and the poll cursor would move past it. So after
     /// each full page the adapter asks again from page `first_page` with `since` moved up to
-    /// the time of the last item it delivered (the listing is ordered by `(updated, id)` and
-    /// `since` is inclusive), dropping the items up to that item's `(updated, id)`: a keyset
-    /// listing built from `since`. Only a run of more than `page_size` items sharing one time
-    /// is still paged by offset within that time.
+    /// the time of the last item it delivered (the listing is ordered by `updated` and `since`
+    /// is inclusive), dropping the items of that time it already delivered — by id, so items
+    /// sharing one time may come in any order (numeric ids, a case-insensitive collation): a
+    /// keyset listing built from `since`. Only a run of more than `page_size` items sharing one
+    /// time is still paged by offset within that time.
     PageNumber {
         /// Default: `page`.
         #[serde(default = "default_page_param")]
@@ -959,9 +960,11 @@ struct Pager {
     /// Page-number paging: the `since` of the requests once moved up past the start (the time
     /// of the last item delivered; see [`Paging::PageNumber`]).
     page_since: Option<DateTime<Utc>>,
-    /// Page-number paging: the position `(updated, id)` up to which items were delivered; items
-    /// at or before it that a request with a moved-up `since` lists again are dropped.
-    delivered: Option<Cursor>,
+    /// Page-number paging: the latest `updated` delivered and the ids delivered at that time;
+    /// those a request with a moved-up `since` (or the next page of that time) lists again are
+    /// dropped. Compared by identity, not by the order of ids, which the DAM may sort in its
+    /// own way within one time.
+    delivered: Option<(DateTime<Utc>, HashSet<String>)>,
     /// Last cursor seen (order check).
     last_seen: Option<Cursor>,
     warned_order: bool,
@@ -1074,14 +1077,35 @@ impl Pager {
                 if let Some(c) = parsed.cursor {
                     if page_number {
                         listed_last = Some(c.clone());
-                        if self.delivered.as_ref().is_some_and(|d| &c <= d) {
+                        if self
+                            .delivered
+                            .as_ref()
+                            .is_some_and(|(at, ids)| c.updated_at == *at && ids.contains(&c.dam_id))
+                        {
                             // Listed again because `since` moved up to its time: delivered.
                             continue;
                         }
+                        match &mut self.delivered {
+                            Some((at, ids)) if c.updated_at == *at => {
+                                ids.insert(c.dam_id.clone());
+                            }
+                            Some((at, _)) if c.updated_at < *at => {}
+                            _ => {
+                                self.delivered =
+                                    Some((c.updated_at, HashSet::from([c.dam_id.clone()])));
+                            }
+                        }
                     }
-                    if !self.warned_order && self.last_seen.as_ref().is_some_and(|p| &c < p) {
+                    // Ids within one time may come in any order (nothing relies on it); an
+                    // update time going back may make a poll cursor skip changes.
+                    if !self.warned_order
+                        && self
+                            .last_seen
+                            .as_ref()
+                            .is_some_and(|p| c.updated_at < p.updated_at)
+                    {
                         self.warned_order = true;
-                        warn!("the DAM listing is not ordered by (updated, id); a poll cursor may skip changes");
+                        warn!("the DAM listing is not ordered by update time; a poll cursor may skip changes");
                     }
                     self.last_seen = Some(c.clone());
                     last = Some(c);
@@ -1106,9 +1130,6 @@ impl Pager {
                                 _ => "",
                             }
                         )));
-                    }
-                    if let Some(l) = &last {
-                        self.delivered = Some(l.clone());
                     }
                     let asked_since = self.page_since.or(self.since);
                     if listed < cfg.page_size as usize {

@@ -545,3 +545,56 @@ async fn a_listing_that_is_not_utf8_or_not_json_is_a_parse_error_naming_why() {
         }
     }
 }
+
+/// A DAM whose ids are numbers, ordered numerically within one time (as `ORDER BY updated, id`
+/// on an integer column gives): `1, 2, …, 9, 10, …` — not the order of their texts. Page-number
+/// paging drops the items it already delivered by id, not by comparing ids as text (which
+/// dropped `10`…`89` after `9`, never listed: a reconciliation then deleted them from the PIM).
+#[tokio::test]
+async fn page_number_paging_lists_every_asset_whatever_the_order_of_ids_within_a_time() {
+    use std::collections::HashMap;
+    // Ids 1..=150: 1..=120 share one time, 121..=150 a later one.
+    let t0 = 1_700_000_000i64;
+    let items: Vec<(u32, i64)> = (1..=150u32)
+        .map(|id| (id, if id <= 120 { t0 } else { t0 + 60 }))
+        .collect();
+    let app =
+        axum::Router::new().fallback(move |q: axum::extract::Query<HashMap<String, String>>| {
+            let items = items.clone();
+            async move {
+                let since: i64 = q.get("updated_since").map_or(0, |s| s.parse().unwrap());
+                let limit: usize = q["limit"].parse().unwrap();
+                let page: usize = q["page"].parse().unwrap();
+                let listed: Vec<serde_json::Value> = items
+                    .iter()
+                    .filter(|(_, t)| *t >= since)
+                    .skip((page - 1) * limit)
+                    .take(limit)
+                    .map(|(id, t)| {
+                        let at = DateTime::from_timestamp(*t, 0).unwrap().to_rfc3339();
+                        serde_json::json!({"id": id, "updated_at": at})
+                    })
+                    .collect();
+                axum::Json(serde_json::json!({ "items": listed }))
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    for page_size in [9u32, 10, 50, 100] {
+        let mut cfg = RestDamConfig::new(&url);
+        cfg.paging = Paging::PageNumber {
+            page_param: "page".into(),
+            first_page: 1,
+        };
+        cfg.since_format = assetbridge_dam::rest::SinceFormat::UnixSeconds;
+        cfg.page_size = page_size;
+        cfg.retry_backoff_ms = 5;
+        let pages = collect(&RestDam::new(cfg).unwrap(), None).await.unwrap();
+        let listed = ids(&pages);
+        let unique: HashSet<&String> = listed.iter().collect();
+        assert_eq!(unique.len(), 150, "page size {page_size}: {listed:?}");
+        assert_eq!(listed.len(), 150, "page size {page_size}: listed once each");
+    }
+}
