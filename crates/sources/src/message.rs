@@ -25,10 +25,11 @@
 //!    ([`MessageShape::routes`], attached by the configuration loader) decides each item's
 //!    family from the item (the DAM record), as for a routed DAM listing; an item no route
 //!    matches goes to the table's default, or without one is skipped
-//!    ([`routing::SKIP_REASON`]). A deletion no route matches (a deletion message often
-//!    carries little more than the id) goes to every family of the table — each family's
-//!    write path deletes it only if it holds the asset — with the event id suffixed
-//!    `@<family>` so that each copy is deduplicated on its own.
+//!    ([`routing::SKIP_REASON`]). A deletion (a deletion message often carries little more
+//!    than the id, which a route's conditions may match where the asset's record would not)
+//!    goes to every family of the table — each family's write path deletes it only if it
+//!    holds the asset — with the event id suffixed `@<family>` so that each copy is
+//!    deduplicated on its own.
 //! 5. **Event id** (the delivery id, for deduplication of redeliveries): the value at
 //!    [`event_id_pointer`](MessageShape::event_id_pointer) in the item when it is there; else
 //!    the envelope's id — a CloudEvent's `id`, or for a plain body whose items are below the
@@ -500,9 +501,11 @@ impl MessageShape {
     }
 }
 
-/// The change(s) of a routed item: the family of the first route that matches, else the
-/// default; an upsert no route matches without a default is skipped; a deletion no route
-/// matches goes to every family of the table (event id suffixed `@<family>`).
+/// The change(s) of a routed item: an upsert goes to the family of the first route that
+/// matches, else the default, else it is skipped; a deletion goes to every family of the table
+/// (event id suffixed `@<family>`) — a deletion message carries little more than the id, so a
+/// route's conditions (`not`, `exists = false`) may match it where the asset's record would
+/// not, and each family's write path deletes only what it holds.
 fn route_item(
     routes: &CompiledRoutes,
     item: &Value,
@@ -519,23 +522,29 @@ fn route_item(
             kind,
         })
     };
-    let decided = routes.decide(item);
-    match (&kind, decided) {
-        (_, Routed::Route { family, .. }) => out.push(change(family, event_id, kind)),
-        (ChangeKind::Upsert { .. }, Routed::Default(family)) => {
+    if let ChangeKind::Delete { .. } = &kind {
+        for family in routes.families() {
+            let id = event_id.as_ref().map(|e| format!("{e}@{family}"));
+            out.push(change(family, id, kind.clone()));
+        }
+        return;
+    }
+    match routes.decide(item) {
+        Routed::Route { family, .. } | Routed::Default(family) => {
             out.push(change(family, event_id, kind))
         }
-        (ChangeKind::Upsert { asset }, Routed::Skipped) => out.push(ParsedChange::Skipped {
-            dam_id: Some(asset.id.clone()),
+        Routed::Skipped => out.push(ParsedChange::Skipped {
+            dam_id: Some(kind_dam_id(&kind).to_owned()),
             event_id,
             reason: routing::SKIP_REASON.to_owned(),
         }),
-        (ChangeKind::Delete { .. }, Routed::Default(_) | Routed::Skipped) => {
-            for family in routes.families() {
-                let id = event_id.as_ref().map(|e| format!("{e}@{family}"));
-                out.push(change(family, id, kind.clone()));
-            }
-        }
+    }
+}
+
+fn kind_dam_id(kind: &ChangeKind) -> &str {
+    match kind {
+        ChangeKind::Upsert { asset } => &asset.id,
+        ChangeKind::Delete { dam_id, .. } => dam_id,
     }
 }
 
@@ -1101,8 +1110,9 @@ mod tests {
                 (Some("packshots"), Some("m1#0")),
                 (Some("videos"), Some("m1#1")),
                 (None, Some("m1#2")),
-                (Some("videos"), Some("m1#3")),
-                // A deletion no route matches: every family, ids of their own.
+                // A deletion, even one a route matches: every family, ids of their own.
+                (Some("packshots"), Some("m1#3@packshots")),
+                (Some("videos"), Some("m1#3@videos")),
                 (Some("packshots"), Some("m1#4@packshots")),
                 (Some("videos"), Some("m1#4@videos")),
             ]

@@ -202,6 +202,25 @@ impl AdobeFamily {
         out
     }
 
+    /// [`family_of`](Self::family_of) without the default: the family the event's own path or
+    /// value gives (a fixed family is one).
+    pub fn named_family_of(&self, event: &AdobeEvent) -> Result<String, String> {
+        match self {
+            AdobeFamily::Fixed(f) => Ok(f.clone()),
+            AdobeFamily::Folders { folders, .. } => AdobeFamily::Folders {
+                folders: folders.clone(),
+                default: None,
+            }
+            .family_of(event),
+            AdobeFamily::Pointer { pointer, map, .. } => AdobeFamily::Pointer {
+                pointer: pointer.clone(),
+                map: map.clone(),
+                default: None,
+            }
+            .family_of(event),
+        }
+    }
+
     /// The family of an event, `Err(reason)` when none applies.
     pub fn family_of(&self, event: &AdobeEvent) -> Result<String, String> {
         match self {
@@ -312,8 +331,10 @@ impl AdobeEventRules {
                 event.event_id
             ));
         };
-        let family = self.family.family_of(event);
         if delete {
+            // The family the event itself names: a default is not a decision about an asset
+            // the event does not describe (a deletion without a path goes to every family).
+            let family = self.family.named_family_of(event);
             let change = |family: String, event_id: String| AssetChange {
                 family,
                 event_id: Some(event_id),
@@ -341,7 +362,7 @@ impl AdobeEventRules {
                 }
             };
         }
-        let family = match family {
+        let family = match self.family.family_of(event) {
             Ok(f) => f,
             Err(reason) => return AdobeEventOutcome::Skipped(reason),
         };
@@ -492,6 +513,30 @@ mod tests {
         };
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].event_id.as_deref(), Some("ev-1"));
+        // With a default: a deletion whose event names no folder still goes to every family
+        // (it went to the default only, though its asset may be in another); an upsert
+        // without a path goes to the default.
+        let with_default = AdobeEventRules::new(
+            serde_json::from_value(json!({
+                "folders": {"/content/dam/a": "fa"}, "default": "other"
+            }))
+            .unwrap(),
+        );
+        let AdobeEventOutcome::Changes(c) =
+            with_default.convert(&event("aem.assets.asset.deleted", None), "adobe")
+        else {
+            panic!()
+        };
+        let mut fams: Vec<&str> = c.iter().map(|c| c.family.as_str()).collect();
+        fams.sort();
+        assert_eq!(fams, ["fa", "other"]);
+        let AdobeEventOutcome::Changes(c) = with_default.convert(
+            &event("aem.assets.asset.processing_completed", None),
+            "adobe",
+        ) else {
+            panic!()
+        };
+        assert_eq!(c[0].family, "other");
         // An unroutable upsert is skipped.
         assert!(matches!(
             rules.convert(
