@@ -1225,6 +1225,8 @@ async fn upsert_rows(
     let sources: Vec<&str> = rows.iter().map(|r| r.change.source.as_str()).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
     let changed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.changed_at).collect();
+    // A newer change takes a pending entry's place under a new id (`id = DEFAULT`): a worker
+    // whose lease on the old id expired cannot complete, retry or dead-letter it by that id.
     let written = sqlx::query(
         "INSERT INTO inbox (family, dam_id, event_id, source, payload, changed_at, enqueued_at, not_before, attempts) \
          SELECT t.family, t.dam_id, t.event_id, t.source, t.payload, t.changed_at, now(), now(), 0 \
@@ -1234,7 +1236,7 @@ async fn upsert_rows(
               AND l.lease_until IS NOT NULL AND t.changed_at < l.changed_at) \
          ORDER BY t.o \
          ON CONFLICT (family, dam_id) WHERE lease_until IS NULL DO UPDATE SET \
-              event_id = EXCLUDED.event_id, source = EXCLUDED.source, payload = EXCLUDED.payload, \
+              id = DEFAULT, event_id = EXCLUDED.event_id, source = EXCLUDED.source, payload = EXCLUDED.payload, \
               changed_at = EXCLUDED.changed_at, not_before = EXCLUDED.not_before, attempts = 0, last_error = NULL \
          WHERE EXCLUDED.changed_at IS NULL OR inbox.changed_at IS NULL OR EXCLUDED.changed_at >= inbox.changed_at \
          RETURNING (xmax = 0) AS inserted",

@@ -1343,15 +1343,26 @@ async fn upsert_rows(
                     stale += 1;
                     continue;
                 }
+                // The newer change takes the pending entry's place under a new id (keeping when
+                // the first of them entered the inbox): a worker whose lease on the old id
+                // expired cannot complete, retry or dead-letter the newer change by that id.
+                let enqueued_at: i64 =
+                    sqlx::query_scalar("DELETE FROM inbox WHERE id = ?1 RETURNING enqueued_at")
+                        .bind(id)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(db(op))?;
                 sqlx::query(
-                    "UPDATE inbox SET event_id = ?2, source = ?3, payload = ?4, changed_at = ?5, \
-                     not_before = ?6, attempts = 0, last_error = NULL WHERE id = ?1",
+                    "INSERT INTO inbox (family, dam_id, event_id, source, payload, changed_at, \
+                     enqueued_at, not_before, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
                 )
-                .bind(id)
+                .bind(&row.change.family)
+                .bind(row.change.dam_id())
                 .bind(row.change.event_id.as_deref())
                 .bind(&row.change.source)
                 .bind(&row.payload)
                 .bind(at)
+                .bind(enqueued_at)
                 .bind(now)
                 .execute(&mut **tx)
                 .await

@@ -162,6 +162,7 @@ contract_tests!(
     an_unusable_event_is_dead_lettered_once,
     reasons_quoting_a_nul_character_are_stored,
     the_most_recent_dead_letters_in_one_read,
+    a_stale_worker_cannot_finish_a_newer_change,
     backlog_counts,
     concurrent_claimers_never_share_an_entry,
     family_lock_is_exclusive,
@@ -1311,6 +1312,73 @@ async fn reasons_quoting_a_nul_character_are_stored(db: &TestDb) {
     if db.backend == Backend::Postgres {
         assert!(!moved.reason.message.contains('\0'));
     }
+}
+
+/// A worker whose lease expired still holds the entry's id. Another worker re-claimed the
+/// entry and gave it back for a retry; a newer version of the asset then took its place. The
+/// stale worker's `complete`, `retry_later` or `dead_letter` by the old id must not touch the
+/// newer change (before, it took the pending entry's place under the same id: completing the
+/// old one deleted v2, never written).
+async fn a_stale_worker_cannot_finish_a_newer_change(db: &TestDb) {
+    let store = db.open().await;
+    for stale_end in ["complete", "retry_later", "dead_letter"] {
+        let asset = format!("a-{stale_end}");
+        store
+            .enqueue(&[upsert("f", &asset, 1, None)])
+            .await
+            .unwrap();
+        let c1 = store
+            .claim("w1", 1, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(c1.len(), 1);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let c2 = store
+            .claim("w2", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(c2.iter().map(|c| c.id).collect::<Vec<_>>(), [c1[0].id]);
+        store
+            .retry_later(c2[0].id, "PIM 503", Duration::ZERO)
+            .await
+            .unwrap();
+        // A newer version arrives while the entry waits for its retry.
+        store
+            .enqueue(&[upsert("f", &asset, 2, None)])
+            .await
+            .unwrap();
+        // The first worker finally ends its write of v1, by the old id.
+        match stale_end {
+            "complete" => store.complete(&[c1[0].id]).await.unwrap(),
+            "retry_later" => store
+                .retry_later(c1[0].id, "late", Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            _ => store
+                .dead_letter(
+                    c1[0].id,
+                    &DeadLetterReason::new("pim_rejected", "v1 refused"),
+                )
+                .await
+                .unwrap(),
+        }
+        let c3 = store
+            .claim("w3", 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(c3.len(), 1, "{stale_end}: v2 is still there, due now");
+        match &c3[0].change.kind {
+            ChangeKind::Upsert { asset } => assert_eq!(asset.updated_at, t(2), "{stale_end}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c3[0].attempts, 0, "{stale_end}");
+        assert_eq!(
+            c3[0].enqueued_at, c1[0].enqueued_at,
+            "{stale_end}: when the first of them entered the inbox"
+        );
+        store.complete(&[c3[0].id]).await.unwrap();
+    }
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
 }
 
 /// The status page's "recent failures": the highest ids, oldest of them first.
