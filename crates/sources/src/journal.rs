@@ -610,7 +610,9 @@ impl JournalSource {
         shutdown: &CancellationToken,
     ) -> Step {
         let mut changes: Vec<AssetChange> = Vec::new();
-        let mut dead: Vec<(Vec<u8>, String)> = Vec::new();
+        // (raw, reason, key): written once per key — the event id, or the journal position of
+        // an entry that is not an event — so a batch read again after a crash adds nothing.
+        let mut dead: Vec<(Vec<u8>, String, String)> = Vec::new();
         bump(
             &self.stats.events,
             (batch.events.len() + batch.malformed.len()) as u64,
@@ -626,9 +628,11 @@ impl JournalSource {
                     tracing::info!(event_id = %entry.event.event_id, %reason, "journal event skipped: no asset family");
                     bump(&self.stats.skipped, 1);
                 }
-                AdobeEventOutcome::Unusable(reason) => {
-                    dead.push((serde_json::to_vec(&entry.event).unwrap_or_default(), reason))
-                }
+                AdobeEventOutcome::Unusable(reason) => dead.push((
+                    serde_json::to_vec(&entry.event).unwrap_or_default(),
+                    reason,
+                    entry.event.event_id.clone(),
+                )),
             }
         }
         for (pos, error) in &batch.malformed {
@@ -637,6 +641,7 @@ impl JournalSource {
             dead.push((
                 raw.to_string().into_bytes(),
                 format!("journal entry at position {pos}: {error}"),
+                format!("journal position {}", pos.as_str()),
             ));
         }
         if !changes.is_empty() {
@@ -652,19 +657,24 @@ impl JournalSource {
             bump(&self.stats.duplicates, outcome.duplicates);
             bump(&self.stats.stale, outcome.stale);
         }
-        for (raw, reason) in &dead {
-            tracing::warn!(%reason, "unusable journal event dead-lettered");
+        for (raw, reason, key) in &dead {
             let reason = DeadLetterReason::new("unparseable", reason.clone());
             let written = self
                 .durable(shutdown, "writing a dead letter", || {
                     self.store
-                        .add_raw_dead_letter(None, Some(JOURNAL_SOURCE), raw, &reason)
+                        .add_raw_event_dead_letter(None, key, JOURNAL_SOURCE, raw, &reason)
                 })
                 .await;
-            if written.is_none() {
-                return Step::Stopped;
+            match written {
+                None => return Step::Stopped,
+                Some(Some(_)) => {
+                    tracing::warn!(reason = %reason.message, "unusable journal event dead-lettered");
+                    bump(&self.stats.dead_lettered, 1);
+                }
+                Some(None) => {
+                    tracing::debug!(%key, "unusable journal event already dead-lettered")
+                }
             }
-            bump(&self.stats.dead_lettered, 1);
         }
         // Where to resume: the batch's last position; after a 204, the `since` of its `next`
         // link (after `latest=true` that is the newest event, worth remembering).

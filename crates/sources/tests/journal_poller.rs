@@ -377,10 +377,13 @@ async fn errors_back_off_and_bad_entries_are_dead_lettered() {
     emit(&aem, 0, 1);
     // An asset event without an asset id, a journal entry that is not a CloudEvent, a type we
     // do not handle.
-    aem.emit(aem.envelope(
+    let no_asset_id = aem.envelope(
         "aem.assets.asset.processing_completed",
         json!({"repositoryMetadata": {"repo:path": "/content/dam/packshots/x.png"}}),
-    ));
+    );
+    aem.emit(no_asset_id.clone());
+    // The same event journaled again (at least once delivery): dead-lettered once.
+    aem.emit(no_asset_id);
     aem.emit(json!({"not": "an event"}));
     aem.emit(aem.envelope("aem.sites.page.published", json!({"path": "/content/x"})));
     emit(&aem, 1, 2);
@@ -397,7 +400,7 @@ async fn errors_back_off_and_bad_entries_are_dead_lettered() {
     assert_eq!(stats.errors, 3);
     assert_eq!(
         (stats.events, stats.ignored, stats.dead_lettered),
-        (5, 1, 2)
+        (6, 1, 2)
     );
     let dead = store
         .dead_letters(&DeadLetterFilter::default())
