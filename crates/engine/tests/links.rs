@@ -23,9 +23,9 @@ use assetbridge_engine::{
     DeletionPolicy, Engine, FamilyPlan, LinkReport, ProductLinkConfig, SyncOptions, WriteItem,
     LINKS_FAMILY,
 };
+use assetbridge_store::testing::PgTestDatabase;
 use assetbridge_store::{DeadLetterFilter, Store};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use support::{localhost, FAMILY};
 
 /// The product asset-collection attribute linking `packshots` assets.
@@ -37,63 +37,6 @@ enum Backend {
     Postgres,
 }
 
-/// A PostgreSQL database of one test, dropped with it.
-struct PgDb {
-    admin: String,
-    name: String,
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
-                    let _ = c.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn create_pg_database() -> (PgDb, String) {
-    let admin = std::env::var("ASSETBRIDGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut conn =
-        match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin))
-            .await
-        {
-            Ok(Ok(c)) => c,
-            other => panic!(
-                "PostgreSQL at {} is unreachable ({other:?}); these tests need it (start it, or \
-                 set ASSETBRIDGE_TEST_POSTGRES_URL)",
-                assetbridge_store::redact_url(&admin)
-            ),
-        };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("ab_links_test_{}_{nanos}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let _ = conn.close().await;
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&format!("/{name}"));
-    (PgDb { admin, name }, url.to_string())
-}
-
 /// The Akeneo emulator (asset family `packshots`, product attribute `packshot_images`) and the
 /// state's address; engines are made on demand, each with its own store pool and PIM client,
 /// as separate processes would have.
@@ -103,7 +46,7 @@ struct Env {
     prefix: String,
     state_url: String,
     clock: AtomicI64,
-    _pg: Option<PgDb>,
+    _pg: Option<PgTestDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -124,7 +67,8 @@ impl Env {
                 format!("sqlite://{}", dir.path().join("state.db").display()),
             ),
             Backend::Postgres => {
-                let (db, url) = create_pg_database().await;
+                let db = PgTestDatabase::create("links").await;
+                let url = db.url().to_owned();
                 (Some(db), url)
             }
         };

@@ -342,8 +342,8 @@ async fn messages_land_in_the_inbox_and_the_queue_is_drained() {
 /// store refused the batch every time and the broker redelivered it for ever, the queue stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_postgres_cannot_hold_are_dead_lettered_not_redelivered_forever() {
-    let (_pg, url) = support::pg::database("amqp_nul").await;
-    let store = Store::open(&url).await.unwrap();
+    let pg = assetbridge_store::testing::PgTestDatabase::create("amqp_nul").await;
+    let store = Store::open(pg.url()).await.unwrap();
     let queue = TestQueue::new("nul").await;
     let running = Running::start(config(&queue.name), &store);
     queue

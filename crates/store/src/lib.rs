@@ -40,6 +40,8 @@ mod plan;
 mod postgres;
 mod reconcile;
 mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use assetbridge_core::{AssetChange, ChangeKind, ContentHash, Cursor, DamAsset};
+use assetbridge_store::testing::PgTestDatabase;
 use assetbridge_store::{
     Backend, DeadLetterFilter, DeadLetterPayload, DeadLetterReason, EnqueueOutcome, Store,
     StoreOptions, WrittenAsset,
@@ -25,12 +26,7 @@ struct TestDb {
     backend: Backend,
     url: String,
     _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>, // (admin URL, database name)
-}
-
-fn admin_url() -> String {
-    std::env::var("ASSETBRIDGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    _pg: Option<PgTestDatabase>,
 }
 
 impl TestDb {
@@ -45,37 +41,17 @@ impl TestDb {
             backend: Backend::Sqlite,
             url,
             _dir: Some(dir),
-            pg: None,
+            _pg: None,
         }
     }
 
     async fn postgres() -> Self {
-        let admin = admin_url();
-        let mut conn = match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => panic!(
-                "PostgreSQL at {} is unreachable ({e}); the PostgreSQL contract tests need it \
-                 (start it, or set ASSETBRIDGE_TEST_POSTGRES_URL)",
-                assetbridge_store::redact_url(&admin)
-            ),
-            Err(_) => panic!(
-                "PostgreSQL at {} did not answer within 10 s; the PostgreSQL contract tests need it",
-                assetbridge_store::redact_url(&admin)
-            ),
-        };
-        let name = format!("ab_store_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        let _ = conn.close().await;
-        let mut url = url::Url::parse(&admin).expect("admin URL");
-        url.set_path(&format!("/{name}"));
+        let db = PgTestDatabase::create("store_test").await;
         Self {
             backend: Backend::Postgres,
-            url: url.to_string(),
+            url: db.url().to_owned(),
             _dir: None,
-            pg: Some((admin, name)),
+            _pg: Some(db),
         }
     }
 
@@ -89,31 +65,6 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.url));
         assert_eq!(store.backend(), self.backend);
         store
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Runs on success and on panic: the test database never outlives the test.
-        if let Some((admin, name)) = self.pg.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .execute(&mut c)
-                        .await;
-                        let _ = c.close().await;
-                    }
-                });
-            })
-            .join();
-        }
     }
 }
 
@@ -1716,7 +1667,7 @@ async fn errors_never_show_the_password() {
     );
     assert!(e.is_transient(), "nothing listening yet: worth retrying");
     // A refusal (here: no such database) is not worth retrying.
-    let mut missing = url::Url::parse(&admin_url()).unwrap();
+    let mut missing = url::Url::parse(&assetbridge_store::testing::postgres_admin_url()).unwrap();
     missing.set_path("/ab_store_no_such_database");
     let e = Store::open(missing.as_str())
         .await

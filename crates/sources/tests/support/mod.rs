@@ -5,8 +5,6 @@
 //! this module uses part of it.
 #![allow(dead_code)]
 
-pub mod pg;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
