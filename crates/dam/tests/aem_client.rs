@@ -557,6 +557,15 @@ async fn either_signature_suffices_and_keys_are_cached() {
     );
     assert_eq!(v.verify(&h, &body).await, Err(SignatureError::Invalid));
     assert_eq!(aem.key_fetches(), 2);
+
+    // Both slots naming the same key, the first signature wrong: the second is still checked
+    // with that key once the first slot fetched it.
+    let fresh = verifier(&aem);
+    let key1 = EmulatorKey::Key1.path().unwrap();
+    let mut h = signed_headers(&body, Rogue, Key1);
+    h.insert("x-adobe-public-key2-path", HeaderValue::from_static(key1));
+    fresh.verify(&h, &body).await.unwrap();
+    assert_eq!(fresh.key_fetches(), 1);
 }
 
 #[tokio::test]

@@ -618,21 +618,23 @@ impl SignatureVerifier {
         };
         // The keys already cached first: a delivery signed with one is never held up by a fetch
         // of the other slot's key.
-        for (sig, path, _) in &slots {
+        let mut tried = [false; 2];
+        for ((sig, path, _), tried) in slots.iter().zip(&mut tried) {
             if let (Some(sig), Known::Key(der)) = (sig, self.known(path)) {
                 if verifies(&der, sig) {
                     return Ok(());
                 }
+                *tried = true;
             }
         }
         let mut unavailable = None;
-        for (sig, path, url) in slots {
+        for ((sig, path, url), tried) in slots.into_iter().zip(tried) {
             let Some(sig) = sig else {
                 tracing::debug!(path, "signature header is not base64");
                 continue;
             };
-            if matches!(self.known(path), Known::Key(_)) {
-                continue; // tried above
+            if tried {
+                continue; // with its cached key, above
             }
             match self.key(path, url).await {
                 KeyFetch::Key(der) => {
