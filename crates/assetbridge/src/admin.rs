@@ -263,16 +263,27 @@ fn is_loopback_host(host: &str) -> bool {
 /// (421 otherwise): a web page the operator opens cannot point its own host name at
 /// 127.0.0.1 (DNS rebinding) and read the status page or `/metrics` as its own origin. A
 /// request without `Host` (HTTP/1.0 tools) is served.
-async fn loopback_host_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn loopback_host_only(
+    State(allowed): State<Arc<Vec<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("\u{FFFD}"));
+    let named = |h: &str| {
+        let name = h
+            .rsplit_once(':')
+            .map_or(h, |(n, _)| n)
+            .trim_end_matches('.');
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    };
     match host {
-        Some(h) if !is_loopback_host(h) => (
+        Some(h) if !is_loopback_host(h) && !named(h) => (
             StatusCode::MISDIRECTED_REQUEST,
             "this admin server listens on a loopback address and answers only requests for \
-             localhost, 127.0.0.1 or [::1]\n",
+             localhost, 127.0.0.1, [::1] or a name of [server] allowed_hosts\n",
         )
             .into_response(),
         _ => next.run(req).await,
@@ -283,6 +294,7 @@ async fn loopback_host_only(req: axum::extract::Request, next: axum::middleware:
 /// requests in progress.
 pub async fn bind(
     listen: std::net::SocketAddr,
+    allowed_hosts: Vec<String>,
     state: Arc<AdminState>,
     stop: CancellationToken,
 ) -> std::io::Result<(
@@ -293,7 +305,10 @@ pub async fn bind(
     let addr = listener.local_addr()?;
     let mut app = router(state);
     if addr.ip().is_loopback() {
-        app = app.layer(axum::middleware::from_fn(loopback_host_only));
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(allowed_hosts),
+            loopback_host_only,
+        ));
     }
     let serve = async move {
         axum::serve(listener, app)

@@ -90,6 +90,11 @@ pub struct ServerConfig {
     /// `token` or `Authorization: Bearer <token>`). Default: none — the actions answer 403.
     #[serde(default)]
     pub admin_token: Option<secrecy::SecretString>,
+    /// Host names (without port) the admin server answers besides `localhost`, `127.x.x.x` and
+    /// `[::1]` while it listens on a loopback address — e.g. the name a reverse proxy on this
+    /// machine passes on in `Host`. Any other `Host` gets 421 (DNS rebinding). Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServerConfig {
@@ -612,6 +617,13 @@ values = [
         let c = load_text(&text).unwrap().value;
         assert_eq!(c.server.listen, Some("0.0.0.0:9191".parse().unwrap()));
         assert!(!format!("{:?}", c.server).contains("t0k3n"));
+        assert!(c.server.allowed_hosts.is_empty());
+        let text = MINIMAL.replace(
+            "[dam]",
+            "[server]\nallowed_hosts = [\"status.example.com\"]\n\n[dam]",
+        );
+        let c = load_text(&text).unwrap().value;
+        assert_eq!(c.server.allowed_hosts, ["status.example.com"]);
         let bad = MINIMAL.replace("[dam]", "[server]\nlisten = \"localhost\"\n\n[dam]");
         let e = load_text(&bad).unwrap_err();
         assert!(e.to_string().contains("server"), "{e}");

@@ -21,7 +21,9 @@ fn free_port() -> u16 {
 
 /// A config with `[server]` (given as extra lines after the `[akeneo]` table).
 fn config(env: &Env, port: u16, token: Option<&str>) -> String {
-    let mut server = format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut server = format!(
+        "\n[server]\nlisten = \"127.0.0.1:{port}\"\nallowed_hosts = [\"status.example.com\"]\n"
+    );
     if let Some(t) = token {
         server.push_str(&format!("admin_token = \"{t}\"\n"));
     }
@@ -329,6 +331,10 @@ auth = {{ hmac = {{ secret = "webhook-secret", prefix = "sha256=" }} }}
         (format!("rebind.example:{port}"), 421),
         ("rebind.example".to_owned(), 421),
         (format!("127.0.0.1.nip.io:{port}"), 421),
+        // A name the configuration allows (a reverse proxy passing its own `Host` on).
+        (format!("status.example.com:{port}"), 200),
+        ("Status.Example.com".to_owned(), 200),
+        (format!("other.example.com:{port}"), 421),
         (format!("localhost:{port}"), 200),
         (format!("127.0.0.1:{port}"), 200),
         (format!("[::1]:{port}"), 200),

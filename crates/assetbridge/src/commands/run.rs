@@ -62,7 +62,8 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     let listen = server
         .listen
         .unwrap_or(config::ServerConfig::DEFAULT_LISTEN);
-    match crate::admin::bind(listen, admin.clone(), shutdown.clone()).await {
+    let allowed_hosts = server.allowed_hosts.clone();
+    match crate::admin::bind(listen, allowed_hosts, admin.clone(), shutdown.clone()).await {
         Ok((addr, serve)) => {
             info!(listen = %addr, "admin server listening (/healthz, /readyz, /metrics, /)");
             if !addr.ip().is_loopback() {
