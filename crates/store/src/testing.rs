@@ -77,7 +77,9 @@ impl Drop for PgTestDatabase {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                let connect = sqlx::PgConnection::connect(&admin);
+                if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(10), connect).await
+                {
                     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                     let _ = sqlx::query(&drop).execute(&mut c).await;
                     let _ = c.close().await;

@@ -24,7 +24,6 @@ use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, Runnin
 use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, RunningDam};
 use assetbridge_store::{Backlog, Store};
 use serde_json::Value;
-use sqlx::Connection;
 use tokio::process::{Child, Command};
 
 pub const FAMILIES: [&str; 2] = ["packshots", "lifestyle"];
@@ -59,80 +58,6 @@ impl Default for EnvOptions {
     }
 }
 
-/// A PostgreSQL database made for one test.
-struct PgDb {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let admin = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: use a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(Ok(mut conn)) = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    sqlx::PgConnection::connect(&admin),
-                )
-                .await
-                {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn admin_url() -> String {
-    std::env::var("ASSETBRIDGE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn create_pg_database() -> (PgDb, String) {
-    let admin = admin_url();
-    let mut conn =
-        match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&admin))
-            .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => panic!(
-                "PostgreSQL at {} is unreachable ({e}); these tests need it (start it, or set \
-             ASSETBRIDGE_TEST_POSTGRES_URL)",
-                assetbridge_store::redact_url(&admin)
-            ),
-            Err(_) => panic!(
-                "PostgreSQL at {} did not answer within 10 s",
-                assetbridge_store::redact_url(&admin)
-            ),
-        };
-    let name = format!("ab_cli_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let _ = conn.close().await;
-    let mut url = url::Url::parse(&admin).expect("admin URL");
-    url.set_path(&format!("/{name}"));
-    (
-        PgDb {
-            admin_url: admin,
-            name,
-        },
-        url.to_string(),
-    )
-}
-
 /// The emulators, the state and the configuration of one test.
 pub struct Env {
     pub dam: DamEmulator,
@@ -144,7 +69,7 @@ pub struct Env {
     _dam_server: RunningDam,
     _akeneo_server: RunningEmulator,
     // Last: dropped after the children (which `kill_on_drop`) and the servers.
-    _pg: Option<PgDb>,
+    _pg: Option<assetbridge_store::testing::PgTestDatabase>,
 }
 
 /// The Akeneo structure of a family: what the mapping below writes.
@@ -197,7 +122,8 @@ impl Env {
                 format!("sqlite://{}", dir.path().join("state.db").display()),
             ),
             Backend::Postgres => {
-                let (db, url) = create_pg_database().await;
+                let db = assetbridge_store::testing::PgTestDatabase::create("cli_test").await;
+                let url = db.url().to_owned();
                 (Some(db), url)
             }
         };
