@@ -53,7 +53,14 @@ pub struct AssetChange {
 impl AssetChange {
     /// The DAM id of the asset this change concerns.
     pub fn dam_id(&self) -> &str {
-        match &self.kind {
+        self.kind.dam_id()
+    }
+}
+
+impl ChangeKind {
+    /// The DAM id of the asset this change concerns.
+    pub fn dam_id(&self) -> &str {
+        match self {
             ChangeKind::Upsert { asset } => &asset.id,
             ChangeKind::Delete { dam_id, .. } => dam_id,
         }

@@ -534,17 +534,10 @@ fn route_item(
             out.push(change(family, event_id, kind))
         }
         Routed::Skipped => out.push(ParsedChange::Skipped {
-            dam_id: Some(kind_dam_id(&kind).to_owned()),
+            dam_id: Some(kind.dam_id().to_owned()),
             event_id,
             reason: routing::SKIP_REASON.to_owned(),
         }),
-    }
-}
-
-fn kind_dam_id(kind: &ChangeKind) -> &str {
-    match kind {
-        ChangeKind::Upsert { asset } => &asset.id,
-        ChangeKind::Delete { dam_id, .. } => dam_id,
     }
 }
 

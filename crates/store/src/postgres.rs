@@ -134,6 +134,12 @@ CREATE TABLE outcomes (
     ),
     (2, links::MIGRATION),
     (3, reconcile::MIGRATION),
+    // Raw dead letters written once per (event id, source): the check is one index lookup.
+    (
+        4,
+        "CREATE INDEX dead_letters_event ON dead_letters (event_id, source) \
+         WHERE raw_payload IS NOT NULL;",
+    ),
 ];
 
 const DEAD_LETTER_WHERE: &str = "($1::text IS NULL OR family = $1) \

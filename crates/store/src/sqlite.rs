@@ -177,6 +177,12 @@ CREATE TABLE outcomes (
     (2, links::MIGRATION),
     (3, reconcile::MIGRATION),
     (4, recent::MIGRATION),
+    // Raw dead letters written once per (event id, source): the check is one index lookup.
+    (
+        5,
+        "CREATE INDEX dead_letters_event ON dead_letters (event_id, source) \
+         WHERE raw_payload IS NOT NULL;",
+    ),
 ];
 
 /// Drops the pending inbox entries (not leased) of written assets whose change is strictly older
