@@ -24,6 +24,7 @@
 //!   the DAM → PIM write.
 
 pub mod enrich;
+mod lease;
 pub mod links;
 mod options;
 mod plan;
@@ -68,6 +69,11 @@ pub enum EngineError {
     },
     #[error("a write task stopped: {0}")]
     Task(String),
+    #[error(
+        "the inbox leases of this round could not be renewed{}; its writes were stopped before the leases ran out",
+        .last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    LeaseLost { last_error: Option<String> },
 }
 
 /// Everything a sync needs, wired once.

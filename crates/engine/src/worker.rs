@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use assetbridge_store::DeadLetterReason;
+use assetbridge_store::{Claimed, DeadLetterReason};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{Engine, EngineError, SyncReport, WriteItem};
+use crate::{lease, Engine, EngineError, SyncReport, WriteItem};
 
 /// Largest batch handed to one `write_changes` call from the inbox (one PIM request).
 const WRITE_CHUNK: usize = 100;
@@ -16,14 +16,58 @@ const WRITE_CHUNK: usize = 100;
 impl Engine {
     /// Claims one round of ready inbox entries and writes them. Returns how many were claimed
     /// (0 = nothing ready) and what happened to them.
+    ///
+    /// The round's leases are renewed while it runs ([`crate::lease`]); if they cannot be, the
+    /// round is stopped before they run out and [`EngineError::LeaseLost`] returned.
     pub async fn drain_once(&self, worker: &str) -> Result<(usize, SyncReport), EngineError> {
+        let lease = self.options.claim_lease;
+        let claimed_at = tokio::time::Instant::now();
         let claimed = self
             .store
-            .claim(worker, self.options.claim_size, self.options.claim_lease)
+            .claim(worker, self.options.claim_size, lease)
             .await?;
         let n = claimed.len();
         if n == 0 {
             return Ok((0, SyncReport::default()));
+        }
+        let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+        let (store, ids) = (&self.store, &ids);
+        let held = lease::hold(claimed_at, lease, move || async move {
+            store.renew_leases(worker, ids, lease).await.map(drop)
+        });
+        tokio::select! {
+            r = self.write_claimed(claimed) => r.map(|report| (n, report)),
+            lost = held => {
+                // The round's writes stopped here (their futures dropped); the outcomes
+                // recorded so far are kept.
+                self.flush_outcomes().await;
+                warn!(worker, entries = n, "inbox leases could not be renewed; round stopped");
+                Err(EngineError::LeaseLost { last_error: lost.last_error })
+            }
+        }
+    }
+
+    /// Writes one round of claimed entries.
+    async fn write_claimed(&self, claimed: Vec<Claimed>) -> Result<SyncReport, EngineError> {
+        let mut report = SyncReport::default();
+        // Entries taken over from workers whose leases ran out `max_attempts` times (each time
+        // counted by the claim): a change that brings its worker down every time stops here.
+        let (claimed, abandoned): (Vec<_>, Vec<_>) = claimed
+            .into_iter()
+            .partition(|c| c.attempts < self.options.max_attempts);
+        for c in abandoned {
+            let why = DeadLetterReason::new(
+                "lease_expired",
+                format!(
+                    "claimed {} times without finishing; last: {}",
+                    c.attempts,
+                    c.last_error.as_deref().unwrap_or("unknown")
+                ),
+            );
+            warn!(id = c.id, dam_id = c.change.dam_id(), reason = %why.message, "inbox entry dead-lettered");
+            self.store.dead_letter(c.id, &why).await?;
+            report.seen += 1;
+            report.failed += 1;
         }
         // Enrichment (when configured) takes its changes first; the rest go DAM → PIM.
         let claimed = self.enrich_claimed(claimed).await?;
@@ -40,7 +84,6 @@ impl Engine {
                     change: c.change,
                 });
         }
-        let mut report = SyncReport::default();
         let mut chunks = Vec::new();
         for (family, items) in by_family {
             let Some(plan) = self.family(&family) else {
@@ -92,7 +135,7 @@ impl Engine {
         self.flush_outcomes().await;
         match first_error {
             Some(e) => Err(e),
-            None => Ok((n, report)),
+            None => Ok(report),
         }
     }
 

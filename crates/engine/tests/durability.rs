@@ -411,3 +411,114 @@ async fn a_refused_change_seen_again_in_the_overlap_is_not_dead_lettered_twice()
         "the same refused change was dead-lettered again"
     );
 }
+
+/// Inbox changes for these DAM assets, as a webhook would have stored them.
+fn inbox_changes(app: &TestApp, ids: &[String]) -> Vec<AssetChange> {
+    ids.iter()
+        .map(|id| {
+            let record = app.dam.get(id).unwrap();
+            let updated_at =
+                chrono::DateTime::parse_from_rfc3339(record["updated_at"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc);
+            AssetChange {
+                family: record["type"].as_str().unwrap().to_owned(),
+                event_id: Some(format!("evt-{id}")),
+                source: "webhook".into(),
+                kind: ChangeKind::Upsert {
+                    asset: DamAsset {
+                        id: id.clone(),
+                        updated_at,
+                        record,
+                    },
+                },
+            }
+        })
+        .collect()
+}
+
+/// A round that takes longer than its lease keeps its entries: the worker renews the leases
+/// while it runs, so no other worker takes them over and writes them a second time (before:
+/// the second worker claimed them once the first lease ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_longer_than_its_lease_keeps_its_entries() {
+    let lease = Duration::from_millis(800);
+    let options = SyncOptions {
+        claim_lease: lease,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(10, options).await;
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    let store = app.engine.store().clone();
+    store.enqueue(&inbox_changes(&app, &ids)).await.unwrap();
+    // Each PIM call takes 2.5 leases.
+    app.akeneo.set_latency(lease * 5 / 2);
+    let engine = app.engine.clone();
+    let round = tokio::spawn(async move { engine.drain_once("slow").await });
+    // Long past the first lease, while the round is still waiting for the PIM: nothing to take.
+    for _ in 0..4 {
+        tokio::time::sleep(lease / 2).await;
+        assert!(!round.is_finished());
+        let taken = store.claim("other", 100, lease).await.unwrap();
+        assert!(
+            taken.is_empty(),
+            "another worker took over entries of a live round: {:?}",
+            taken.iter().map(|c| c.change.dam_id()).collect::<Vec<_>>()
+        );
+    }
+    let (n, r) = round.await.unwrap().unwrap();
+    assert_eq!((n, r.created), (ids.len(), ids.len() as u64), "{r:?}");
+    assert_eq!(app.inbox().await, 0);
+    assert_eq!(
+        app.akeneo.counters().asset_writes,
+        ids.len() as u64,
+        "written once"
+    );
+}
+
+/// A change whose worker dies (its lease runs out) `max_attempts` times goes to the dead letters
+/// with that reason, instead of coming back for ever; it can be replayed.
+#[tokio::test]
+async fn a_change_whose_workers_keep_dying_is_dead_lettered() {
+    let options = SyncOptions {
+        max_attempts: 3,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(5, options).await;
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    let store = app.engine.store().clone();
+    store
+        .enqueue(&inbox_changes(&app, &ids[..1]))
+        .await
+        .unwrap();
+    // Three workers claim it and vanish (a claim that is never finished nor renewed).
+    for ghost in ["ghost-1", "ghost-2", "ghost-3"] {
+        let c = store
+            .claim(ghost, 10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    let (n, r) = app.engine.drain_once("w").await.unwrap();
+    assert_eq!((n, r.failed, r.created), (1, 1, 0), "{r:?}");
+    assert_eq!(app.akeneo.counters().asset_writes, 0);
+    let dead = store
+        .dead_letters(&assetbridge_store::DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason.kind, "lease_expired");
+    assert_eq!(
+        dead[0].reason.message,
+        "claimed 3 times without finishing; last: the lease of worker `ghost-3` ran out before it finished"
+    );
+    // Replayed, it is written.
+    let moved = store
+        .retry_dead_letters(&assetbridge_store::DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let r = app.engine.drain_inbox("w").await.unwrap();
+    assert_eq!(r.created, 1, "{r:?}");
+}

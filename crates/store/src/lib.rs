@@ -299,6 +299,10 @@ impl Store {
     /// come, not under a live lease, and with no older entry for the same asset. Oldest first;
     /// the result is ordered by family, then id, so batches group by family.
     ///
+    /// Taking over an entry whose lease ran out (its worker died, or stalled past the lease
+    /// without renewing it) counts an attempt, with that as its last error: a change that brings
+    /// its worker down every time ends in the dead letters instead of coming back for ever.
+    ///
     /// An entry whose payload no longer decodes is moved to the dead letters (kind
     /// `unparseable`) instead of being returned.
     pub async fn claim(
@@ -308,6 +312,19 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
         dispatch!(self, s => s.claim(worker, limit, lease))
+    }
+
+    /// Extends the leases `worker` holds on these entries to now + `lease` (a worker whose round
+    /// takes longer than a lease renews it, so no other worker takes its entries over while it
+    /// is alive). Entries finished meanwhile, given back, or taken over by another worker after
+    /// the lease ran out are left alone. Returns how many leases were extended.
+    pub async fn renew_leases(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.renew_leases(worker, ids, lease))
     }
 
     /// Removes finished entries from the inbox. Unknown ids are ignored.

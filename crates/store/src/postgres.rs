@@ -543,7 +543,10 @@ impl PgStore {
                 AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.family = i.family AND o.dam_id = i.dam_id AND o.id < i.id) \
                 ORDER BY i.id LIMIT $3 \
                 FOR UPDATE SKIP LOCKED) \
-             UPDATE inbox SET claimed_by = $1, lease_until = now() + $2 * interval '1 microsecond' \
+             UPDATE inbox SET claimed_by = $1, lease_until = now() + $2 * interval '1 microsecond', \
+                attempts = inbox.attempts + CASE WHEN inbox.lease_until IS NULL THEN 0 ELSE 1 END, \
+                last_error = CASE WHEN inbox.lease_until IS NULL THEN inbox.last_error \
+                    ELSE 'the lease of worker `' || coalesce(inbox.claimed_by, '?') || '` ran out before it finished' END \
              FROM picked WHERE inbox.id = picked.id \
              RETURNING inbox.id, inbox.family, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox.last_error",
         )
@@ -592,6 +595,29 @@ impl PgStore {
             .await
             .map_err(db("complete inbox entries"))?;
         Ok(())
+    }
+
+    pub(crate) async fn renew_leases(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let renewed = sqlx::query(
+            "UPDATE inbox SET lease_until = now() + $3 * interval '1 microsecond' \
+             WHERE id = ANY($1) AND claimed_by = $2 AND lease_until IS NOT NULL",
+        )
+        .bind(ids)
+        .bind(worker)
+        .bind(dur_micros(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(db("renew inbox leases"))?
+        .rows_affected();
+        Ok(renewed)
     }
 
     pub(crate) async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {

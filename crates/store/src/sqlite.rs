@@ -699,7 +699,11 @@ impl SqliteStore {
         let now = now_micros();
         let mut tx = self.write_tx(OP, Durability::Ordered).await?;
         let rows = sqlx::query(
-            "UPDATE inbox SET claimed_by = ?1, lease_until = ?2 WHERE id IN ( \
+            "UPDATE inbox SET claimed_by = ?1, lease_until = ?2, \
+                attempts = attempts + (lease_until IS NOT NULL), \
+                last_error = CASE WHEN lease_until IS NULL THEN last_error \
+                    ELSE 'the lease of worker `' || coalesce(claimed_by, '?') || '` ran out before it finished' END \
+             WHERE id IN ( \
                 SELECT i.id FROM inbox i \
                 WHERE i.not_before <= ?3 AND (i.lease_until IS NULL OR i.lease_until <= ?3) \
                 AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.family = i.family AND o.dam_id = i.dam_id AND o.id < i.id) \
@@ -757,6 +761,32 @@ impl SqliteStore {
             .await
             .map_err(db(OP))?;
         tx.commit().await.map_err(db(OP))
+    }
+
+    pub(crate) async fn renew_leases(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "renew inbox leases";
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx(OP, Durability::Ordered).await?;
+        let renewed = sqlx::query(
+            "UPDATE inbox SET lease_until = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND claimed_by = ?3 AND lease_until IS NOT NULL",
+        )
+        .bind(now_micros().saturating_add(dur_micros(lease)))
+        .bind(json_text(&ids))
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(OP))?
+        .rows_affected();
+        tx.commit().await.map_err(db(OP))?;
+        Ok(renewed)
     }
 
     pub(crate) async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {

@@ -107,6 +107,7 @@ contract_tests!(
     a_written_version_drops_older_pending_retries,
     in_flight_asset_keeps_order,
     lease_expiry_returns_entries,
+    leases_are_renewed_by_their_holder_only,
     complete_release_and_retry_later,
     dead_letters_move_list_retry_purge,
     raw_and_direct_dead_letters,
@@ -863,16 +864,58 @@ async fn lease_expiry_returns_entries(db: &TestDb) {
     );
     assert!(store.claim("w2", 10, LONG).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(450)).await;
-    // w1 vanished: its entry comes back, without an attempt counted.
+    // w1 vanished: its entry comes back, with the lost lease counted as an attempt.
     let again = store.claim("w3", 10, LONG).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, first[0].id);
     assert_eq!(again[0].change, first[0].change);
-    assert_eq!(again[0].attempts, 0);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("the lease of worker `w1` ran out before it finished")
+    );
     // A change arriving while the expired entry was re-leased still waits behind it.
     store.enqueue(&[upsert("f", "a", 2, None)]).await.unwrap();
     assert!(store.claim("w4", 10, LONG).await.unwrap().is_empty());
     assert!(store.claim("w4", 0, LONG).await.unwrap().is_empty());
+}
+
+async fn leases_are_renewed_by_their_holder_only(db: &TestDb) {
+    let store = db.open().await;
+    store
+        .enqueue(&[upsert("f", "a", 1, None), upsert("f", "b", 1, None)])
+        .await
+        .unwrap();
+    let short = Duration::from_millis(400);
+    let held = store.claim("w1", 10, short).await.unwrap();
+    let ids: Vec<i64> = held.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), 2);
+    // Renewed before it runs out, again and again: nobody else gets the entries, though the
+    // first lease has long run out.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(store.renew_leases("w1", &ids, short).await.unwrap(), 2);
+        assert!(store.claim("w2", 10, LONG).await.unwrap().is_empty());
+    }
+    // Another worker's name renews nothing; a finished entry is not renewed.
+    assert_eq!(store.renew_leases("w2", &ids, LONG).await.unwrap(), 0);
+    store.complete(&ids[..1]).await.unwrap();
+    assert_eq!(store.renew_leases("w1", &ids, short).await.unwrap(), 1);
+    assert_eq!(store.renew_leases("w1", &[], short).await.unwrap(), 0);
+    // Not renewed: taken over once the lease ran out (an attempt counted), and then the
+    // first holder's renewal no longer reaches it.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let taken = store.claim("w2", 10, LONG).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, ids[1]);
+    assert_eq!(taken[0].attempts, 1);
+    assert_eq!(store.renew_leases("w1", &ids, LONG).await.unwrap(), 0);
+    // A released entry is not under a lease: nothing to renew, and claiming it again counts
+    // no attempt.
+    store.release(&ids[1..]).await.unwrap();
+    assert_eq!(store.renew_leases("w2", &ids, LONG).await.unwrap(), 0);
+    let back = store.claim("w3", 10, LONG).await.unwrap();
+    assert_eq!((back.len(), back[0].attempts), (1, 1));
 }
 
 async fn complete_release_and_retry_later(db: &TestDb) {

@@ -176,7 +176,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     for i in 0..args.workers.max(1) {
         let engine = engine.clone();
         let stop = shutdown.clone();
-        let name = format!("{}-{}-worker-{i}", hostname(), std::process::id());
+        let name = worker_name(&format!("worker-{i}"));
         tasks.spawn(async move { engine.run_worker(&name, Duration::from_secs(1), stop).await });
     }
     let links_configured = loaded.value.families.iter().any(|f| f.link.is_some());
@@ -398,6 +398,12 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned())
+}
+
+/// An inbox worker's name, unique among the processes sharing a state store (leases are held
+/// and renewed by name): host, process id and `role`.
+pub fn worker_name(role: &str) -> String {
+    format!("{}-{}-{role}", hostname(), std::process::id())
 }
 
 /// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.

@@ -130,7 +130,7 @@ pub async fn sync_all(
         }
     }
     let drained = engine
-        .drain_inbox("sync")
+        .drain_inbox(&super::run::worker_name("sync"))
         .await
         .map_err(|e| Failure::Fatal(anyhow::anyhow!("inbox: {e}")))?;
     if drained.seen > 0 {
@@ -190,7 +190,7 @@ pub async fn reconcile_all(
         }
     }
     let drained = engine
-        .drain_inbox("sync")
+        .drain_inbox(&super::run::worker_name("sync"))
         .await
         .map_err(|e| Failure::Fatal(anyhow::anyhow!("inbox: {e}")))?;
     if drained.seen > 0 {
