@@ -731,16 +731,29 @@ impl NatsConsumer<'_> {
             Ok(written) => {
                 self.store_backoff.reset();
                 self.backpressure.accepted(written.accepted);
+                // The acks of a batch share one deadline: during a long disconnection the
+                // client's outgoing buffer fills and an ack waits for room, which would hold the
+                // consumer (and a shutdown) for as long. What is not acknowledged in time is
+                // redelivered after `ack_wait` and dropped by the inbox as a redelivery.
                 let mut acked = 0u64;
-                for m in &batch {
-                    match m.ack().await {
-                        Ok(()) => acked += 1,
-                        Err(e) => tracing::warn!(
-                            stream = self.config.stream.as_str(),
-                            error = %e,
-                            "cannot acknowledge (the server redelivers after ack_wait)"
-                        ),
+                let acks = async {
+                    for m in &batch {
+                        match m.ack().await {
+                            Ok(()) => acked += 1,
+                            Err(e) => tracing::warn!(
+                                stream = self.config.stream.as_str(),
+                                error = %e,
+                                "cannot acknowledge (the server redelivers after ack_wait)"
+                            ),
+                        }
                     }
+                };
+                if tokio::time::timeout(OPERATION_TIMEOUT, acks).await.is_err() {
+                    tracing::warn!(
+                        stream = self.config.stream.as_str(),
+                        messages = batch.len(),
+                        "acknowledgements not sent within {OPERATION_TIMEOUT:?}; the server redelivers the rest after ack_wait"
+                    );
                 }
                 let _ = tokio::time::timeout(OPERATION_TIMEOUT, client.flush()).await;
                 self.writer.stats.add_acked(acked);
@@ -755,9 +768,13 @@ impl NatsConsumer<'_> {
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot write to the inbox; the messages are given back (nak)"
                 );
-                for m in &batch {
-                    let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
-                }
+                // Same deadline as the acks; a nak not sent is a redelivery after `ack_wait`.
+                let naks = async {
+                    for m in &batch {
+                        let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
+                    }
+                };
+                let _ = tokio::time::timeout(OPERATION_TIMEOUT, naks).await;
                 let _ = tokio::time::timeout(OPERATION_TIMEOUT, client.flush()).await;
                 sleep_or_shutdown(delay, self.shutdown).await;
             }
