@@ -272,7 +272,7 @@ impl Engine {
         let mut spawned: u64 = 0;
         let mut exhausted = false;
         let mut cursor = CursorKeeper::new(stored);
-        loop {
+        let failed: Result<(), EngineError> = 'pass: loop {
             while !exhausted && running.len() < in_flight && order.waiting() < FINISHED_AHEAD {
                 let Some(page) = pages.next().await else {
                     exhausted = true;
@@ -293,22 +293,18 @@ impl Engine {
                 running.push(async move { (seq, task.await) });
             }
             let Some((seq, done)) = running.next().await else {
-                break;
+                break 'pass Ok(());
             };
             for done in order.finished(seq, done) {
                 let ((by_family, unrouted), last) =
                     match done.map_err(|e| EngineError::Task(e.to_string())) {
                         Ok(Ok(page)) => page,
-                        Ok(Err(e)) | Err(e) => {
-                            // The pages before this one are durable: the cursor may move past
-                            // them (the pages after it are not taken: it stays here).
-                            cursor.save(self, &key).await?;
-                            self.flush_outcomes().await;
-                            return Err(e);
-                        }
+                        Ok(Err(e)) | Err(e) => break 'pass Err(e),
                     };
                 if let Some(last) = last {
-                    cursor.advance(self, &key, last).await?;
+                    if let Err(e) = cursor.advance(self, &key, last).await {
+                        break 'pass Err(e);
+                    }
                 }
                 for (family, report) in by_family {
                     if let Some((_, total)) = outcome.reports.iter_mut().find(|(f, _)| *f == family)
@@ -319,6 +315,19 @@ impl Engine {
                 }
                 outcome.unrouted += &unrouted;
             }
+        };
+        if let Err(e) = failed {
+            // The pages still in flight (spawned tasks: dropping their handles would not stop
+            // them) finish before the pass returns, so that none is still writing when the
+            // caller gives up the family's lock and another pass may begin. The pages before
+            // the failed one are durable: the cursor may move past them (the pages after it
+            // are not taken: it stays here).
+            while running.next().await.is_some() {}
+            if let Err(save) = cursor.save(self, &key).await {
+                warn!(error = %save, "cannot save the cursor of a failed pass; the next pass re-reads from the last one saved");
+            }
+            self.flush_outcomes().await;
+            return Err(e);
         }
         cursor.save(self, &key).await?;
         self.flush_outcomes().await;
