@@ -69,6 +69,10 @@ struct Options {
     enrichment: EnrichmentConfig,
     /// Families also written DAM → PIM (Akeneo asset families), with their mapping.
     pim_families: Vec<(FamilyStructure, FamilyMapping)>,
+    /// The webhook does not store the echoes of enrichment's writes, as `assetbridge run` wires
+    /// it (`AdobeEventRules::echo_keys`); without it echoes reach the inbox and the engine's own
+    /// echo check.
+    drop_echoes_at_ingest: bool,
 }
 
 impl Options {
@@ -76,6 +80,7 @@ impl Options {
         Self {
             enrichment,
             pim_families: Vec::new(),
+            drop_echoes_at_ingest: false,
         }
     }
 }
@@ -163,6 +168,11 @@ async fn start(options: Options) -> App {
                 "aem.assets.asset.metadata_updated".into(),
             ],
             delete_types: vec!["aem.assets.asset.deleted".into()],
+            echo_keys: if options.drop_echoes_at_ingest {
+                enricher.owned_keys().map(str::to_owned).collect()
+            } else {
+                Default::default()
+            },
         }),
         ..WebhookConfig::default()
     };
@@ -694,6 +704,7 @@ async fn both_directions_on_one_family_without_ping_pong() {
     let app = start(Options {
         enrichment: tutorial_config(),
         pim_families: vec![pim_family()],
+        drop_echoes_at_ingest: false,
     })
     .await;
     app.product("SKU-1", "mock-supplier");
@@ -761,6 +772,7 @@ async fn an_enrichment_failure_does_not_hold_up_the_dam_to_pim_write() {
     let app = start(Options {
         enrichment: tutorial_config(),
         pim_families: vec![pim_family()],
+        drop_echoes_at_ingest: false,
     })
     .await;
     app.product("SKU-1", "mock-supplier");
@@ -885,4 +897,60 @@ async fn target_keys_with_slash_and_tilde_are_escaped() {
     app.deliver(vec![e], DeliveryMode::Single).await;
     app.drain().await;
     assert_eq!(app.aem.patches().len(), 1);
+}
+
+/// Our echo arriving while a user's edit of the same asset still waits in the inbox does not take
+/// its place (the inbox keeps one pending change per asset): the Adobe webhook does not store an
+/// echo when it knows enrichment's keys, as `assetbridge run` wires it. Before: the echo replaced
+/// the edit, was then dropped as an echo, and the edit never reached the PIM.
+#[tokio::test]
+async fn an_echo_does_not_take_the_place_of_a_pending_user_edit() {
+    let app = start(Options {
+        enrichment: tutorial_config(),
+        pim_families: vec![pim_family()],
+        drop_echoes_at_ingest: true,
+    })
+    .await;
+    app.product("SKU-1", "mock-supplier");
+    app.asset("urn:aaid:aem:7777", "SKU-1.jpg");
+    let e = app.aem.processing_completed("urn:aaid:aem:7777").unwrap();
+    app.deliver(vec![e], DeliveryMode::Single).await;
+    app.drain().await;
+    assert_eq!(app.aem.patches().len(), 1);
+    let code = assetbridge_core::sanitize_code("urn:aaid:aem:7777");
+    assert!(app.akeneo.asset(AEM_FAMILY, &code).is_some());
+
+    // A user edits the title; before a worker takes the edit, the echo of an enrichment write
+    // arrives (changed keys: enrichment's own fields only).
+    let repo = json!({"repo:repositoryId": HOST, "repo:name": "SKU-1.jpg"});
+    let edit = app.aem.envelope(
+        "aem.assets.asset.metadata_updated",
+        json!({
+            "assetId": "urn:aaid:aem:7777",
+            "repositoryMetadata": repo,
+            "assetMetadata": {"dc:title": "Front view", "event:updated": {"dc:title": "Front view"}},
+        }),
+    );
+    let echo = app.aem.envelope(
+        "aem.assets.asset.metadata_updated",
+        json!({
+            "assetId": "urn:aaid:aem:7777",
+            "repositoryMetadata": repo,
+            "assetMetadata": {
+                "wknd-skuid": "SKU-1", "wknd-suppliername": "mock-supplier",
+                "event:updated": {"wknd-skuid": "SKU-1", "wknd-suppliername": "mock-supplier"},
+            },
+        }),
+    );
+    app.deliver(vec![edit], DeliveryMode::Single).await;
+    app.deliver(vec![echo], DeliveryMode::Single).await;
+    let backlog = app.store.backlog().await.unwrap();
+    assert_eq!(backlog.pending, 1, "the edit waits, alone: {backlog:?}");
+
+    let report = app.engine.drain_inbox("w").await.unwrap();
+    assert_eq!((report.seen, report.updated), (1, 1), "{report:?}");
+    let asset = app.akeneo.asset(AEM_FAMILY, &code).unwrap();
+    assert_eq!(asset["values"]["title"][0]["data"], "Front view");
+    assert_eq!(app.aem.patches().len(), 1, "no PATCH: the values are there");
+    assert!(app.dead_letters().await.is_empty());
 }

@@ -181,6 +181,11 @@ pub struct JournalSourceConfig {
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     #[serde(default = "default_delete_types")]
     pub delete_types: Vec<String>,
+    /// The metadata keys the connector's enrichment writes: their `metadata_updated` echoes are
+    /// not stored (see [`AdobeEventRules::echo_keys`]). Set by the binary from `[enrichment]`; not
+    /// a configuration key. Default: none.
+    #[serde(skip)]
+    pub echo_keys: std::collections::BTreeSet<String>,
     /// Timeout of one journal request, seconds. Default: 30.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -226,6 +231,7 @@ impl JournalSourceConfig {
             family,
             upsert_types: default_upsert_types(),
             delete_types: default_delete_types(),
+            echo_keys: Default::default(),
             timeout_secs: default_timeout_secs(),
             max_retries: default_max_retries(),
             retry_backoff_ms: default_retry_backoff_ms(),
@@ -362,6 +368,7 @@ impl JournalSource {
             family: config.family.clone(),
             upsert_types: config.upsert_types.clone(),
             delete_types: config.delete_types.clone(),
+            echo_keys: config.echo_keys.clone(),
         };
         rules.validate().map_err(cfg)?;
         let registration = match &config.registration {

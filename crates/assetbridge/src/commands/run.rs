@@ -125,9 +125,19 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         });
     }
     let cfg = &loaded.value;
+    // The metadata keys enrichment writes: the Adobe sources do not store the echoes of those
+    // writes (`AdobeEventRules::echo_keys`), so an echo never replaces a user's pending edit.
+    let echo_keys: std::collections::BTreeSet<String> = engine
+        .enrichment()
+        .map(|e| e.owned_keys().map(str::to_owned).collect())
+        .unwrap_or_default();
     if let Some(webhooks) = &cfg.webhooks {
+        let mut webhooks = webhooks.clone();
+        if let Some(adobe) = webhooks.adobe.as_mut() {
+            adobe.echo_keys = echo_keys.clone();
+        }
         let server =
-            assetbridge_sources::webhook::WebhookServer::bind(webhooks, engine.store().clone())
+            assetbridge_sources::webhook::WebhookServer::bind(&webhooks, engine.store().clone())
                 .await
                 .map_err(|e| {
                     crate::exit::Failure::Fatal(anyhow::anyhow!("webhook receiver: {e}"))
@@ -142,7 +152,9 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         });
     }
     if let Some(journal) = &cfg.adobe_journal {
-        let (journal, store, stop) = (journal.clone(), engine.store().clone(), shutdown.clone());
+        let (mut journal, store, stop) =
+            (journal.clone(), engine.store().clone(), shutdown.clone());
+        journal.echo_keys = echo_keys.clone();
         info!(url = %journal.url, "Adobe I/O Events journal poller starting");
         tasks.spawn(async move {
             if let Err(e) = assetbridge_sources::journal::run(journal, store, stop).await {

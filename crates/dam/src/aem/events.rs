@@ -14,7 +14,7 @@
 //!
 //! For a `GET ?challenge=...` answer 200 with [`challenge_response`] (JSON).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,44 @@ use url::Url;
 
 use super::keys::rsa_public_key_der;
 use super::retry;
+
+/// The metadata keys a `metadata_updated` event's `data` (or a change record made of it) says it
+/// changed — `assetMetadata["event:created"]`, the keys of `["event:updated"]`, and
+/// `event:deleted` / `event:removed` — if it says: `None` when it names none of them.
+pub fn changed_metadata_keys(data: &Value) -> Option<HashSet<String>> {
+    let meta = data.get("assetMetadata")?.as_object()?;
+    let mut keys = HashSet::new();
+    let mut said = false;
+    for k in [
+        "event:created",
+        "event:updated",
+        "event:deleted",
+        "event:removed",
+    ] {
+        match meta.get(k) {
+            Some(Value::Array(items)) => {
+                said = true;
+                keys.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            Some(Value::Object(m)) => {
+                said = true;
+                keys.extend(m.keys().cloned());
+            }
+            Some(Value::String(s)) => {
+                said = true;
+                keys.insert(s.clone());
+            }
+            _ => {}
+        }
+    }
+    said.then_some(keys)
+}
+
+/// Whether a `metadata_updated` event's `data` is the echo of a write of `own` keys: it names the
+/// keys it changed, and they are all among them.
+pub fn is_echo_of(data: &Value, own: impl Fn(&str) -> bool) -> bool {
+    changed_metadata_keys(data).is_some_and(|k| !k.is_empty() && k.iter().all(|k| own(k)))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Event types and events

@@ -23,10 +23,10 @@ pub use author::{
     metadata_pointer, AemClient, AemConfig, AemError, AssetMetadata, PatchOp, PatchResponse,
 };
 pub use events::{
-    challenge_from_body, challenge_from_query, challenge_response, check_recipients,
-    parse_delivery, parse_delivery_with_header_id, validation_url_from_body, AdobeEvent,
-    DeliveryError, EventError, EventType, SignatureError, SignatureVerifier,
-    SignatureVerifierConfig,
+    challenge_from_body, challenge_from_query, challenge_response, changed_metadata_keys,
+    check_recipients, is_echo_of, parse_delivery, parse_delivery_with_header_id,
+    validation_url_from_body, AdobeEvent, DeliveryError, EventError, EventType, SignatureError,
+    SignatureVerifier, SignatureVerifierConfig,
 };
 pub use ims::{ImsClient, ImsConfig, ImsError, ImsToken};
 pub use journal::{

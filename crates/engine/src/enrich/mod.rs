@@ -32,7 +32,7 @@ pub(crate) mod format;
 mod links;
 mod poll;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,36 +240,6 @@ fn host_of(record: &Value) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
-/// The metadata keys a `metadata_updated` event says it changed, if it says.
-fn changed_keys(record: &Value) -> Option<HashSet<String>> {
-    let meta = record.get("assetMetadata")?.as_object()?;
-    let mut keys = HashSet::new();
-    let mut said = false;
-    for k in [
-        "event:created",
-        "event:updated",
-        "event:deleted",
-        "event:removed",
-    ] {
-        match meta.get(k) {
-            Some(Value::Array(items)) => {
-                said = true;
-                keys.extend(items.iter().filter_map(Value::as_str).map(str::to_owned));
-            }
-            Some(Value::Object(m)) => {
-                said = true;
-                keys.extend(m.keys().cloned());
-            }
-            Some(Value::String(s)) => {
-                said = true;
-                keys.insert(s.clone());
-            }
-            _ => {}
-        }
-    }
-    said.then_some(keys)
-}
-
 /// Whether AEM's current value already is the wanted one (numbers and their text, a list of one
 /// and its item, are the same).
 fn same_value(current: &Value, wanted: &Value) -> bool {
@@ -381,8 +351,7 @@ impl Enricher {
     /// Whether `record` (of a `metadata_updated` change) is the echo of our own write: the keys
     /// it says changed are all ours.
     pub fn is_echo(&self, record: &Value) -> bool {
-        changed_keys(record)
-            .is_some_and(|k| !k.is_empty() && k.iter().all(|k| self.compiled.owned.contains(k)))
+        assetbridge_dam::aem::is_echo_of(record, |k| self.compiled.owned.contains(k))
     }
 
     /// A change asking to enrich one asset again (reserved family, no event id).
@@ -1104,12 +1073,15 @@ mod tests {
     #[test]
     fn changed_keys_of_metadata_updated_records() {
         let r = json!({"assetMetadata": {"pim:sku": "A", "event:created": ["pim:sku"], "event:updated": {"pim:x": 1}}});
-        let k = changed_keys(&r).unwrap();
+        let k = assetbridge_dam::aem::changed_metadata_keys(&r).unwrap();
         assert_eq!(
             k,
             ["pim:sku", "pim:x"].map(String::from).into_iter().collect()
         );
-        assert!(changed_keys(&json!({"assetMetadata": {"dc:title": "t"}})).is_none());
-        assert!(changed_keys(&json!({})).is_none());
+        assert!(assetbridge_dam::aem::changed_metadata_keys(
+            &json!({"assetMetadata": {"dc:title": "t"}})
+        )
+        .is_none());
+        assert!(assetbridge_dam::aem::changed_metadata_keys(&json!({})).is_none());
     }
 }

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use assetbridge_core::{AssetChange, ChangeKind, DamAsset};
-use assetbridge_dam::aem::AdobeEvent;
+use assetbridge_dam::aem::{is_echo_of, AdobeEvent, EventType};
 use chrono::Utc;
 use serde::de::{self, MapAccess, Visitor};
 use serde::Deserialize;
@@ -290,6 +290,13 @@ pub struct AdobeEventRules {
     pub upsert_types: Vec<String>,
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     pub delete_types: Vec<String>,
+    /// The metadata keys the connector's own enrichment writes (its targets). A
+    /// `metadata_updated` event whose changed keys are all among them is the echo of that write:
+    /// it is acknowledged and not stored ([`AdobeEventOutcome::Ignored`]), so it can never take
+    /// the place of a user's edit of the same asset still pending in the inbox (the inbox keeps
+    /// one pending change per asset) — the engine drops echoes too, but by then the edit was
+    /// gone. Default: none (set from `[enrichment]` by the binary; not a configuration key).
+    pub echo_keys: BTreeSet<String>,
 }
 
 impl AdobeEventRules {
@@ -299,6 +306,7 @@ impl AdobeEventRules {
             family,
             upsert_types: default_upsert_types(),
             delete_types: default_delete_types(),
+            echo_keys: BTreeSet::new(),
         }
     }
 
@@ -362,6 +370,15 @@ impl AdobeEventRules {
                 }
             };
         }
+        if !self.echo_keys.is_empty()
+            && event.event_type == EventType::MetadataUpdated
+            && is_echo_of(&event.data, |k| self.echo_keys.contains(k))
+        {
+            return AdobeEventOutcome::Ignored(format!(
+                "`{ty}` event `{}` is the echo of our own metadata write",
+                event.event_id
+            ));
+        }
         let family = match self.family.family_of(event) {
             Ok(f) => f,
             Err(reason) => return AdobeEventOutcome::Skipped(reason),
@@ -411,6 +428,53 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn echoes_of_our_own_writes_are_not_stored_once_our_keys_are_known() {
+        let with_meta = |ty: &str, meta: Value| {
+            let mut e = event(ty, None);
+            e.data["assetMetadata"] = meta;
+            e
+        };
+        let echo = with_meta(
+            "aem.assets.asset.metadata_updated",
+            json!({"wknd-skuid": "A", "event:updated": {"wknd-skuid": "A"}}),
+        );
+        let edit = with_meta(
+            "aem.assets.asset.metadata_updated",
+            json!({"dc:title": "t", "wknd-skuid": "A", "event:created": ["dc:title", "wknd-skuid"]}),
+        );
+        let unsaid = with_meta(
+            "aem.assets.asset.metadata_updated",
+            json!({"wknd-skuid": "A"}),
+        );
+        let processed = with_meta(
+            "aem.assets.asset.processing_completed",
+            json!({"event:updated": {"wknd-skuid": "A"}}),
+        );
+        let mut rules = AdobeEventRules::new(AdobeFamily::Fixed("f".into()));
+        // Keys unknown (no enrichment): everything is stored, echoes included.
+        assert!(matches!(
+            rules.convert(&echo, "adobe"),
+            AdobeEventOutcome::Changes(_)
+        ));
+        rules.echo_keys = ["wknd-skuid".to_owned(), "wknd-suppliername".to_owned()].into();
+        match rules.convert(&echo, "adobe") {
+            AdobeEventOutcome::Ignored(why) => assert_eq!(
+                why,
+                "`aem.assets.asset.metadata_updated` event `ev-1` is the echo of our own metadata write"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A user's edit (another key changed too), an event that does not say what changed, and
+        // another event type are stored.
+        for e in [&edit, &unsaid, &processed] {
+            assert!(
+                matches!(rules.convert(e, "adobe"), AdobeEventOutcome::Changes(_)),
+                "{e:?}"
+            );
+        }
     }
 
     fn folders() -> AdobeFamily {

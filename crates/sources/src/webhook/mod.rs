@@ -248,6 +248,11 @@ pub struct AdobeWebhookConfig {
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     #[serde(default = "adobe::default_delete_types")]
     pub delete_types: Vec<String>,
+    /// The metadata keys the connector's enrichment writes: their `metadata_updated` echoes are
+    /// not stored (see [`AdobeEventRules::echo_keys`]). Set by the binary from `[enrichment]`; not
+    /// a configuration key. Default: none.
+    #[serde(skip)]
+    pub echo_keys: std::collections::BTreeSet<String>,
 }
 
 impl AdobeWebhookConfig {
@@ -257,6 +262,7 @@ impl AdobeWebhookConfig {
             family: self.family.clone(),
             upsert_types: self.upsert_types.clone(),
             delete_types: self.delete_types.clone(),
+            echo_keys: self.echo_keys.clone(),
         }
     }
 }
