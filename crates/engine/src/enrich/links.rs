@@ -64,25 +64,62 @@ impl Links {
         }
     }
 
-    /// The links of these products (absent: none recorded). One store query.
+    /// The links of these products (absent: none recorded), keyed by the identifiers asked
+    /// for. One store query.
+    ///
+    /// Links are stored under the identifier in lower case ([`link_key`]): enrichment learns an
+    /// identifier from the asset (its file name, say `sku-1.jpg`) while the product poll knows
+    /// the PIM's spelling (`SKU-1`), and the PIM matches identifiers without regard to case.
+    /// Entries an earlier version stored under another spelling are read too (and moved under
+    /// the lower-case key by the next [`apply`](Self::apply) that touches them).
     pub async fn get(
         &self,
         identifiers: &[String],
     ) -> Result<HashMap<String, LinkEntry>, StoreError> {
-        if identifiers.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let raw = self.store.asset_codes(LINKS_FAMILY, identifiers).await?;
-        Ok(raw
-            .into_iter()
-            .map(|(id, text)| {
-                let entry = serde_json::from_str(&text).unwrap_or_else(|e| {
-                    tracing::warn!(product = %id, error = %e, "unreadable enrichment links; starting them again");
-                    LinkEntry::default()
-                });
-                (id, entry)
+        let stored = self.read(identifiers.iter().map(String::as_str)).await?;
+        Ok(identifiers
+            .iter()
+            .filter_map(|id| {
+                let entry = stored.merged(&link_key(id))?;
+                Some((id.clone(), entry))
             })
             .collect())
+    }
+
+    /// The stored entries of these identifiers, under their lower-case keys and under the
+    /// spellings given.
+    async fn read<'a>(
+        &self,
+        identifiers: impl Iterator<Item = &'a str>,
+    ) -> Result<Stored, StoreError> {
+        let mut asked: Vec<String> = Vec::new();
+        for id in identifiers {
+            let key = link_key(id);
+            if key != id {
+                asked.push(id.to_owned());
+            }
+            asked.push(key);
+        }
+        asked.sort();
+        asked.dedup();
+        if asked.is_empty() {
+            return Ok(Stored::default());
+        }
+        let raw = self.store.asset_codes(LINKS_FAMILY, &asked).await?;
+        let mut stored = Stored::default();
+        for (id, text) in raw {
+            let entry = serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(product = %id, error = %e, "unreadable enrichment links; starting them again");
+                LinkEntry::default()
+            });
+            let key = link_key(&id);
+            if key == id {
+                stored.keyed.insert(key, entry);
+            } else {
+                stored.legacy.entry(key).or_default().push((id, entry));
+            }
+        }
+        Ok(stored)
     }
 
     /// Applies edits: one read and at most one write (and one delete) for the whole set.
@@ -91,15 +128,19 @@ impl Links {
             return Ok(());
         }
         let _serialised = self.lock.lock().await;
-        let mut ids: Vec<String> = edits.iter().map(|e| e.identifier().to_owned()).collect();
-        ids.sort();
-        ids.dedup();
-        let before = self.get(&ids).await?;
-        let mut after = before.clone();
+        let stored = self.read(edits.iter().map(LinkEdit::identifier)).await?;
+        let mut after: HashMap<String, LinkEntry> = HashMap::new();
         for e in edits {
+            let key = link_key(e.identifier());
+            let entry = match after.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let merged = stored.merged(v.key());
+                    v.insert(merged.unwrap_or_default())
+                }
+            };
             match e {
-                LinkEdit::Add { identifier, asset } => {
-                    let entry = after.entry(identifier).or_default();
+                LinkEdit::Add { asset, .. } => {
                     if let Some(i) = entry.assets.iter().position(|a| *a == asset) {
                         if i + 1 == entry.assets.len() {
                             continue;
@@ -115,13 +156,11 @@ impl Links {
                     let over = entry.assets.len().saturating_sub(self.max_assets);
                     entry.assets.drain(..over);
                 }
-                LinkEdit::Remove { identifier, asset } => {
-                    if let Some(entry) = after.get_mut(&identifier) {
-                        entry.assets.retain(|a| *a != asset);
-                    }
+                LinkEdit::Remove { asset, .. } => {
+                    entry.assets.retain(|a| *a != asset);
                 }
-                LinkEdit::Hash { identifier, hash } => {
-                    if let Some(entry) = after.get_mut(&identifier) {
+                LinkEdit::Hash { hash, .. } => {
+                    if !entry.assets.is_empty() {
                         entry.values_hash = Some(hash);
                     }
                 }
@@ -129,13 +168,16 @@ impl Links {
         }
         let mut write = Vec::new();
         let mut delete = Vec::new();
-        for (id, entry) in after {
+        for (key, entry) in after {
+            // Other spellings of the key are folded into it: they go.
+            let legacy = stored.legacy.get(&key);
+            delete.extend(legacy.into_iter().flatten().map(|(id, _)| id.clone()));
             if entry.assets.is_empty() {
-                if before.contains_key(&id) {
-                    delete.push(id);
+                if stored.keyed.contains_key(&key) {
+                    delete.push(key);
                 }
-            } else if before.get(&id) != Some(&entry) {
-                write.push((id, serde_json::to_string(&entry).expect("links serialise")));
+            } else if legacy.is_some() || stored.keyed.get(&key) != Some(&entry) {
+                write.push((key, serde_json::to_string(&entry).expect("links serialise")));
             }
         }
         if !write.is_empty() {
@@ -145,6 +187,42 @@ impl Links {
             self.store.remove_asset_codes(LINKS_FAMILY, &delete).await?;
         }
         Ok(())
+    }
+}
+
+/// The store key of a product's links: its identifier in lower case (see [`Links::get`]).
+pub(crate) fn link_key(identifier: &str) -> String {
+    identifier.to_lowercase()
+}
+
+/// Stored link entries: under their lower-case keys, and under other spellings (by key).
+#[derive(Default)]
+struct Stored {
+    keyed: HashMap<String, LinkEntry>,
+    legacy: HashMap<String, Vec<(String, LinkEntry)>>,
+}
+
+impl Stored {
+    /// The entry of `key` with those stored under other spellings folded in (their assets
+    /// after its own, within the bound at the next write), if any is stored.
+    fn merged(&self, key: &str) -> Option<LinkEntry> {
+        let legacy = self.legacy.get(key);
+        let mut entry = match (self.keyed.get(key), legacy) {
+            (None, None) => return None,
+            (Some(e), _) => e.clone(),
+            (None, Some(_)) => LinkEntry::default(),
+        };
+        for (_, other) in legacy.into_iter().flatten() {
+            for a in &other.assets {
+                if !entry.assets.contains(a) {
+                    entry.assets.push(a.clone());
+                }
+            }
+            if entry.values_hash.is_none() {
+                entry.values_hash.clone_from(&other.values_hash);
+            }
+        }
+        Some(entry)
     }
 }
 
@@ -212,11 +290,81 @@ mod tests {
             links.get(&["Q".to_owned()]).await.unwrap().is_empty(),
             "empty → gone"
         );
-        // Stored where the docs say: the DAM id → code map, reserved family.
+        // Stored where the docs say: the DAM id → code map, reserved family, the identifier in
+        // lower case.
         let raw = store
-            .asset_codes(LINKS_FAMILY, &["P".to_owned()])
+            .asset_codes(LINKS_FAMILY, &["p".to_owned()])
             .await
             .unwrap();
-        assert!(raw["P"].contains("\"values_hash\":\"h1\""), "{}", raw["P"]);
+        assert!(raw["p"].contains("\"values_hash\":\"h1\""), "{}", raw["p"]);
+    }
+
+    /// Enrichment learns `sku-1` from a file name; the product poll asks for the PIM's `SKU-1`.
+    /// Before: the links were stored under `sku-1` and the poll found none, so a product change
+    /// never re-enriched the asset.
+    #[tokio::test]
+    async fn links_are_found_whatever_the_case_of_the_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap();
+        let links = Links::new(store.clone(), 3);
+        links
+            .apply(vec![LinkEdit::Add {
+                identifier: "sku-1".into(),
+                asset: a("1"),
+            }])
+            .await
+            .unwrap();
+        let got = links.get(&["SKU-1".to_owned()]).await.unwrap();
+        assert_eq!(got["SKU-1"].assets, vec![a("1")]);
+
+        // An entry stored by an earlier version under the PIM's spelling is still read, merged
+        // with the lower-case one, and moved under the lower-case key at the next edit.
+        let legacy = LinkEntry {
+            values_hash: Some("old".into()),
+            assets: vec![a("2")],
+        };
+        store
+            .put_asset_codes(
+                LINKS_FAMILY,
+                &[("Sku-1".to_owned(), serde_json::to_string(&legacy).unwrap())],
+            )
+            .await
+            .unwrap();
+        let ids = ["Sku-1".to_owned(), "SKU-1".to_owned()];
+        let got = links.get(&ids).await.unwrap();
+        assert_eq!(got["Sku-1"].assets, vec![a("1"), a("2")]);
+        assert_eq!(got["Sku-1"], got["SKU-1"]);
+        links
+            .apply(vec![LinkEdit::Hash {
+                identifier: "Sku-1".into(),
+                hash: "h2".into(),
+            }])
+            .await
+            .unwrap();
+        let raw = store
+            .asset_codes(LINKS_FAMILY, &["Sku-1".to_owned(), "sku-1".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(raw.len(), 1, "{raw:?}");
+        let moved: LinkEntry = serde_json::from_str(&raw["sku-1"]).unwrap();
+        assert_eq!(moved.assets, vec![a("1"), a("2")]);
+        assert_eq!(moved.values_hash.as_deref(), Some("h2"));
+        // Removing the asset under any spelling removes it.
+        links
+            .apply(vec![
+                LinkEdit::Remove {
+                    identifier: "SKU-1".into(),
+                    asset: a("1"),
+                },
+                LinkEdit::Remove {
+                    identifier: "sku-1".into(),
+                    asset: a("2"),
+                },
+            ])
+            .await
+            .unwrap();
+        assert!(links.get(&ids).await.unwrap().is_empty());
     }
 }

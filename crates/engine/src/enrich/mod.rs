@@ -914,7 +914,10 @@ impl Enricher {
                 let unlinked = matches!(
                     outcome,
                     EnrichmentOutcome::Gone | EnrichmentOutcome::NoKey { .. }
-                ) || (job.keys.is_some() && !keys.contains(p));
+                ) || (job.keys.is_some()
+                    && !keys
+                        .iter()
+                        .any(|k| links::link_key(k) == links::link_key(p)));
                 if unlinked {
                     edits.push(LinkEdit::Remove {
                         identifier: p.clone(),
