@@ -293,25 +293,7 @@ async fn a_deletion_finds_an_asset_written_by_a_pass_that_died_before_recording_
     let ids = app.dam.ordered_ids(None, Some("packshots"));
     let items: Vec<WriteItem> = ids
         .iter()
-        .map(|id| {
-            let record = app.dam.get(id).unwrap();
-            let updated_at =
-                chrono::DateTime::parse_from_rfc3339(record["updated_at"].as_str().unwrap())
-                    .unwrap()
-                    .with_timezone(&chrono::Utc);
-            WriteItem::fresh(AssetChange {
-                family: "packshots".into(),
-                event_id: None,
-                source: "poll".into(),
-                kind: ChangeKind::Upsert {
-                    asset: DamAsset {
-                        id: id.clone(),
-                        updated_at,
-                        record,
-                    },
-                },
-            })
-        })
+        .map(|id| WriteItem::fresh(upsert_of(&app, id, None, "poll")))
         .collect();
     // The "crash": the write task is stopped as soon as the PIM has applied the batch (this
     // test runs on one thread, so the task cannot get past its next await after `abort`).
@@ -412,28 +394,30 @@ async fn a_refused_change_seen_again_in_the_overlap_is_not_dead_lettered_twice()
     );
 }
 
+/// The upsert of a DAM asset as it is now.
+fn upsert_of(app: &TestApp, id: &str, event_id: Option<String>, source: &str) -> AssetChange {
+    let record = app.dam.get(id).unwrap();
+    let updated_at = chrono::DateTime::parse_from_rfc3339(record["updated_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    AssetChange {
+        family: record["type"].as_str().unwrap().to_owned(),
+        event_id,
+        source: source.into(),
+        kind: ChangeKind::Upsert {
+            asset: DamAsset {
+                id: id.to_owned(),
+                updated_at,
+                record,
+            },
+        },
+    }
+}
+
 /// Inbox changes for these DAM assets, as a webhook would have stored them.
 fn inbox_changes(app: &TestApp, ids: &[String]) -> Vec<AssetChange> {
     ids.iter()
-        .map(|id| {
-            let record = app.dam.get(id).unwrap();
-            let updated_at =
-                chrono::DateTime::parse_from_rfc3339(record["updated_at"].as_str().unwrap())
-                    .unwrap()
-                    .with_timezone(&chrono::Utc);
-            AssetChange {
-                family: record["type"].as_str().unwrap().to_owned(),
-                event_id: Some(format!("evt-{id}")),
-                source: "webhook".into(),
-                kind: ChangeKind::Upsert {
-                    asset: DamAsset {
-                        id: id.clone(),
-                        updated_at,
-                        record,
-                    },
-                },
-            }
-        })
+        .map(|id| upsert_of(app, id, Some(format!("evt-{id}")), "webhook"))
         .collect()
 }
 
