@@ -5,13 +5,19 @@
 //! another worker may take the same entries and write them; the first worker, still running,
 //! would then write an older version over a newer one. So while a round runs, its leases are
 //! renewed every quarter of a lease; and if they cannot be renewed (the state store is
-//! unreachable) the round is abandoned an eighth of a lease **before** the lease runs out, so that
-//! no write of it can land after another worker may have taken over.
+//! unreachable) the lease is reported lost an eighth of a lease **before** it runs out, and the
+//! round starts no further PIM write (it is checked between batches: a write already sent is
+//! not taken back).
+//!
+//! Nothing here is stopped halfway: a renewal runs as a task of its own (a store write dropped
+//! in the middle could leave the SQLite writer's transaction in an unknown state), and the
+//! holder stops only between renewals.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// How often a held lease is renewed: every quarter of the lease.
@@ -24,26 +30,32 @@ pub(crate) fn give_up_before(lease: Duration) -> Duration {
     lease / 8
 }
 
-/// Why [`hold`] returned: the leases could not be kept.
+/// Why [`hold`] returned early: the leases could not be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LeaseLost {
-    /// The last error of a renewal, if one failed (else: renewals took too long).
+    /// The last error of a renewal, if one failed (else: a renewal took too long).
     pub last_error: Option<String>,
 }
 
 /// Renews leases taken at `claimed_at` for `lease` with `renew` (which extends them to
-/// now + `lease`) until the round holding them is done — it never returns while renewals
-/// succeed. Returns [`LeaseLost`] when the leases could not be renewed in time: the caller must
-/// stop the round's writes (drop its future) at once, since the leases end soon after.
+/// now + `lease`) until `done` is cancelled (→ `None`), or until they could not be renewed in
+/// time (→ [`LeaseLost`], returned an eighth of a lease before they end: the round must start no
+/// further write).
 ///
 /// A renewal's new end counts from the moment it was sent (the store computes it later, so
 /// this end is never later than the store's). A renewal that fails is tried again every
-/// 1/16 of the lease (at least every 100 ms) until it succeeds or the time to give up comes.
-pub(crate) async fn hold<F, Fut, E>(claimed_at: Instant, lease: Duration, mut renew: F) -> LeaseLost
+/// 1/16 of the lease (at least every 100 ms) until it succeeds or the time to give up comes; one
+/// still running then is left to finish on its own.
+pub(crate) async fn hold<F, Fut, E>(
+    claimed_at: Instant,
+    lease: Duration,
+    done: CancellationToken,
+    mut renew: F,
+) -> Option<LeaseLost>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
     let every = renew_every(lease);
     let retry = (lease / 16).max(Duration::from_millis(100));
@@ -52,23 +64,32 @@ where
     let mut last_error = None;
     loop {
         let give_up = ends - give_up_before(lease);
-        tokio::time::sleep_until(next.min(give_up)).await;
+        tokio::select! {
+            biased;
+            _ = done.cancelled() => return None,
+            _ = tokio::time::sleep_until(next.min(give_up)) => {}
+        }
         if Instant::now() >= give_up {
-            return LeaseLost { last_error };
+            return Some(LeaseLost { last_error });
         }
         let sent = Instant::now();
-        match tokio::time::timeout_at(give_up, renew()).await {
-            Ok(Ok(())) => {
+        let renewal = tokio::spawn(renew());
+        match tokio::time::timeout_at(give_up, renewal).await {
+            Ok(Ok(Ok(()))) => {
                 ends = sent + lease;
                 next = sent + every;
                 last_error = None;
             }
-            Ok(Err(e)) => {
+            Ok(Ok(Err(e))) => {
                 warn!(error = %e, "cannot renew the inbox leases of this round; trying again");
                 last_error = Some(e.to_string());
                 next = Instant::now() + retry;
             }
-            Err(_) => return LeaseLost { last_error },
+            Ok(Err(e)) => {
+                last_error = Some(format!("the renewal task stopped: {e}"));
+                next = Instant::now() + retry;
+            }
+            Err(_) => return Some(LeaseLost { last_error }),
         }
     }
 }
@@ -86,7 +107,7 @@ mod tests {
         let start = Instant::now();
         let renewals = Arc::new(AtomicU32::new(0));
         let r = renewals.clone();
-        let held = hold(start, LEASE, move || {
+        let held = hold(start, LEASE, CancellationToken::new(), move || {
             r.fetch_add(1, Ordering::SeqCst);
             async { Ok::<(), String>(()) }
         });
@@ -105,11 +126,12 @@ mod tests {
         let start = Instant::now();
         let tries = Arc::new(AtomicU32::new(0));
         let t = tries.clone();
-        let lost = hold(start, LEASE, move || {
+        let lost = hold(start, LEASE, CancellationToken::new(), move || {
             t.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>("database is locked") }
         })
-        .await;
+        .await
+        .unwrap();
         // Given up at 70 s: the lease (80 s) has not run out, so no other worker has the entries
         // yet; tried at 20 s and then every 5 s.
         assert_eq!(start.elapsed(), LEASE - LEASE / 8);
@@ -122,7 +144,7 @@ mod tests {
         let start = Instant::now();
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
-        let lost = hold(start, LEASE, move || {
+        let lost = hold(start, LEASE, CancellationToken::new(), move || {
             let n = c.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n > 0 {
@@ -132,7 +154,8 @@ mod tests {
                 Ok::<(), String>(())
             }
         })
-        .await;
+        .await
+        .unwrap();
         // First renewal at 20 s (the lease now ends at 100 s), the second hangs from 40 s until
         // the time to give up: 100 − 10 = 90 s.
         assert_eq!(start.elapsed(), Duration::from_secs(90));
@@ -144,7 +167,7 @@ mod tests {
         let start = Instant::now();
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
-        let held = hold(start, LEASE, move || {
+        let held = hold(start, LEASE, CancellationToken::new(), move || {
             let n = c.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n == 0 {
@@ -160,5 +183,32 @@ mod tests {
         }
         // 20 s failed, 25 s renewed, then every 20 s: 45, 65, …, 225 s.
         assert_eq!(calls.load(Ordering::SeqCst), 2 + 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_stops_when_the_round_is_done_and_not_during_a_renewal() {
+        let start = Instant::now();
+        let done = CancellationToken::new();
+        let finished = Arc::new(AtomicU32::new(0));
+        let f = finished.clone();
+        let holder = tokio::spawn(hold(start, LEASE, done.clone(), move || {
+            let f = f.clone();
+            async move {
+                // A renewal that takes 3 s.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        }));
+        // The round ends 1 s into the first renewal (sent at 20 s).
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        done.cancel();
+        assert_eq!(holder.await.unwrap(), None);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(23),
+            "after the renewal, not during it"
+        );
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
     }
 }

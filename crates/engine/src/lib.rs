@@ -69,11 +69,8 @@ pub enum EngineError {
     },
     #[error("a write task stopped: {0}")]
     Task(String),
-    #[error(
-        "the inbox leases of this round could not be renewed{}; its writes were stopped before the leases ran out",
-        .last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
-    )]
-    LeaseLost { last_error: Option<String> },
+    #[error("the inbox leases of this round could not be renewed; it started no further write")]
+    LeaseLost,
 }
 
 /// Everything a sync needs, wired once.

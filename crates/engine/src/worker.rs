@@ -1,9 +1,10 @@
 //! Inbox workers: claim durable changes (from webhooks, queues and retries) and write them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use assetbridge_store::{Claimed, DeadLetterReason};
+use assetbridge_store::{Claimed, DeadLetterReason, LEASE_RAN_OUT};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -18,7 +19,9 @@ impl Engine {
     /// (0 = nothing ready) and what happened to them.
     ///
     /// The round's leases are renewed while it runs ([`crate::lease`]); if they cannot be, the
-    /// round is stopped before they run out and [`EngineError::LeaseLost`] returned.
+    /// round starts no further batch and returns [`EngineError::LeaseLost`]. A round that fails
+    /// otherwise (the PIM refusing our credentials, the store) gives back the claims it did not
+    /// finish at once, without counting an attempt: the error is not the entries' doing.
     pub async fn drain_once(&self, worker: &str) -> Result<(usize, SyncReport), EngineError> {
         let lease = self.options.claim_lease;
         let claimed_at = tokio::time::Instant::now();
@@ -30,38 +33,75 @@ impl Engine {
         if n == 0 {
             return Ok((0, SyncReport::default()));
         }
-        let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
-        let (store, ids) = (&self.store, &ids);
-        let held = lease::hold(claimed_at, lease, move || async move {
-            store.renew_leases(worker, ids, lease).await.map(drop)
+        let ids: Arc<Vec<i64>> = Arc::new(claimed.iter().map(|c| c.id).collect());
+        let done = CancellationToken::new();
+        let lost = CancellationToken::new();
+        // The holder runs beside the round and is never dropped in the middle of a renewal: it
+        // ends at its next wake-up once `done` is cancelled.
+        tokio::spawn({
+            let (store, name, ids) = (self.store.clone(), worker.to_owned(), ids.clone());
+            let (done, lost) = (done.clone(), lost.clone());
+            async move {
+                let held = lease::hold(claimed_at, lease, done, {
+                    let name = name.clone();
+                    move || {
+                        let (store, name, ids) = (store.clone(), name.clone(), ids.clone());
+                        async move { store.renew_leases(&name, &ids, lease).await.map(drop) }
+                    }
+                })
+                .await;
+                if let Some(l) = held {
+                    warn!(
+                        worker = %name,
+                        error = l.last_error.as_deref().unwrap_or("renewals took too long"),
+                        "inbox leases could not be renewed; the round starts no further write"
+                    );
+                    lost.cancel();
+                }
+            }
         });
-        tokio::select! {
-            r = self.write_claimed(claimed) => r.map(|report| (n, report)),
-            lost = held => {
-                // The round's writes stopped here (their futures dropped); the outcomes
-                // recorded so far are kept.
-                self.flush_outcomes().await;
-                warn!(worker, entries = n, "inbox leases could not be renewed; round stopped");
-                Err(EngineError::LeaseLost { last_error: lost.last_error })
+        let result = self.write_claimed(claimed, &lost).await;
+        done.cancel();
+        match result {
+            Ok(report) => Ok((n, report)),
+            Err(e) => {
+                if !lost.is_cancelled() {
+                    // Entries finished, retried or dead-lettered are no longer leased: only
+                    // the rest are given back.
+                    if let Err(r) = self.store.release(&ids).await {
+                        warn!(worker, error = %r, "cannot give the claims of a failed round back; they come back when their lease runs out");
+                    }
+                }
+                Err(e)
             }
         }
     }
 
-    /// Writes one round of claimed entries.
-    async fn write_claimed(&self, claimed: Vec<Claimed>) -> Result<SyncReport, EngineError> {
+    /// Writes one round of claimed entries; starts no batch once `lost` is cancelled.
+    async fn write_claimed(
+        &self,
+        claimed: Vec<Claimed>,
+        lost: &CancellationToken,
+    ) -> Result<SyncReport, EngineError> {
         let mut report = SyncReport::default();
-        // Entries taken over from workers whose leases ran out `max_attempts` times (each time
-        // counted by the claim): a change that brings its worker down every time stops here.
+        // Entries that reached `max_attempts` without being dead-lettered: taken over from
+        // workers whose leases ran out (each take-over counts an attempt), or `max_attempts`
+        // lowered since. A change that brings its worker down every time stops here.
         let (claimed, abandoned): (Vec<_>, Vec<_>) = claimed
             .into_iter()
             .partition(|c| c.attempts < self.options.max_attempts);
         for c in abandoned {
+            let last = c.last_error.as_deref().unwrap_or("unknown");
+            let kind = if last.starts_with(LEASE_RAN_OUT) {
+                "lease_expired"
+            } else {
+                "retries_exhausted"
+            };
             let why = DeadLetterReason::new(
-                "lease_expired",
+                kind,
                 format!(
-                    "claimed {} times without finishing; last: {}",
-                    c.attempts,
-                    c.last_error.as_deref().unwrap_or("unknown")
+                    "claimed {} times without finishing; last: {last}",
+                    c.attempts
                 ),
             );
             warn!(id = c.id, dam_id = c.change.dam_id(), reason = %why.message, "inbox entry dead-lettered");
@@ -114,6 +154,9 @@ impl Engine {
         let mut results = stream::iter(chunks)
             .map(
                 |(plan, chunk): (crate::FamilyPlan, Vec<WriteItem>)| async move {
+                    if lost.is_cancelled() {
+                        return (plan, Err(EngineError::LeaseLost));
+                    }
                     let r = self.write_changes(&plan, chunk).await;
                     (plan, r)
                 },

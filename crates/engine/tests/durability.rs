@@ -19,7 +19,9 @@ use assetbridge_core::{
 use assetbridge_dam::rest::{DamAuth, RestDam, RestDamConfig};
 use assetbridge_emulators::akeneo::{AkeneoEmulator, AkeneoEmulatorConfig, RunningEmulator};
 use assetbridge_emulators::dam::{DamEmulator, DamEmulatorConfig, RunningDam};
-use assetbridge_engine::{DeletionPolicy, Engine, FamilyPlan, SyncOptions, SyncReport, WriteItem};
+use assetbridge_engine::{
+    DeletionPolicy, Engine, EngineError, FamilyPlan, SyncOptions, SyncReport, WriteItem,
+};
 use assetbridge_store::Store;
 use secrecy::SecretString;
 use serde_json::json;
@@ -505,4 +507,48 @@ async fn a_change_whose_workers_keep_dying_is_dead_lettered() {
     assert_eq!(moved, 1);
     let r = app.engine.drain_inbox("w").await.unwrap();
     assert_eq!(r.created, 1, "{r:?}");
+}
+
+/// A round that fails as a whole for a reason that is not the entries' (the PIM refuses our
+/// credentials) gives its claims back at once and uses up no attempt: once the credentials are
+/// fixed the backlog drains. (Before: the claims were left to expire, and with take-overs
+/// counted as attempts the whole backlog would have become dead letters.)
+#[tokio::test]
+async fn a_round_that_fails_as_a_whole_gives_its_claims_back_without_an_attempt() {
+    let app = TestApp::start(5, SyncOptions::default()).await;
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    let store = app.engine.store().clone();
+    store.enqueue(&inbox_changes(&app, &ids)).await.unwrap();
+    let refused = AkeneoClient::new(AkeneoConfig::new(
+        app._akeneo_server.base_url.clone(),
+        "assetbridge",
+        "secret",
+        "admin",
+        "not-the-password",
+    ))
+    .unwrap();
+    let engine = Engine::new(
+        refused,
+        store.clone(),
+        RestDam::new(RestDamConfig::new("http://127.0.0.1:9")).unwrap(),
+        vec![app.plan("packshots"), app.plan("lifestyle")],
+        SyncOptions::default(),
+    );
+    for _ in 0..3 {
+        let e = engine.drain_once("w").await.unwrap_err();
+        assert!(matches!(e, EngineError::Pim(_)), "{e}");
+    }
+    // Claimable at once (nothing waits for a lease to run out), no attempt used up.
+    let back = store
+        .claim("w2", 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), ids.len());
+    assert!(back.iter().all(|c| c.attempts == 0), "{back:?}");
+    store
+        .release(&back.iter().map(|c| c.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let r = app.engine.drain_inbox("w").await.unwrap();
+    assert_eq!(r.created, ids.len() as u64, "{r:?}");
 }

@@ -70,7 +70,7 @@ struct Options {
     /// Families also written DAM → PIM (Akeneo asset families), with their mapping.
     pim_families: Vec<(FamilyStructure, FamilyMapping)>,
     /// The webhook does not store the echoes of enrichment's writes, as `assetbridge run` wires
-    /// it (`AdobeEventRules::echo_keys`); without it echoes reach the inbox and the engine's own
+    /// it (`AdobeEventRules::echoes`); without it echoes reach the inbox and the engine's own
     /// echo check.
     drop_echoes_at_ingest: bool,
 }
@@ -168,8 +168,11 @@ async fn start(options: Options) -> App {
                 "aem.assets.asset.metadata_updated".into(),
             ],
             delete_types: vec!["aem.assets.asset.deleted".into()],
-            echo_keys: if options.drop_echoes_at_ingest {
-                enricher.owned_keys().map(str::to_owned).collect()
+            echoes: if options.drop_echoes_at_ingest {
+                assetbridge_sources::webhook::EchoFilter {
+                    keys: enricher.owned_keys().map(str::to_owned).collect(),
+                    families: enricher.families().iter().cloned().collect(),
+                }
             } else {
                 Default::default()
             },

@@ -64,6 +64,7 @@ use url::Url;
 
 use crate::webhook::adobe::{
     default_delete_types, default_upsert_types, AdobeEventOutcome, AdobeEventRules, AdobeFamily,
+    EchoFilter,
 };
 
 /// `source` of the changes read from the journal.
@@ -181,11 +182,11 @@ pub struct JournalSourceConfig {
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     #[serde(default = "default_delete_types")]
     pub delete_types: Vec<String>,
-    /// The metadata keys the connector's enrichment writes: their `metadata_updated` echoes are
-    /// not stored (see [`AdobeEventRules::echo_keys`]). Set by the binary from `[enrichment]`; not
-    /// a configuration key. Default: none.
+    /// The echoes of the connector's enrichment writes, not stored (see
+    /// [`AdobeEventRules::echoes`]). Set by the binary from `[enrichment]`; not a configuration
+    /// key. Default: none.
     #[serde(skip)]
-    pub echo_keys: std::collections::BTreeSet<String>,
+    pub echoes: EchoFilter,
     /// Timeout of one journal request, seconds. Default: 30.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -231,7 +232,7 @@ impl JournalSourceConfig {
             family,
             upsert_types: default_upsert_types(),
             delete_types: default_delete_types(),
-            echo_keys: Default::default(),
+            echoes: Default::default(),
             timeout_secs: default_timeout_secs(),
             max_retries: default_max_retries(),
             retry_backoff_ms: default_retry_backoff_ms(),
@@ -368,7 +369,7 @@ impl JournalSource {
             family: config.family.clone(),
             upsert_types: config.upsert_types.clone(),
             delete_types: config.delete_types.clone(),
-            echo_keys: config.echo_keys.clone(),
+            echoes: config.echoes.clone(),
         };
         rules.validate().map_err(cfg)?;
         let registration = match &config.registration {

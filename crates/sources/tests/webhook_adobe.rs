@@ -60,7 +60,7 @@ impl Setup {
                 family,
                 upsert_types: assetbridge_sources::webhook::adobe::default_upsert_types(),
                 delete_types: assetbridge_sources::webhook::adobe::default_delete_types(),
-                echo_keys: Default::default(),
+                echoes: Default::default(),
             }),
             ..WebhookConfig::default()
         };

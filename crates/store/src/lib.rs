@@ -28,7 +28,8 @@
 //! pending or in-flight one is dropped as stale.
 //!
 //! [`Store::claim`] leases up to `limit` ready entries, oldest first; an expired lease makes an
-//! entry claimable again (at-least-once).
+//! entry claimable again (at-least-once), and taking it over counts an attempt
+//! ([`LEASE_RAN_OUT`]); [`Store::renew_leases`] keeps a live worker's leases.
 
 #![warn(missing_docs)]
 
@@ -55,6 +56,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::Notify;
 
 pub use error::{redact_url, Backend, StoreError};
+
+/// How the last error of an inbox entry taken over from a worker whose lease ran out begins
+/// (`` the lease of worker `NAME` ran out before it finished ``): written by [`Store::claim`].
+pub const LEASE_RAN_OUT: &str = "the lease of worker";
 pub use model::{
     Backlog, Claimed, DeadLetter, DeadLetterFilter, DeadLetterPayload, DeadLetterReason,
     EnqueueOutcome, FamilyStatus, OutcomeCounts, PruneOutcome, StoreOptions, WrittenAsset,

@@ -67,7 +67,7 @@ pub struct Claimed {
     pub id: i64,
     /// The change to apply.
     pub change: AssetChange,
-    /// Failed attempts so far (`retry_later` calls).
+    /// Failed attempts so far: `retry_later` calls, and take-overs of an expired lease.
     pub attempts: u32,
     /// When the change (or the first change it superseded) entered the inbox.
     pub enqueued_at: DateTime<Utc>,

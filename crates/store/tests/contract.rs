@@ -874,6 +874,11 @@ async fn lease_expiry_returns_entries(db: &TestDb) {
         again[0].last_error.as_deref(),
         Some("the lease of worker `w1` ran out before it finished")
     );
+    assert!(again[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .starts_with(assetbridge_store::LEASE_RAN_OUT));
     // A change arriving while the expired entry was re-leased still waits behind it.
     store.enqueue(&[upsert("f", "a", 2, None)]).await.unwrap();
     assert!(store.claim("w4", 10, LONG).await.unwrap().is_empty());

@@ -125,16 +125,19 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
         });
     }
     let cfg = &loaded.value;
-    // The metadata keys enrichment writes: the Adobe sources do not store the echoes of those
-    // writes (`AdobeEventRules::echo_keys`), so an echo never replaces a user's pending edit.
-    let echo_keys: std::collections::BTreeSet<String> = engine
+    // The Adobe sources do not store the echoes of enrichment's writes
+    // (`AdobeEventRules::echoes`), so an echo never replaces a user's pending edit.
+    let echoes = engine
         .enrichment()
-        .map(|e| e.owned_keys().map(str::to_owned).collect())
+        .map(|e| assetbridge_sources::webhook::EchoFilter {
+            keys: e.owned_keys().map(str::to_owned).collect(),
+            families: e.families().iter().cloned().collect(),
+        })
         .unwrap_or_default();
     if let Some(webhooks) = &cfg.webhooks {
         let mut webhooks = webhooks.clone();
         if let Some(adobe) = webhooks.adobe.as_mut() {
-            adobe.echo_keys = echo_keys.clone();
+            adobe.echoes = echoes.clone();
         }
         let server =
             assetbridge_sources::webhook::WebhookServer::bind(&webhooks, engine.store().clone())
@@ -154,7 +157,7 @@ pub async fn run(args: RunArgs, log: LogArgs) -> CliResult {
     if let Some(journal) = &cfg.adobe_journal {
         let (mut journal, store, stop) =
             (journal.clone(), engine.store().clone(), shutdown.clone());
-        journal.echo_keys = echo_keys.clone();
+        journal.echoes = echoes.clone();
         info!(url = %journal.url, "Adobe I/O Events journal poller starting");
         tasks.spawn(async move {
             if let Err(e) = assetbridge_sources::journal::run(journal, store, stop).await {

@@ -168,7 +168,10 @@ impl Links {
         }
         let mut write = Vec::new();
         let mut delete = Vec::new();
-        for (key, entry) in after {
+        for (key, mut entry) in after {
+            // Folding other spellings in may have gone past the bound: the newest are kept.
+            let over = entry.assets.len().saturating_sub(self.max_assets);
+            entry.assets.drain(..over);
             // Other spellings of the key are folded into it: they go.
             let legacy = stored.legacy.get(&key);
             delete.extend(legacy.into_iter().flatten().map(|(id, _)| id.clone()));
@@ -212,15 +215,23 @@ impl Stored {
             (Some(e), _) => e.clone(),
             (None, Some(_)) => LinkEntry::default(),
         };
+        let mut hashes_differ = false;
         for (_, other) in legacy.into_iter().flatten() {
             for a in &other.assets {
                 if !entry.assets.contains(a) {
                     entry.assets.push(a.clone());
                 }
             }
-            if entry.values_hash.is_none() {
-                entry.values_hash.clone_from(&other.values_hash);
+            match (&entry.values_hash, &other.values_hash) {
+                (None, Some(_)) => entry.values_hash.clone_from(&other.values_hash),
+                (Some(a), Some(b)) if a != b => hashes_differ = true,
+                _ => {}
             }
+        }
+        if hashes_differ {
+            // Some of these assets were sent other values: the next product change re-enriches
+            // them all.
+            entry.values_hash = None;
         }
         Some(entry)
     }

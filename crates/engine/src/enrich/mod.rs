@@ -331,6 +331,11 @@ impl Enricher {
         self.compiled.owned.iter().map(String::as_str)
     }
 
+    /// The inbox families enrichment owns (`families`; empty: every AEM asset event).
+    pub fn families(&self) -> &[String] {
+        &self.config.families
+    }
+
     /// Whether `change` belongs to enrichment: a change of the reserved family, of a family in
     /// `families`, or — when `families` is empty — an AEM asset event (record `_event_type` =
     /// `aem.assets.…`) or a deletion from an Adobe source.

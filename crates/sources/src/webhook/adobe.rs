@@ -281,6 +281,27 @@ pub enum AdobeEventOutcome {
     Unusable(String),
 }
 
+/// The echoes of the connector's own enrichment writes (see [`AdobeEventRules::echoes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EchoFilter {
+    /// The metadata keys enrichment writes (its targets, and its status field when it marks).
+    /// Empty: no event is taken for an echo.
+    pub keys: BTreeSet<String>,
+    /// The inbox families enrichment owns (`[enrichment] families`); empty: every family.
+    pub families: BTreeSet<String>,
+}
+
+impl EchoFilter {
+    /// Whether `event`, of `family`, is such an echo: a `metadata_updated` event of a family
+    /// enrichment owns whose changed keys are all enrichment's.
+    pub fn is_echo(&self, event: &AdobeEvent, family: &str) -> bool {
+        !self.keys.is_empty()
+            && event.event_type == EventType::MetadataUpdated
+            && (self.families.is_empty() || self.families.contains(family))
+            && is_echo_of(&event.data, |k| self.keys.contains(k))
+    }
+}
+
 /// How Adobe events become changes (see the [module docs](self)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdobeEventRules {
@@ -290,13 +311,12 @@ pub struct AdobeEventRules {
     pub upsert_types: Vec<String>,
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     pub delete_types: Vec<String>,
-    /// The metadata keys the connector's own enrichment writes (its targets). A
-    /// `metadata_updated` event whose changed keys are all among them is the echo of that write:
-    /// it is acknowledged and not stored ([`AdobeEventOutcome::Ignored`]), so it can never take
-    /// the place of a user's edit of the same asset still pending in the inbox (the inbox keeps
-    /// one pending change per asset) — the engine drops echoes too, but by then the edit was
-    /// gone. Default: none (set from `[enrichment]` by the binary; not a configuration key).
-    pub echo_keys: BTreeSet<String>,
+    /// Which `metadata_updated` events are the echoes of the connector's own enrichment
+    /// writes: acknowledged and not stored ([`AdobeEventOutcome::Ignored`]), so that one can never
+    /// take the place of a user's edit of the same asset still pending in the inbox (the inbox
+    /// keeps one pending change per asset) — the engine drops echoes too, but by then the edit
+    /// was gone. Default: none (set from `[enrichment]` by the binary; not a configuration key).
+    pub echoes: EchoFilter,
 }
 
 impl AdobeEventRules {
@@ -306,7 +326,7 @@ impl AdobeEventRules {
             family,
             upsert_types: default_upsert_types(),
             delete_types: default_delete_types(),
-            echo_keys: BTreeSet::new(),
+            echoes: EchoFilter::default(),
         }
     }
 
@@ -370,19 +390,16 @@ impl AdobeEventRules {
                 }
             };
         }
-        if !self.echo_keys.is_empty()
-            && event.event_type == EventType::MetadataUpdated
-            && is_echo_of(&event.data, |k| self.echo_keys.contains(k))
-        {
+        let family = match self.family.family_of(event) {
+            Ok(f) => f,
+            Err(reason) => return AdobeEventOutcome::Skipped(reason),
+        };
+        if self.echoes.is_echo(event, &family) {
             return AdobeEventOutcome::Ignored(format!(
                 "`{ty}` event `{}` is the echo of our own metadata write",
                 event.event_id
             ));
         }
-        let family = match self.family.family_of(event) {
-            Ok(f) => f,
-            Err(reason) => return AdobeEventOutcome::Skipped(reason),
-        };
         let Value::Object(mut record) = event.data.clone() else {
             return AdobeEventOutcome::Unusable(format!(
                 "`{ty}` event `{}` has no `data` object",
@@ -459,7 +476,7 @@ mod tests {
             rules.convert(&echo, "adobe"),
             AdobeEventOutcome::Changes(_)
         ));
-        rules.echo_keys = ["wknd-skuid".to_owned(), "wknd-suppliername".to_owned()].into();
+        rules.echoes.keys = ["wknd-skuid".to_owned(), "wknd-suppliername".to_owned()].into();
         match rules.convert(&echo, "adobe") {
             AdobeEventOutcome::Ignored(why) => assert_eq!(
                 why,
@@ -475,6 +492,18 @@ mod tests {
                 "{e:?}"
             );
         }
+        // With `[enrichment] families`, only those families' echoes are: in another family
+        // (written DAM → PIM only) the same event is a user's edit of a mapped key.
+        rules.echoes.families = ["aem_assets".to_owned()].into();
+        assert!(matches!(
+            rules.convert(&echo, "adobe"),
+            AdobeEventOutcome::Changes(_)
+        ));
+        rules.echoes.families.insert("f".to_owned());
+        assert!(matches!(
+            rules.convert(&echo, "adobe"),
+            AdobeEventOutcome::Ignored(_)
+        ));
     }
 
     fn folders() -> AdobeFamily {

@@ -105,7 +105,8 @@ use crate::message::{MessageShape, ParsedChange};
 use commit::{Committed, GroupCommitter};
 
 pub use adobe::{
-    adobe_event_type, AdobeEventOutcome, AdobeEventRules, AdobeFamily, ADOBE_EVENT_TYPE_KEY,
+    adobe_event_type, AdobeEventOutcome, AdobeEventRules, AdobeFamily, EchoFilter,
+    ADOBE_EVENT_TYPE_KEY,
 };
 pub use auth::{ApiKeyAuth, AuthError, HmacAuth, SignatureEncoding, WebhookAuth};
 pub use commit::{MAX_GROUP_CHANGES, QUEUE_DEPTH};
@@ -248,11 +249,11 @@ pub struct AdobeWebhookConfig {
     /// Event types that become deletions. Default: `aem.assets.asset.deleted`.
     #[serde(default = "adobe::default_delete_types")]
     pub delete_types: Vec<String>,
-    /// The metadata keys the connector's enrichment writes: their `metadata_updated` echoes are
-    /// not stored (see [`AdobeEventRules::echo_keys`]). Set by the binary from `[enrichment]`; not
-    /// a configuration key. Default: none.
+    /// The echoes of the connector's enrichment writes, not stored (see
+    /// [`AdobeEventRules::echoes`]). Set by the binary from `[enrichment]`; not a configuration
+    /// key. Default: none.
     #[serde(skip)]
-    pub echo_keys: std::collections::BTreeSet<String>,
+    pub echoes: EchoFilter,
 }
 
 impl AdobeWebhookConfig {
@@ -262,7 +263,7 @@ impl AdobeWebhookConfig {
             family: self.family.clone(),
             upsert_types: self.upsert_types.clone(),
             delete_types: self.delete_types.clone(),
-            echo_keys: self.echo_keys.clone(),
+            echoes: self.echoes.clone(),
         }
     }
 }
