@@ -617,7 +617,11 @@ impl Engine {
                                 source: "reconcile".to_owned(),
                                 kind: ChangeKind::Delete {
                                     dam_id,
-                                    deleted_at: None,
+                                    // Absent from a listing read after the pass began: dated
+                                    // then, so that a retry of it waiting in the inbox is
+                                    // dropped by a newer version written meanwhile (the asset
+                                    // restored), instead of deleting it.
+                                    deleted_at: Some(fp.pass.started_at),
                                 },
                             }));
                         } else {

@@ -392,3 +392,68 @@ async fn deletions_are_held_back_when_the_listing_is_empty_or_stopped() {
     assert_eq!(rec.report.deleted, 3, "{rec:#?}");
     assert_eq!(app.akeneo.asset_count(FAMILY), 27);
 }
+
+/// A reconciliation deletion the PIM could not apply waits in the inbox for a retry; meanwhile the
+/// asset comes back in the DAM and a poll writes it. The retry is then dropped (the deletion is
+/// dated by the pass, older than the version written) instead of deleting the restored asset.
+/// Before: the deletion was undated, stayed, and deleted it.
+#[tokio::test]
+async fn a_deletion_retry_does_not_delete_an_asset_restored_meanwhile() {
+    let app = TestApp::start(
+        20,
+        SyncOptions {
+            retry_base: std::time::Duration::from_millis(1),
+            retry_max: std::time::Duration::from_millis(5),
+            ..opts(DeletionPolicy::Delete)
+        },
+    )
+    .await;
+    app.sync().await;
+    let ids = app.dam.ordered_ids(None, Some(FAMILY));
+    let id = ids[3].clone();
+    let mut record = app.dam.get(&id).unwrap();
+    app.dam.purge(std::slice::from_ref(&id));
+    // The PIM fails deletions (only): the pass's deletion goes to the inbox for a retry.
+    app.akeneo
+        .set_faults(assetbridge_emulators::akeneo::Faults {
+            delete_outage: true,
+            ..app.akeneo.faults()
+        });
+    let plan = app.engine.families()[0].clone();
+    let rec = app.engine.reconcile_family(&plan).await.unwrap();
+    assert_eq!(rec.deleted_in_dam, 1, "{rec:#?}");
+    assert_eq!(rec.report.retrying, 1, "{rec:#?}");
+    app.akeneo
+        .set_faults(assetbridge_emulators::akeneo::Faults {
+            delete_outage: false,
+            ..app.akeneo.faults()
+        });
+
+    // The asset is back, changed, and a poll writes it before the retry comes due.
+    let restored_at = chrono::Utc::now() + chrono::Duration::seconds(1);
+    record["updated_at"] = json!(restored_at.to_rfc3339());
+    record["metadata"]["title"] = json!("Back again");
+    let change = assetbridge_core::AssetChange {
+        family: FAMILY.to_owned(),
+        event_id: None,
+        source: "poll".into(),
+        kind: assetbridge_core::ChangeKind::Upsert {
+            asset: assetbridge_core::DamAsset {
+                id: id.clone(),
+                updated_at: restored_at,
+                record,
+            },
+        },
+    };
+    let w = app
+        .engine
+        .write_changes(&plan, vec![assetbridge_engine::WriteItem::fresh(change)])
+        .await
+        .unwrap();
+    assert_eq!(w.updated, 1, "{w:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let r = app.engine.drain_inbox("w").await.unwrap();
+    assert_eq!(r.deleted, 0, "the restored asset was deleted: {r:?}");
+    let held = app.akeneo.asset(FAMILY, &sanitize_code(&id)).unwrap();
+    assert_eq!(title(&held), "Back again");
+}

@@ -221,7 +221,7 @@ async fn answer(
     req: Request,
     next: Next,
 ) -> Response {
-    if faults.outage {
+    if faults.outage || (faults.delete_outage && req.method() == Method::DELETE) {
         return server_error(s, StatusCode::SERVICE_UNAVAILABLE);
     }
     let roll: f64 = rand::random();

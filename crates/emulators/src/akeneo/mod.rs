@@ -198,6 +198,9 @@ pub struct Faults {
     pub rate_drop: f64,
     /// When true every request, the token route included, is answered 503. Default: false.
     pub outage: bool,
+    /// When true every `DELETE` is answered 503 (a PIM whose deletions fail while the rest
+    /// works; test control). Default: false.
+    pub delete_outage: bool,
 }
 
 impl Default for Faults {
@@ -210,6 +213,7 @@ impl Default for Faults {
             rate_5xx: 0.0,
             rate_drop: 0.0,
             outage: false,
+            delete_outage: false,
         }
     }
 }

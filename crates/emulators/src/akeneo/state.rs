@@ -65,6 +65,7 @@ impl Shared {
                 rate_5xx: config.rate_5xx,
                 rate_drop: config.rate_drop,
                 outage: false,
+                delete_outage: false,
             }),
             token_ttl: RwLock::new((config.token_ttl, config.refresh_ttl)),
             clock: RwLock::new(None),
