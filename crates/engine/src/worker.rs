@@ -38,26 +38,22 @@ impl Engine {
         let lost = CancellationToken::new();
         // The holder runs beside the round and is never dropped in the middle of a renewal: it
         // ends at its next wake-up once `done` is cancelled.
-        tokio::spawn({
+        let renew = {
             let (store, name, ids) = (self.store.clone(), worker.to_owned(), ids.clone());
-            let (done, lost) = (done.clone(), lost.clone());
-            async move {
-                let held = lease::hold(claimed_at, lease, done, {
-                    let name = name.clone();
-                    move || {
-                        let (store, name, ids) = (store.clone(), name.clone(), ids.clone());
-                        async move { store.renew_leases(&name, &ids, lease).await.map(drop) }
-                    }
-                })
-                .await;
-                if let Some(l) = held {
-                    warn!(
-                        worker = %name,
-                        error = l.last_error.as_deref().unwrap_or("renewals took too long"),
-                        "inbox leases could not be renewed; the round starts no further write"
-                    );
-                    lost.cancel();
-                }
+            move || {
+                let (store, name, ids) = (store.clone(), name.clone(), ids.clone());
+                async move { store.renew_leases(&name, &ids, lease).await.map(drop) }
+            }
+        };
+        let (name, holder_done, holder_lost) = (worker.to_owned(), done.clone(), lost.clone());
+        tokio::spawn(async move {
+            if let Some(l) = lease::hold(claimed_at, lease, holder_done, renew).await {
+                warn!(
+                    worker = %name,
+                    error = l.last_error.as_deref().unwrap_or("renewals took too long"),
+                    "inbox leases could not be renewed; the round starts no further write"
+                );
+                holder_lost.cancel();
             }
         });
         let result = self.write_claimed(claimed, &lost).await;

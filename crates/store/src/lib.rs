@@ -421,7 +421,10 @@ impl Store {
     /// however many there are (at most [`MAX_LISTING_LIMIT`]).
     pub async fn recent_dead_letters(&self, n: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let n = n.min(MAX_LISTING_LIMIT);
-        dispatch!(self, s => s.recent_dead_letters(n))
+        // The backends read newest first (the index, backwards).
+        let mut newest_first = dispatch!(self, s => s.recent_dead_letters(n))?;
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     /// One dead letter.

@@ -904,12 +904,7 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db(OP))?;
-        let mut out = rows
-            .iter()
-            .map(|r| dead_letter_from_row(r, OP))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.reverse();
-        Ok(out)
+        rows.iter().map(|r| dead_letter_from_row(r, OP)).collect()
     }
 
     pub(crate) async fn dead_letter_by_id(

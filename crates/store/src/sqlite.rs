@@ -1028,12 +1028,7 @@ impl SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db(OP))?;
-        let mut out = rows
-            .iter()
-            .map(|r| dead_letter_from_row(r, OP))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.reverse();
-        Ok(out)
+        rows.iter().map(|r| dead_letter_from_row(r, OP)).collect()
     }
 
     pub(crate) async fn dead_letter_by_id(
