@@ -178,8 +178,14 @@ impl Engine {
             }
         }
 
-        // Two changes of one asset in a batch: the newest wins, the other is done.
-        let upserts = self.dedupe(upserts, &mut done, &mut report);
+        // Two changes of one asset code in a batch: the newest wins, the other is done.
+        let mut sharing = Vec::new();
+        let upserts = self.dedupe(upserts, &mut done, &mut sharing, &mut report);
+        if !sharing.is_empty() && self.options.deletions.needs_codes() {
+            // Different DAM assets written as one code: each holds the PIM asset, so that the
+            // deletion of one of them does not delete it (see `keep_shared_codes`).
+            self.store.put_asset_codes(&plan.code, &sharing).await?;
+        }
 
         if !upserts.is_empty() {
             self.write_upserts(plan, upserts, &known, &mut marks, &mut done, &mut report)
@@ -274,10 +280,13 @@ impl Engine {
         Ok(kept)
     }
 
+    /// Keeps the newest change of each asset code. When the two are different DAM assets
+    /// whose mappings give one code, the other's (DAM id, code) goes to `sharing`.
     fn dedupe(
         &self,
         upserts: Vec<Mapped>,
         done: &mut Vec<i64>,
+        sharing: &mut Vec<(String, String)>,
         report: &mut SyncReport,
     ) -> Vec<Mapped> {
         let mut index: KeyMap<usize> =
@@ -296,6 +305,12 @@ impl Engine {
                     let (winner, loser) = if newer_than(&old) { (m, old) } else { (old, m) };
                     if let Some(id) = loser.item.inbox_id {
                         done.push(id);
+                    }
+                    if loser.item.change.dam_id() != winner.item.change.dam_id() {
+                        sharing.push((
+                            loser.item.change.dam_id().to_owned(),
+                            loser.asset.code.clone(),
+                        ));
                     }
                     report.unchanged += 1;
                     kept[i] = Some(winner);
@@ -514,6 +529,9 @@ impl Engine {
                 }
             }
         }
+        let to_delete = self
+            .keep_shared_codes(plan, to_delete, done, report)
+            .await?;
         if to_delete.is_empty() {
             return Ok(());
         }
@@ -561,6 +579,59 @@ impl Engine {
             self.forget_linked(plan, &forgotten).await?;
         }
         Ok(())
+    }
+
+    /// Two DAM assets whose mappings give one asset code share one PIM asset: deleting one of
+    /// them in the DAM must not delete (or mark) it while the other is still written as that
+    /// code. Such a deletion only forgets the deleted DAM id's code and counts as `kept`; the
+    /// last holder's deletion (or both in one batch) deletes the PIM asset. One store read
+    /// per batch of deletions.
+    async fn keep_shared_codes(
+        &self,
+        plan: &FamilyPlan,
+        to_delete: Vec<(WriteItem, String)>,
+        done: &mut Vec<i64>,
+        report: &mut SyncReport,
+    ) -> Result<Vec<(WriteItem, String)>, EngineError> {
+        if to_delete.is_empty() {
+            return Ok(to_delete);
+        }
+        let mut codes: Vec<String> = to_delete.iter().map(|(_, c)| c.clone()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let holders = self.store.dam_ids_by_code(&plan.code, &codes).await?;
+        let leaving: std::collections::HashSet<String> = to_delete
+            .iter()
+            .map(|(d, _)| d.change.dam_id().to_owned())
+            .collect();
+        let mut released = Vec::new();
+        let mut out = Vec::with_capacity(to_delete.len());
+        for (d, code) in to_delete {
+            let other = holders
+                .get(&code)
+                .and_then(|ids| ids.iter().find(|id| !leaving.contains(id.as_str())));
+            match other {
+                Some(other) => {
+                    report.kept += 1;
+                    tracing::info!(
+                        family = %plan.code,
+                        code = %code,
+                        dam_id = %d.change.dam_id(),
+                        other = %other,
+                        "asset deleted in the DAM kept in the PIM: another DAM asset is written as the same code"
+                    );
+                    released.push(d.change.dam_id().to_owned());
+                    if let Some(id) = d.inbox_id {
+                        done.push(id);
+                    }
+                }
+                None => out.push((d, code)),
+            }
+        }
+        if !released.is_empty() {
+            self.store.remove_asset_codes(&plan.code, &released).await?;
+        }
+        Ok(out)
     }
 
     /// `deletions = "mark"`: upserts each deleted asset with only the mark value (one batch

@@ -297,6 +297,51 @@ async fn codes_that_sanitise_alike_stay_distinct() {
 }
 
 #[tokio::test]
+async fn a_code_two_dam_assets_share_is_deleted_with_the_last_of_them() {
+    // Asset codes from the file name: two DAM assets named alike are one PIM asset. Deleting
+    // one of them in the DAM must not delete the PIM asset the other is still written as.
+    let mut m = mapping();
+    m.asset_code = "{{ name }}".into();
+    let options = SyncOptions {
+        deletions: DeletionPolicy::Delete,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start_with(12, PagingStyle::CursorToken, options, m).await;
+    let ids = app.dam.ordered_ids(None, Some("packshots"));
+    assert!(ids.len() >= 4, "{ids:?}");
+    // The first two in one page (one batch), the fourth written by a later sync.
+    for (id, name) in ids.iter().zip(["same_jpg", "same_jpg", "other_jpg"]) {
+        app.dam.set(id, &json!({ "name": name })).unwrap();
+    }
+    let r = app.sync().await;
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "same_jpg").is_some());
+    app.dam
+        .set(&ids[3], &json!({ "name": "same_jpg" }))
+        .unwrap();
+    app.sync().await;
+
+    let before = app.pim_count();
+    app.dam.delete(&ids[..1]);
+    let r = app.sync().await;
+    assert_eq!((r.deleted, r.kept), (0, 1), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "same_jpg").is_some());
+    app.dam.delete(&ids[3..4]);
+    let r = app.sync().await;
+    // Kept: this one, and the first one's tombstone read again (the poll's overlap window).
+    assert_eq!((r.deleted, r.kept), (0, 2), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "same_jpg").is_some());
+    assert_eq!(app.pim_count(), before);
+    // The last DAM asset written as `same_jpg` goes: so does the PIM asset.
+    app.dam.delete(&ids[1..2]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "same_jpg").is_none());
+    assert!(app.akeneo.asset("packshots", "other_jpg").is_some());
+    assert_eq!(app.pim_count(), before - 1);
+}
+
+#[tokio::test]
 async fn rejected_assets_go_to_dead_letters_and_the_rest_is_written() {
     // `width` must be numeric: make three assets' width text; the PIM would refuse them, the
     // mapping already does, naming the attribute.

@@ -236,6 +236,18 @@ impl Store {
         dispatch!(self, s => s.asset_codes(family, dam_ids))
     }
 
+    /// Which DAM ids are written as each of `codes`: code → DAM ids, sorted (codes no DAM id
+    /// is written as are left out). Two DAM assets whose mapping gives one code share one PIM
+    /// asset; a deletion asks this before deleting it. On SQLite, merges the recent writes
+    /// first (the code index is the tables'); meant for deletions, not for every write.
+    pub async fn dam_ids_by_code(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        dispatch!(self, s => s.dam_ids_by_code(family, codes))
+    }
+
     /// Forgets the asset codes of `dam_ids` (after the asset was deleted in the PIM).
     pub async fn remove_asset_codes(
         &self,

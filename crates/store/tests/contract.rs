@@ -97,6 +97,7 @@ contract_tests!(
     cursors,
     hashes,
     asset_codes,
+    dam_ids_by_code,
     written_and_forgotten_together,
     hash_markers_are_not_counted_as_written,
     reconcile_passes_mark_and_look_up_codes,
@@ -321,6 +322,55 @@ async fn asset_codes(db: &TestDb) {
         "g_code"
     );
     assert!(store.asset_codes("f", &[]).await.unwrap().is_empty());
+}
+
+async fn dam_ids_by_code(db: &TestDb) {
+    let store = db.open().await;
+    // Two DAM assets written as one code (their mapping gives the same code), a third apart,
+    // and the same code in another family.
+    store
+        .put_asset_codes(
+            "f",
+            &[
+                ("dam-2".into(), "shared".into()),
+                ("dam-1".into(), "shared".into()),
+                ("dam-3".into(), "own".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .put_asset_codes("g", &[("dam-9".into(), "shared".into())])
+        .await
+        .unwrap();
+    let got = store
+        .dam_ids_by_code("f", &strings(&["shared", "own", "nobody"]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["shared"], strings(&["dam-1", "dam-2"]));
+    assert_eq!(got["own"], strings(&["dam-3"]));
+    // Written after the lookup above (on SQLite: in the log again, not yet merged), then one
+    // holder removed and one renamed.
+    store
+        .put_asset_codes("f", &[("dam-4".into(), "shared".into())])
+        .await
+        .unwrap();
+    store
+        .remove_asset_codes("f", &strings(&["dam-1"]))
+        .await
+        .unwrap();
+    store
+        .put_asset_codes("f", &[("dam-3".into(), "renamed".into())])
+        .await
+        .unwrap();
+    let got = store
+        .dam_ids_by_code("f", &strings(&["shared", "own"]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got["shared"], strings(&["dam-2", "dam-4"]));
+    assert!(store.dam_ids_by_code("f", &[]).await.unwrap().is_empty());
 }
 
 async fn hash_markers_are_not_counted_as_written(db: &TestDb) {

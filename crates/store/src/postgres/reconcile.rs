@@ -86,6 +86,30 @@ impl PgStore {
         Ok(())
     }
 
+    pub(crate) async fn dam_ids_by_code(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        if codes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT code, dam_id FROM asset_codes WHERE family = $1 AND code = ANY($2) \
+             ORDER BY code, dam_id",
+        )
+        .bind(family)
+        .bind(codes)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("look up DAM ids by asset code"))?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for r in rows {
+            out.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn reconcile_lookup(
         &self,
         family: &str,

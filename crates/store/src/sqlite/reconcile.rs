@@ -128,6 +128,34 @@ impl SqliteStore {
         Ok(out)
     }
 
+    pub(crate) async fn dam_ids_by_code(
+        &self,
+        family: &str,
+        codes: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, StoreError> {
+        const OP: &str = "look up DAM ids by asset code";
+        if codes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Code → DAM id is answered by the tables' index: the recent writes go there first.
+        self.merge_recent().await?;
+        let rows = sqlx::query(
+            "SELECT a.code, a.dam_id FROM asset_codes a \
+             WHERE a.family = ?1 AND a.code IN (SELECT value FROM json_each(?2)) \
+             ORDER BY a.code, a.dam_id",
+        )
+        .bind(family)
+        .bind(json_text(&codes))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db(OP))?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for r in rows {
+            out.entry(r.get(0)).or_default().push(r.get(1));
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn finish_reconcile(
         &self,
         pass: i64,
