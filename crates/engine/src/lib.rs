@@ -31,6 +31,7 @@ mod plan;
 mod poll;
 mod product_filter;
 pub mod reconcile;
+mod rename;
 mod report;
 mod tally;
 mod worker;
@@ -43,6 +44,7 @@ pub use plan::{FieldChange, PlanAction, PlanEntry};
 pub use poll::{RoutedListing, RoutedReport, ROUTED_LISTING, UNROUTED};
 pub use product_filter::{ProductFilter, ProductFilterConfig};
 pub use reconcile::{ReconcileReport, Repair, RepairKind, RoutedReconcileReport};
+pub use rename::{former_code_holder, RENAME_SOURCE};
 pub use report::{NoopObserver, SyncObserver, SyncReport};
 pub use write::WriteItem;
 

@@ -372,15 +372,19 @@ impl Engine {
                 }
             }
         }
+        let mut renames = crate::rename::Renames::default();
         if self.options.deletions.needs_codes() {
             // Record which code each DAM id is written as *before* writing: if the process dies
             // between the PIM's answer and `record_written` below, a later deletion in the DAM
             // still finds the PIM asset. (A code recorded for a write that then fails is
             // harmless: its deletion answers 404, counted as gone.)
-            let codes: Vec<(String, String)> = changed
+            // A DAM id recorded under another code is renamed: its former code is recorded
+            // too, under a holder of its own (see `rename`).
+            let mut codes: Vec<(String, String)> = changed
                 .iter()
                 .map(|m| (m.item.change.dam_id().to_owned(), m.asset.code.clone()))
                 .collect();
+            renames = self.detect_renames(plan, &mut codes).await?;
             self.store.put_asset_codes(&plan.code, &codes).await?;
         }
         // The values move into the request (no copy of each asset); what is needed after the
@@ -395,7 +399,10 @@ impl Engine {
         report.pim_writes += assets.len().div_ceil(100) as u64;
         let results = match self.pim.upsert_assets(&plan.code, &assets).await {
             Ok(results) => results,
-            Err(e) => return self.whole_batch_failed(changed, e, report).await,
+            Err(e) => {
+                self.settle_renames(plan, renames, &[]).await?;
+                return self.whole_batch_failed(changed, e, report).await;
+            }
         };
         drop(assets);
 
@@ -464,7 +471,7 @@ impl Engine {
             // With the family's pending product links, in the same transaction.
             self.record_written_linked(plan, &written, linked).await?;
         }
-        Ok(())
+        self.settle_renames(plan, renames, &written).await
     }
 
     /// The whole batch request failed (after the client's own retries).

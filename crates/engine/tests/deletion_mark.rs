@@ -141,3 +141,33 @@ async fn a_text_mark_and_a_mark_that_does_not_fit() {
     assert!(e.contains("type"), "{e}");
     assert!(DeletionPolicy::Delete.check_against(s).is_ok());
 }
+
+#[tokio::test]
+async fn a_renamed_asset_s_former_pim_asset_is_marked() {
+    // Asset codes from the file name: a rename writes a new PIM asset and marks the former.
+    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
+        let mut m = support::mapping();
+        m.asset_code = "{{ name }}".into();
+        // Compiled without the structure: only rules that need none of it.
+        m.values
+            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
+        plan.mapping =
+            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
+        plan
+    })
+    .await;
+    let id = app.dam.ordered_ids(None, None)[0].clone();
+    app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
+    app.sync().await;
+    app.dam.set(&id, &json!({ "name": "after_jpg" })).unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.created, r.marked, r.deleted), (1, 1, 0), "{r:?}");
+    let former = app.akeneo.asset(FAMILY, "before_jpg").unwrap();
+    assert_eq!(
+        former["values"]["archived"][0]["data"],
+        json!(true),
+        "{former}"
+    );
+    let current = app.akeneo.asset(FAMILY, "after_jpg").unwrap();
+    assert!(current["values"].get("archived").is_none(), "{current}");
+}

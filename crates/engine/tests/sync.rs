@@ -341,6 +341,70 @@ async fn a_code_two_dam_assets_share_is_deleted_with_the_last_of_them() {
     assert_eq!(app.pim_count(), before - 1);
 }
 
+/// An app whose asset codes come from the file name, with `deletions = "delete"`, and one
+/// `packshots` asset named `name`: (app, its DAM id).
+async fn named_asset_app(name: &str) -> (TestApp, String) {
+    let mut m = mapping();
+    m.asset_code = "{{ name }}".into();
+    let options = SyncOptions {
+        deletions: DeletionPolicy::Delete,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start_with(6, PagingStyle::CursorToken, options, m).await;
+    let id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
+    app.dam.set(&id, &json!({ "name": name })).unwrap();
+    let r = app.sync().await;
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+    assert!(app.akeneo.asset("packshots", name).is_some());
+    (app, id)
+}
+
+#[tokio::test]
+async fn a_renamed_asset_replaces_its_former_pim_asset() {
+    let (app, id) = named_asset_app("before_jpg").await;
+    let count = app.pim_count();
+    app.dam.set(&id, &json!({ "name": "after_jpg" })).unwrap();
+    let r = app.sync().await;
+    // The new code written by the poll, the former one deleted by the inbox's drain.
+    assert_eq!((r.created, r.deleted), (1, 1), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "after_jpg").is_some());
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
+    assert_eq!(app.pim_count(), count);
+    // And back again.
+    app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.created, r.deleted), (1, 1), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_some());
+    assert!(app.akeneo.asset("packshots", "after_jpg").is_none());
+    assert_eq!(app.pim_count(), count);
+    // The DAM id maps to its current code only: deleting it deletes that one.
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert_eq!(app.pim_count(), count - 1);
+}
+
+#[tokio::test]
+async fn a_rename_whose_write_is_refused_keeps_the_former_code() {
+    let (app, id) = named_asset_app("before_jpg").await;
+    // Renamed, with a tag the PIM does not know: the new code is refused.
+    app.dam
+        .set(
+            &id,
+            &json!({ "name": "after_jpg", "metadata": { "tags": ["no_such_tag"] } }),
+        )
+        .unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.failed, r.deleted), (1, 0), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_some());
+    assert!(app.akeneo.asset("packshots", "after_jpg").is_none());
+    // The DAM id is still written as its former code: its deletion deletes that PIM asset.
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
+}
+
 #[tokio::test]
 async fn rejected_assets_go_to_dead_letters_and_the_rest_is_written() {
     // `width` must be numeric: make three assets' width text; the PIM would refuse them, the
