@@ -239,6 +239,7 @@ impl Engine {
         let mut mapped: Vec<(usize, PimAsset, ContentHash, ContentHash)> = Vec::new();
         let mut latest: HashMap<String, (usize, chrono::DateTime<chrono::Utc>)> = HashMap::new();
         let mut deletes: Vec<(usize, String)> = Vec::new();
+        let first = out.len();
         let filtered_out = self.plan_product_filter(plan, &changes).await?;
         for kind in changes {
             match kind {
@@ -414,20 +415,114 @@ impl Engine {
                             e.reason = "deleted in the DAM; already marked".into();
                         } else {
                             e.action = PlanAction::Mark;
-                            e.changes = vec![FieldChange {
-                                attribute: attribute.clone(),
-                                locale: None,
-                                channel: None,
-                                old: None,
-                                new: Some(value.clone()),
-                            }];
+                            e.changes = vec![mark_change(attribute, value)];
                             e.reason = "deleted in the DAM (deletions = \"mark\")".into();
                         }
                     }
                 }
             }
+            self.plan_shared_codes(plan, out, &ids).await?;
+        }
+        self.plan_renames(plan, out, first).await
+    }
+
+    /// Deletions (planned in `out`) of PIM assets another DAM asset is still written as (one
+    /// code): a sync keeps them (see `write::keep_shared_codes`). `leaving`: the DAM ids the
+    /// page deletes.
+    async fn plan_shared_codes(
+        &self,
+        plan: &FamilyPlan,
+        out: &mut [PlanEntry],
+        leaving: &[String],
+    ) -> Result<(), EngineError> {
+        let deleting = |e: &PlanEntry| {
+            matches!(e.action, PlanAction::Delete | PlanAction::Mark) && leaving.contains(&e.dam_id)
+        };
+        let mut codes: Vec<String> = out
+            .iter()
+            .filter(|e| deleting(e))
+            .filter_map(|e| e.code.clone())
+            .collect();
+        if codes.is_empty() {
+            return Ok(());
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        let holders = self.store.dam_ids_by_code(&plan.code, &codes).await?;
+        for e in out.iter_mut().filter(|e| deleting(e)) {
+            let other = e
+                .code
+                .as_ref()
+                .and_then(|c| holders.get(c))
+                .and_then(|ids| ids.iter().find(|id| !leaving.contains(id)));
+            if let Some(other) = other {
+                e.action = PlanAction::Skip;
+                e.changes.clear();
+                e.reason = format!(
+                    "deleted in the DAM; kept in the PIM: DAM asset `{other}` is written as the same code"
+                );
+            }
         }
         Ok(())
+    }
+
+    /// Upserts (planned in `out` from index `first`) that would be written under a code other
+    /// than the one their DAM id was last written as: a sync retires the former PIM asset by
+    /// the deletion policy once the new one is written (see `rename`). One entry each, after
+    /// the page's.
+    async fn plan_renames(
+        &self,
+        plan: &FamilyPlan,
+        out: &mut Vec<PlanEntry>,
+        first: usize,
+    ) -> Result<(), EngineError> {
+        if !self.options.deletions.needs_codes() {
+            return Ok(());
+        }
+        let written: Vec<(String, String)> = out[first..]
+            .iter()
+            .filter(|e| matches!(e.action, PlanAction::Create | PlanAction::Update))
+            .filter_map(|e| Some((e.dam_id.clone(), e.code.clone()?)))
+            .collect();
+        if written.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = written.iter().map(|(d, _)| d.clone()).collect();
+        let recorded = self.store.asset_codes(&plan.code, &ids).await?;
+        for (dam_id, code) in written {
+            let Some(former) = recorded.get(&dam_id).filter(|f| **f != code) else {
+                continue;
+            };
+            let (action, changes, policy) = match &self.options.deletions {
+                DeletionPolicy::Mark { attribute, value } => (
+                    PlanAction::Mark,
+                    vec![mark_change(attribute, value)],
+                    "mark",
+                ),
+                _ => (PlanAction::Delete, Vec::new(), "delete"),
+            };
+            out.push(PlanEntry {
+                action,
+                dam_id,
+                code: Some(former.clone()),
+                changes,
+                reason: format!(
+                    "the asset's code changed to `{code}`: its former PIM asset goes once that is written (deletions = \"{policy}\")"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The value change a deletion mark writes.
+fn mark_change(attribute: &str, value: &Value) -> FieldChange {
+    FieldChange {
+        attribute: attribute.to_owned(),
+        locale: None,
+        channel: None,
+        old: None,
+        new: Some(value.clone()),
     }
 }
 

@@ -162,3 +162,71 @@ async fn a_plan_with_mark_and_keep_policies() {
         "{entries:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_plan_lists_a_rename_s_former_asset_and_keeps_a_shared_code() {
+    // Asset codes from the file name (compiled without the structure: rules that need none).
+    let options = SyncOptions {
+        deletions: DeletionPolicy::Delete,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start_with(4, options, |mut plan| {
+        let mut m = support::mapping();
+        m.asset_code = "{{ name }}".into();
+        m.values
+            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
+        plan.mapping =
+            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
+        plan
+    })
+    .await;
+    let ids = app.dam.ordered_ids(None, None);
+    for (id, name) in ids
+        .iter()
+        .zip(["renamed_jpg", "shared_jpg", "shared_jpg", "gone_jpg"])
+    {
+        app.dam.set(id, &json!({ "name": name })).unwrap();
+    }
+    app.sync().await;
+    app.dam
+        .set(&ids[0], &json!({ "name": "new_name_jpg" }))
+        .unwrap();
+    app.dam.delete(&[&ids[1], &ids[3]]);
+    let plan = app.engine.families()[0].clone();
+    app.akeneo.reset_log();
+    let entries = app.engine.plan_family(&plan, false).await.unwrap();
+    let of = |code: &str| -> Vec<&PlanEntry> {
+        entries
+            .iter()
+            .filter(|e| e.code.as_deref() == Some(code))
+            .collect()
+    };
+    // The rename: the new code created, the former deleted.
+    assert_eq!(
+        of("new_name_jpg")[0].action,
+        PlanAction::Create,
+        "{entries:#?}"
+    );
+    let former = of("renamed_jpg");
+    assert_eq!(former.len(), 1, "{entries:#?}");
+    assert_eq!(
+        (former[0].action, former[0].dam_id.as_str()),
+        (PlanAction::Delete, ids[0].as_str())
+    );
+    assert!(former[0].reason.contains("new_name_jpg"), "{former:?}");
+    // A deletion of one of two DAM assets written as one code: kept.
+    let shared: Vec<_> = of("shared_jpg")
+        .into_iter()
+        .filter(|e| e.dam_id == ids[1])
+        .collect();
+    assert_eq!(shared[0].action, PlanAction::Skip, "{entries:#?}");
+    assert!(shared[0].reason.contains(&ids[2]), "{shared:?}");
+    assert_eq!(of("gone_jpg")[0].action, PlanAction::Delete, "{entries:#?}");
+    assert_eq!(app.pim_writes(), 0, "a plan writes nothing");
+    // And the sync does what the plan said.
+    let r = app.sync().await;
+    assert_eq!((r.created, r.deleted, r.kept), (1, 2, 1), "{r:?}");
+    assert!(app.akeneo.asset(FAMILY, "shared_jpg").is_some());
+    assert!(app.akeneo.asset(FAMILY, "renamed_jpg").is_none());
+    assert!(app.akeneo.asset(FAMILY, "gone_jpg").is_none());
+}
