@@ -183,8 +183,11 @@ impl Engine {
         let upserts = self.dedupe(upserts, &mut done, &mut sharing, &mut report);
         if !sharing.is_empty() && self.options.deletions.needs_codes() {
             // Different DAM assets written as one code: each holds the PIM asset, so that the
-            // deletion of one of them does not delete it (see `keep_shared_codes`).
+            // deletion of one of them does not delete it (see `keep_shared_codes`); one that
+            // held another code before is renamed (see `rename`).
+            let renames = self.detect_renames(plan, &mut sharing).await?;
             self.store.put_asset_codes(&plan.code, &sharing).await?;
+            self.retire_former_codes(plan, renames).await?;
         }
 
         if !upserts.is_empty() {
@@ -400,7 +403,7 @@ impl Engine {
         let results = match self.pim.upsert_assets(&plan.code, &assets).await {
             Ok(results) => results,
             Err(e) => {
-                self.settle_renames(plan, renames, &[]).await?;
+                self.retire_former_codes(plan, renames).await?;
                 return self.whole_batch_failed(changed, e, report).await;
             }
         };
@@ -471,7 +474,7 @@ impl Engine {
             // With the family's pending product links, in the same transaction.
             self.record_written_linked(plan, &written, linked).await?;
         }
-        self.settle_renames(plan, renames, &written).await
+        self.retire_former_codes(plan, renames).await
     }
 
     /// The whole batch request failed (after the client's own retries).
@@ -536,6 +539,10 @@ impl Engine {
                 }
             }
         }
+        // Former codes of renamed assets go only once the DAM confirms it (see `rename`).
+        let to_delete = self
+            .check_retirements(plan, to_delete, done, report)
+            .await?;
         let to_delete = self
             .keep_shared_codes(plan, to_delete, done, report)
             .await?;
@@ -584,6 +591,36 @@ impl Engine {
             // no code, so there is nothing more to delete.
             // With the removal of their product links, in the same transaction.
             self.forget_linked(plan, &forgotten).await?;
+            self.rewrite_if_claimed_meanwhile(plan, &forgotten).await?;
+        }
+        Ok(())
+    }
+
+    /// A DAM asset written as a deleted code while the deletion was under way (a new file
+    /// given the name of one just deleted or renamed, in a batch beside this one) may have had
+    /// its write land before the `DELETE` and its hash recorded after: its hash is forgotten,
+    /// so the next read of it (the poll's overlap window covers a change that recent) writes
+    /// it again rather than taking it for unchanged.
+    async fn rewrite_if_claimed_meanwhile(
+        &self,
+        plan: &FamilyPlan,
+        forgotten: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut codes: Vec<String> = forgotten.iter().map(|(_, c)| c.clone()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let holders = self.store.dam_ids_by_code(&plan.code, &codes).await?;
+        let claimed: Vec<String> = holders
+            .into_iter()
+            .filter(|(code, ids)| {
+                ids.iter()
+                    .any(|id| crate::rename::holder_of(id, code).is_none())
+            })
+            .map(|(code, _)| code)
+            .collect();
+        if !claimed.is_empty() {
+            warn!(family = %plan.code, codes = ?claimed, "written again by another DAM asset while being deleted: written again on its next read");
+            self.store.remove_hashes(&plan.code, &claimed).await?;
         }
         Ok(())
     }
@@ -614,9 +651,11 @@ impl Engine {
         let mut released = Vec::new();
         let mut out = Vec::with_capacity(to_delete.len());
         for (d, code) in to_delete {
-            let other = holders
-                .get(&code)
-                .and_then(|ids| ids.iter().find(|id| !leaving.contains(id.as_str())));
+            let other = holders.get(&code).and_then(|ids| {
+                ids.iter().find(|id| {
+                    !leaving.contains(id.as_str()) && crate::rename::holder_of(id, &code).is_none()
+                })
+            });
             match other {
                 Some(other) => {
                     report.kept += 1;
@@ -713,6 +752,7 @@ impl Engine {
             }
         };
         let mut marks = Vec::new();
+        let mut retired = Vec::new();
         for r in results {
             let Some(d) = by_code.remove(&r.code) else {
                 warn!(family = %plan.code, code = %r.code, "the PIM answered for an asset code that was not sent");
@@ -722,6 +762,10 @@ impl Engine {
                 ItemOutcome::Created | ItemOutcome::Updated => {
                     report.marked += 1;
                     debug!(family = %plan.code, code = %r.code, attribute, "asset deleted in the DAM marked in the PIM");
+                    if crate::rename::holder_of(d.change.dam_id(), &r.code).is_some() {
+                        // A former code, marked: its holder has done its work.
+                        retired.push(d.change.dam_id().to_owned());
+                    }
                     marks.push((r.code, marker.clone()));
                     if let Some(id) = d.inbox_id {
                         done.push(id);
@@ -758,6 +802,9 @@ impl Engine {
             // The code entry stays (the asset still exists in the PIM); the hash becomes the
             // marker, so the asset is written in full when it comes back in the DAM.
             self.store.put_hash_markers(&plan.code, &marks).await?;
+        }
+        if !retired.is_empty() {
+            self.store.remove_asset_codes(&plan.code, &retired).await?;
         }
         Ok(())
     }

@@ -171,3 +171,36 @@ async fn a_renamed_asset_s_former_pim_asset_is_marked() {
     let current = app.akeneo.asset(FAMILY, "after_jpg").unwrap();
     assert!(current["values"].get("archived").is_none(), "{current}");
 }
+
+#[tokio::test]
+async fn a_former_code_once_marked_does_not_keep_a_later_deletion_from_being_marked() {
+    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
+        let mut m = support::mapping();
+        m.asset_code = "{{ name }}".into();
+        m.values
+            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
+        plan.mapping =
+            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
+        plan
+    })
+    .await;
+    let id = app.dam.ordered_ids(None, None)[0].clone();
+    app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
+    app.sync().await;
+    app.dam.set(&id, &json!({ "name": "after_jpg" })).unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.created, r.marked), (1, 1), "{r:?}");
+    // Renamed back: `before_jpg` written again (its mark emptied), `after_jpg` marked.
+    app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.updated, r.marked), (1, 1), "{r:?}");
+    let cur = app.akeneo.asset(FAMILY, "before_jpg").unwrap();
+    assert!(cur["values"]["archived"][0]["data"].is_null(), "{cur}");
+    // Deleted in the DAM: `before_jpg` is marked (no holder of the former code left to
+    // take it for shared).
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!((r.marked, r.kept), (1, 0), "{r:?}");
+    let cur = app.akeneo.asset(FAMILY, "before_jpg").unwrap();
+    assert_eq!(cur["values"]["archived"][0]["data"], json!(true), "{cur}");
+}

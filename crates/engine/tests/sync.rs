@@ -348,6 +348,8 @@ async fn named_asset_app(name: &str) -> (TestApp, String) {
     m.asset_code = "{{ name }}".into();
     let options = SyncOptions {
         deletions: DeletionPolicy::Delete,
+        // Retries due soon (≤ 250 ms for a first retry): the tests wait for them.
+        retry_base: std::time::Duration::from_millis(200),
         ..SyncOptions::default()
     };
     let app = TestApp::start_with(6, PagingStyle::CursorToken, options, m).await;
@@ -385,7 +387,47 @@ async fn a_renamed_asset_replaces_its_former_pim_asset() {
 }
 
 #[tokio::test]
-async fn a_rename_whose_write_is_refused_keeps_the_former_code() {
+async fn an_older_version_written_late_does_not_retire_the_current_asset() {
+    use assetbridge_core::{AssetChange, ChangeKind, DamAsset};
+    use assetbridge_engine::WriteItem;
+    let (app, id) = named_asset_app("before_jpg").await;
+    // The version named `before_jpg`, as a late event or a replayed dead letter carries it.
+    let old_record = app.dam.get(&id).unwrap();
+    let old_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    app.dam.set(&id, &json!({ "name": "after_jpg" })).unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.created, r.deleted), (1, 1), "{r:?}");
+    let count = app.pim_count();
+
+    let plan = app.engine.families()[0].clone();
+    let late = WriteItem::fresh(AssetChange {
+        family: plan.code.clone(),
+        event_id: None,
+        source: "test".into(),
+        kind: ChangeKind::Upsert {
+            asset: DamAsset {
+                id: id.clone(),
+                updated_at: old_at,
+                record: old_record,
+            },
+        },
+    });
+    app.engine.write_changes(&plan, vec![late]).await.unwrap();
+    let r = app.engine.drain_inbox("test").await.unwrap();
+    // The DAM says the asset is `after_jpg`: that stays, and what the late write created goes.
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "after_jpg").is_some());
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
+    assert_eq!(app.pim_count(), count);
+    // The DAM id is recorded under its current code again: its deletion deletes that.
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "after_jpg").is_none());
+}
+
+#[tokio::test]
+async fn a_rename_whose_write_is_refused_keeps_the_former_asset_until_it_is_written() {
     let (app, id) = named_asset_app("before_jpg").await;
     // Renamed, with a tag the PIM does not know: the new code is refused.
     app.dam
@@ -395,13 +437,23 @@ async fn a_rename_whose_write_is_refused_keeps_the_former_code() {
         )
         .unwrap();
     let r = app.sync().await;
-    assert_eq!((r.failed, r.deleted), (1, 0), "{r:?}");
+    // Refused, and the former code's retirement waits for the new code (a retry).
+    assert_eq!((r.failed, r.deleted, r.retrying), (1, 0, 1), "{r:?}");
     assert!(app.akeneo.asset("packshots", "before_jpg").is_some());
     assert!(app.akeneo.asset("packshots", "after_jpg").is_none());
-    // The DAM id is still written as its former code: its deletion deletes that PIM asset.
-    app.dam.delete(&[&id]);
+    // Fixed in the DAM: the new code is written, and the retirement (due by now) comes
+    // through.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    app.dam
+        .set(&id, &json!({ "metadata": { "tags": [TAGS[0]] } }))
+        .unwrap();
     let r = app.sync().await;
-    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(
+        app.akeneo.asset("packshots", "after_jpg").is_some(),
+        "{r:?} {:?}",
+        app.engine.store().recent_dead_letters(5).await.unwrap()
+    );
+    assert_eq!((r.created, r.deleted), (1, 1), "{r:?}");
     assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
 }
 

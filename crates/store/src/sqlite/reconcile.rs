@@ -137,12 +137,22 @@ impl SqliteStore {
         if codes.is_empty() {
             return Ok(HashMap::new());
         }
-        // Code → DAM id is answered by the tables' index: the recent writes go there first.
-        self.merge_recent().await?;
+        // Read in one statement (one snapshot), without merging the log (a read, cheap enough
+        // per batch of deletions, and a dry run stays a read): a DAM id's latest entry in the
+        // log of recent writes (the bare column of `max(seq)`) overrides the table's, and a
+        // removed DAM id is in neither. A merge in progress copies the log's latest entries
+        // into the table before deleting them from the log, so both agree meanwhile.
         let rows = sqlx::query(
-            "SELECT a.code, a.dam_id FROM asset_codes a \
-             WHERE a.family = ?1 AND a.code IN (SELECT value FROM json_each(?2)) \
-             ORDER BY a.code, a.dam_id",
+            "WITH log AS ( \
+                 SELECT key AS dam_id, value AS code, max(seq) FROM recent_writes \
+                 WHERE kind = 'code' AND family = ?1 GROUP BY key), \
+             wanted AS (SELECT DISTINCT value AS code FROM json_each(?2)) \
+             SELECT l.code, l.dam_id FROM log l WHERE l.code IN (SELECT code FROM wanted) \
+             UNION \
+             SELECT a.code, a.dam_id FROM asset_codes a \
+             WHERE a.family = ?1 AND a.code IN (SELECT code FROM wanted) \
+               AND NOT EXISTS (SELECT 1 FROM log l WHERE l.dam_id = a.dam_id) \
+             ORDER BY 1, 2",
         )
         .bind(family)
         .bind(json_text(&codes))
