@@ -180,7 +180,9 @@ pub fn validate_asset(asset: &PimAsset, structure: &FamilyStructure) -> Vec<Valu
             } else {
                 seen.push(pair);
             }
-            if value.data.is_null() {
+            // `null` erases a value, except of multiple options: Akeneo's schema for them
+            // takes an array only (`[]` erases).
+            if value.data.is_null() && attribute.kind != AttributeType::MultipleOptions {
                 continue;
             }
             check_data(attribute, &value.data, &mut push);
@@ -474,6 +476,19 @@ mod tests {
         a.push_value("when", v(None, None, json!("2023-03-01T00:00:00+00:00")));
         a.push_value("width", v(None, None, Value::Null));
         assert_eq!(validate_asset(&a, &structure()), vec![]);
+    }
+
+    #[test]
+    fn multiple_options_are_erased_with_an_empty_array_not_null() {
+        let mut a = PimAsset::new("x");
+        a.push_value("tags", v(None, Some("ecommerce"), json!([])));
+        assert_eq!(validate_asset(&a, &structure()), vec![]);
+        let mut a = PimAsset::new("x");
+        a.push_value("tags", v(None, Some("ecommerce"), Value::Null));
+        assert_eq!(
+            kinds(&a),
+            vec![("tags".to_owned(), ViolationKind::WrongDataType)]
+        );
     }
 
     #[test]

@@ -474,3 +474,24 @@ async fn rejected_assets_go_to_dead_letters_and_the_rest_is_written() {
     let dead = app.engine.store().dead_letter_count().await.unwrap();
     assert_eq!(dead, 3);
 }
+
+#[tokio::test]
+async fn tags_emptied_in_the_dam_are_emptied_in_the_pim() {
+    // Akeneo erases a multiple-options value with `[]` and refuses `null` for it (422).
+    let app = TestApp::start(4, PagingStyle::CursorToken, SyncOptions::default()).await;
+    app.sync().await;
+    let id = app.dam.ordered_ids(None, Some("packshots"))[0].clone();
+    let code = assetbridge_core::sanitize_code(&id);
+    let held = app.akeneo.asset("packshots", &code).unwrap();
+    assert!(!held["values"]["tags"][0]["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    app.dam
+        .set(&id, &json!({ "metadata": { "tags": [] } }))
+        .unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.updated, r.failed), (1, 0), "{r:?}");
+    let held = app.akeneo.asset("packshots", &code).unwrap();
+    assert!(held["values"].get("tags").is_none(), "{held}");
+}

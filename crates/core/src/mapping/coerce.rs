@@ -22,6 +22,16 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The data that erases a value of this attribute: `[]` for multiple options (Akeneo's
+    /// schema for them takes an array only: `null` is refused with 422 "The asset has an
+    /// invalid format."), `null` for every other type.
+    pub(crate) fn erased(&self) -> Value {
+        match self.kind {
+            Some(AttributeType::MultipleOptions) => Value::Array(Vec::new()),
+            _ => Value::Null,
+        }
+    }
+
     pub(crate) fn of(a: &AssetAttribute) -> Self {
         Self {
             kind: Some(a.kind),

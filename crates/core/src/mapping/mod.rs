@@ -580,7 +580,7 @@ impl CompiledMapping {
                 return Ok(Some(d.clone()));
             }
         }
-        Ok(applied.then_some(Value::Null))
+        Ok(applied.then(|| a.target.erased()))
     }
 
     /// A rule's value for an asset: `Ok(None)` when empty.
@@ -1078,6 +1078,14 @@ mod tests {
         assert_eq!(a.values["media"][0].data, Value::Null);
         assert_eq!(a.values["width"][0].data, json!("0"));
         assert_eq!(a.values["title"][0].data, Value::Null);
+        // Multiple options are erased with `[]`: Akeneo refuses `null` for them.
+        assert_eq!(a.values["tags"][0].data, json!([]));
+        let a = m
+            .map(&dam(
+                json!({"id": "a1", "name": "n", "metadata": {"tags": []}}),
+            ))
+            .unwrap();
+        assert_eq!(a.values["tags"][0].data, json!([]));
     }
 
     #[test]
