@@ -648,15 +648,40 @@ impl Engine {
             .iter()
             .map(|(d, _)| d.change.dam_id().to_owned())
             .collect();
-        let mut released = Vec::new();
+        let held_elsewhere = |ids: Option<&Vec<String>>, code: &str| -> Option<String> {
+            ids?.iter()
+                .find(|id| {
+                    !leaving.contains(id.as_str()) && crate::rename::holder_of(id, code).is_none()
+                })
+                .cloned()
+        };
+        let mut shared = Vec::new();
         let mut out = Vec::with_capacity(to_delete.len());
         for (d, code) in to_delete {
-            let other = holders.get(&code).and_then(|ids| {
-                ids.iter().find(|id| {
-                    !leaving.contains(id.as_str()) && crate::rename::holder_of(id, &code).is_none()
-                })
-            });
-            match other {
+            if held_elsewhere(holders.get(&code), &code).is_some() {
+                shared.push((d, code));
+            } else {
+                out.push((d, code));
+            }
+        }
+        if shared.is_empty() {
+            return Ok(out);
+        }
+        let released: Vec<String> = shared
+            .iter()
+            .map(|(d, _)| d.change.dam_id().to_owned())
+            .collect();
+        self.store.remove_asset_codes(&plan.code, &released).await?;
+        // Two sharers deleted at once in different batches each saw the other: now that ours
+        // is forgotten, look again. A code nobody else holds any more is deleted after all,
+        // its DAM id recorded again first (a failed deletion is retried against it).
+        let mut codes: Vec<String> = shared.iter().map(|(_, c)| c.clone()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let now = self.store.dam_ids_by_code(&plan.code, &codes).await?;
+        let mut back = Vec::new();
+        for (d, code) in shared {
+            match held_elsewhere(now.get(&code), &code) {
                 Some(other) => {
                     report.kept += 1;
                     tracing::info!(
@@ -666,16 +691,18 @@ impl Engine {
                         other = %other,
                         "asset deleted in the DAM kept in the PIM: another DAM asset is written as the same code"
                     );
-                    released.push(d.change.dam_id().to_owned());
                     if let Some(id) = d.inbox_id {
                         done.push(id);
                     }
                 }
-                None => out.push((d, code)),
+                None => {
+                    back.push((d.change.dam_id().to_owned(), code.clone()));
+                    out.push((d, code));
+                }
             }
         }
-        if !released.is_empty() {
-            self.store.remove_asset_codes(&plan.code, &released).await?;
+        if !back.is_empty() {
+            self.store.put_asset_codes(&plan.code, &back).await?;
         }
         Ok(out)
     }

@@ -341,6 +341,51 @@ async fn a_code_two_dam_assets_share_is_deleted_with_the_last_of_them() {
     assert_eq!(app.pim_count(), before - 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sharers_deleted_at_once_in_different_batches_delete_their_pim_asset() {
+    // Each batch sees the other DAM asset still written as the code: without a second look
+    // once its own code is forgotten, both would keep the PIM asset, then held by nobody.
+    for round in 0..5 {
+        let mut m = mapping();
+        m.asset_code = "{{ name }}".into();
+        let options = SyncOptions {
+            deletions: DeletionPolicy::Delete,
+            ..SyncOptions::default()
+        };
+        let app = TestApp::start_with(6, PagingStyle::CursorToken, options, m).await;
+        let ids = app.dam.ordered_ids(None, Some("packshots"));
+        for id in &ids[..2] {
+            app.dam.set(id, &json!({ "name": "shared_jpg" })).unwrap();
+        }
+        app.sync().await;
+        assert!(app.akeneo.asset("packshots", "shared_jpg").is_some());
+        let plan = app.engine.families()[0].clone();
+        let delete = |id: &str| {
+            vec![assetbridge_engine::WriteItem::fresh(
+                assetbridge_core::AssetChange {
+                    family: plan.code.clone(),
+                    event_id: None,
+                    source: "test".into(),
+                    kind: assetbridge_core::ChangeKind::Delete {
+                        dam_id: id.to_owned(),
+                        deleted_at: None,
+                    },
+                },
+            )]
+        };
+        let (a, b) = tokio::join!(
+            app.engine.write_changes(&plan, delete(&ids[0])),
+            app.engine.write_changes(&plan, delete(&ids[1]))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.deleted + b.deleted >= 1, "round {round}: {a:?} {b:?}");
+        assert!(
+            app.akeneo.asset("packshots", "shared_jpg").is_none(),
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+}
+
 /// An app whose asset codes come from the file name, with `deletions = "delete"`, and one
 /// `packshots` asset named `name`: (app, its DAM id).
 async fn named_asset_app(name: &str) -> (TestApp, String) {
