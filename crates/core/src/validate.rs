@@ -7,7 +7,8 @@
 //! [`FamilyStructure`] knows: whether a locale or channel is *activated* in the PIM is left to the
 //! PIM.
 //!
-//! `data: null` is always accepted: it erases that (locale, channel) value in Akeneo.
+//! `data: null` erases that (locale, channel) value in Akeneo and is accepted, except for a
+//! `multiple_options` attribute, whose data Akeneo takes as an array only (`[]` erases it).
 
 use std::fmt;
 

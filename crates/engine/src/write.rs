@@ -473,8 +473,46 @@ impl Engine {
         if !written.is_empty() {
             // With the family's pending product links, in the same transaction.
             self.record_written_linked(plan, &written, linked).await?;
+            self.release_marked_codes(plan, &written, known).await?;
         }
         self.retire_former_codes(plan, renames).await
+    }
+
+    /// `deletions = "mark"` keeps a marked asset's DAM id → code entry (a tombstone read again
+    /// then finds the mark and writes nothing). A code written over its mark, by whichever DAM
+    /// asset, no longer belongs to those marked DAM ids: a mark is written only once nobody
+    /// else held the code, so every other DAM id recorded under it is a deleted one. They are
+    /// forgotten, or the deletion of the new writer would take them for sharers and keep the
+    /// PIM asset unmarked (see `keep_shared_codes`).
+    async fn release_marked_codes(
+        &self,
+        plan: &FamilyPlan,
+        written: &[WrittenAsset],
+        known: &KeyMap<ContentHash>,
+    ) -> Result<(), EngineError> {
+        let over_marks: Vec<&WrittenAsset> = written
+            .iter()
+            .filter(|w| known.get(&w.code).is_some_and(is_mark_marker))
+            .collect();
+        if over_marks.is_empty() {
+            return Ok(());
+        }
+        let codes: Vec<String> = over_marks.iter().map(|w| w.code.clone()).collect();
+        let holders = self.store.dam_ids_by_code(&plan.code, &codes).await?;
+        let mut marked_ids = Vec::new();
+        for w in over_marks {
+            for id in holders.get(&w.code).into_iter().flatten() {
+                if *id != w.dam_id && crate::rename::holder_of(id, &w.code).is_none() {
+                    marked_ids.push(id.clone());
+                }
+            }
+        }
+        if !marked_ids.is_empty() {
+            self.store
+                .remove_asset_codes(&plan.code, &marked_ids)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The whole batch request failed (after the client's own retries).

@@ -204,3 +204,50 @@ async fn a_former_code_once_marked_does_not_keep_a_later_deletion_from_being_mar
     let cur = app.akeneo.asset(FAMILY, "before_jpg").unwrap();
     assert_eq!(cur["values"]["archived"][0]["data"], json!(true), "{cur}");
 }
+
+#[tokio::test]
+async fn a_code_written_over_its_mark_is_marked_again_when_its_new_asset_goes() {
+    // `a` is deleted and `x_jpg` marked (a's code entry stays); later `b` takes the name
+    // `x_jpg`, and is deleted in turn: `x_jpg` must be marked again, not kept for `a`.
+    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
+        let mut m = support::mapping();
+        m.asset_code = "{{ name }}".into();
+        m.values
+            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
+        plan.mapping =
+            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
+        plan
+    })
+    .await;
+    let ids = app.dam.ordered_ids(None, None);
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    app.dam.set(&a, &json!({ "name": "x_jpg" })).unwrap();
+    app.dam.set(&b, &json!({ "name": "y_jpg" })).unwrap();
+    app.sync().await;
+    app.dam.delete(&[&a]);
+    let r = app.sync().await;
+    assert_eq!(r.marked, 1, "{r:?}");
+    // Past the poll's overlap window: `a`'s tombstone is not read again.
+    app.dam.advance_clock(std::time::Duration::from_secs(3600));
+    app.dam.set(&ids[2], &json!({ "title": "later" })).unwrap();
+    app.sync().await;
+    app.dam.set(&b, &json!({ "name": "x_jpg" })).unwrap();
+    app.sync().await;
+    let cur = app.akeneo.asset(FAMILY, "x_jpg").unwrap();
+    assert!(cur["values"]["archived"][0]["data"].is_null(), "{cur}");
+    // `b` deleted, by an event (no poll re-reads `a`'s tombstone).
+    let plan = app.engine.families()[0].clone();
+    let gone = WriteItem::fresh(AssetChange {
+        family: FAMILY.into(),
+        event_id: None,
+        source: "test".into(),
+        kind: ChangeKind::Delete {
+            dam_id: b.clone(),
+            deleted_at: None,
+        },
+    });
+    let r = app.engine.write_changes(&plan, vec![gone]).await.unwrap();
+    assert_eq!((r.marked, r.kept), (1, 0), "{r:?}");
+    let cur = app.akeneo.asset(FAMILY, "x_jpg").unwrap();
+    assert_eq!(cur["values"]["archived"][0]["data"], json!(true), "{cur}");
+}
