@@ -145,17 +145,8 @@ async fn a_text_mark_and_a_mark_that_does_not_fit() {
 #[tokio::test]
 async fn a_renamed_asset_s_former_pim_asset_is_marked() {
     // Asset codes from the file name: a rename writes a new PIM asset and marks the former.
-    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
-        let mut m = support::mapping();
-        m.asset_code = "{{ name }}".into();
-        // Compiled without the structure: only rules that need none of it.
-        m.values
-            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
-        plan.mapping =
-            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
-        plan
-    })
-    .await;
+    let app =
+        TestApp::start_with(3, mark("archived", json!(true)), support::codes_from_names).await;
     let id = app.dam.ordered_ids(None, None)[0].clone();
     app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
     app.sync().await;
@@ -174,16 +165,8 @@ async fn a_renamed_asset_s_former_pim_asset_is_marked() {
 
 #[tokio::test]
 async fn a_former_code_once_marked_does_not_keep_a_later_deletion_from_being_marked() {
-    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
-        let mut m = support::mapping();
-        m.asset_code = "{{ name }}".into();
-        m.values
-            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
-        plan.mapping =
-            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
-        plan
-    })
-    .await;
+    let app =
+        TestApp::start_with(3, mark("archived", json!(true)), support::codes_from_names).await;
     let id = app.dam.ordered_ids(None, None)[0].clone();
     app.dam.set(&id, &json!({ "name": "before_jpg" })).unwrap();
     app.sync().await;
@@ -209,16 +192,8 @@ async fn a_former_code_once_marked_does_not_keep_a_later_deletion_from_being_mar
 async fn a_code_written_over_its_mark_is_marked_again_when_its_new_asset_goes() {
     // `a` is deleted and `x_jpg` marked (a's code entry stays); later `b` takes the name
     // `x_jpg`, and is deleted in turn: `x_jpg` must be marked again, not kept for `a`.
-    let app = TestApp::start_with(3, mark("archived", json!(true)), |mut plan| {
-        let mut m = support::mapping();
-        m.asset_code = "{{ name }}".into();
-        m.values
-            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
-        plan.mapping =
-            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
-        plan
-    })
-    .await;
+    let app =
+        TestApp::start_with(3, mark("archived", json!(true)), support::codes_from_names).await;
     let ids = app.dam.ordered_ids(None, None);
     let (a, b) = (ids[0].clone(), ids[1].clone());
     app.dam.set(&a, &json!({ "name": "x_jpg" })).unwrap();

@@ -170,16 +170,7 @@ async fn a_plan_lists_a_rename_s_former_asset_and_keeps_a_shared_code() {
         deletions: DeletionPolicy::Delete,
         ..SyncOptions::default()
     };
-    let app = TestApp::start_with(4, options, |mut plan| {
-        let mut m = support::mapping();
-        m.asset_code = "{{ name }}".into();
-        m.values
-            .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
-        plan.mapping =
-            std::sync::Arc::new(assetbridge_core::mapping::CompiledMapping::new(&m, None).unwrap());
-        plan
-    })
-    .await;
+    let app = TestApp::start_with(4, options, support::codes_from_names).await;
     let ids = app.dam.ordered_ids(None, None);
     for (id, name) in ids
         .iter()

@@ -72,6 +72,18 @@ pub fn mapping() -> FamilyMapping {
     }
 }
 
+/// A plan adjustment for [`TestApp::start_with`]: asset codes from the file name (`{{ name }}`),
+/// with the mapping compiled without the structure, so only the rules that need none of it
+/// (`title`, `sku`).
+pub fn codes_from_names(mut plan: FamilyPlan) -> FamilyPlan {
+    let mut m = mapping();
+    m.asset_code = "{{ name }}".into();
+    m.values
+        .retain(|r| ["title", "sku"].contains(&r.attribute.as_str()));
+    plan.mapping = Arc::new(CompiledMapping::new(&m, None).unwrap());
+    plan
+}
+
 pub fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
