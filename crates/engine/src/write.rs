@@ -28,6 +28,14 @@ impl WriteItem {
     }
 }
 
+/// What the upserts of a batch are written with: the hashes the store holds for their codes,
+/// and the other DAM assets of the batch written as one of them (see `dedupe`).
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    known: &'a KeyMap<ContentHash>,
+    sharing: &'a [(String, String)],
+}
+
 struct Mapped {
     item: WriteItem,
     asset: PimAsset,
@@ -191,7 +199,11 @@ impl Engine {
         }
 
         if !upserts.is_empty() {
-            self.write_upserts(plan, upserts, &known, &mut marks, &mut done, &mut report)
+            let batch = Batch {
+                known: &known,
+                sharing: &sharing,
+            };
+            self.write_upserts(plan, upserts, batch, &mut marks, &mut done, &mut report)
                 .await?;
         }
         if !marks.is_empty() {
@@ -331,11 +343,12 @@ impl Engine {
         &self,
         plan: &FamilyPlan,
         upserts: Vec<Mapped>,
-        known: &KeyMap<ContentHash>,
+        batch: Batch<'_>,
         marks: &mut Vec<(String, ContentHash)>,
         done: &mut Vec<i64>,
         report: &mut SyncReport,
     ) -> Result<(), EngineError> {
+        let known = batch.known;
         let mut changed: Vec<Mapped> = Vec::with_capacity(upserts.len());
         let mut relink: Vec<(assetbridge_core::AssetChange, String)> = Vec::new();
         for m in upserts {
@@ -473,7 +486,7 @@ impl Engine {
         if !written.is_empty() {
             // With the family's pending product links, in the same transaction.
             self.record_written_linked(plan, &written, linked).await?;
-            self.release_marked_codes(plan, &written, known).await?;
+            self.release_marked_codes(plan, &written, batch).await?;
         }
         self.retire_former_codes(plan, renames).await
     }
@@ -488,11 +501,11 @@ impl Engine {
         &self,
         plan: &FamilyPlan,
         written: &[WrittenAsset],
-        known: &KeyMap<ContentHash>,
+        batch: Batch<'_>,
     ) -> Result<(), EngineError> {
         let over_marks: Vec<&WrittenAsset> = written
             .iter()
-            .filter(|w| known.get(&w.code).is_some_and(is_mark_marker))
+            .filter(|w| batch.known.get(&w.code).is_some_and(is_mark_marker))
             .collect();
         if over_marks.is_empty() {
             return Ok(());
@@ -502,7 +515,10 @@ impl Engine {
         let mut marked_ids = Vec::new();
         for w in over_marks {
             for id in holders.get(&w.code).into_iter().flatten() {
-                if *id != w.dam_id && crate::rename::holder_of(id, &w.code).is_none() {
+                // Not the writer, nor another DAM asset of this batch written as the code.
+                let live =
+                    *id == w.dam_id || batch.sharing.iter().any(|(d, c)| d == id && *c == w.code);
+                if !live && crate::rename::holder_of(id, &w.code).is_none() {
                     marked_ids.push(id.clone());
                 }
             }

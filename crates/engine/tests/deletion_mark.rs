@@ -226,3 +226,36 @@ async fn a_code_written_over_its_mark_is_marked_again_when_its_new_asset_goes() 
     let cur = app.akeneo.asset(FAMILY, "x_jpg").unwrap();
     assert_eq!(cur["values"]["archived"][0]["data"], json!(true), "{cur}");
 }
+
+#[tokio::test]
+async fn two_assets_written_over_a_mark_in_one_batch_both_hold_the_code() {
+    // `x_jpg` marked (its asset deleted); then two DAM assets named `x_jpg` come in one batch:
+    // deleting one of them must not mark the PIM asset the other is still written as.
+    let app =
+        TestApp::start_with(4, mark("archived", json!(true)), support::codes_from_names).await;
+    let ids = app.dam.ordered_ids(None, None);
+    app.dam.set(&ids[0], &json!({ "name": "x_jpg" })).unwrap();
+    app.sync().await;
+    app.dam.delete(&ids[..1]);
+    let r = app.sync().await;
+    assert_eq!(r.marked, 1, "{r:?}");
+    for id in &ids[1..3] {
+        app.dam.set(id, &json!({ "name": "x_jpg" })).unwrap();
+    }
+    app.sync().await;
+    let plan = app.engine.families()[0].clone();
+    let gone = WriteItem::fresh(AssetChange {
+        family: FAMILY.into(),
+        event_id: None,
+        source: "test".into(),
+        // The one the batch wrote (the newer); the other one stays.
+        kind: ChangeKind::Delete {
+            dam_id: ids[2].clone(),
+            deleted_at: None,
+        },
+    });
+    let r = app.engine.write_changes(&plan, vec![gone]).await.unwrap();
+    assert_eq!((r.marked, r.kept), (0, 1), "{r:?}");
+    let cur = app.akeneo.asset(FAMILY, "x_jpg").unwrap();
+    assert!(cur["values"]["archived"][0]["data"].is_null(), "{cur}");
+}
