@@ -893,6 +893,66 @@ async fn search_after_paging_over_250_then_300_assets() {
     );
 }
 
+/// Akeneo keeps asset codes in a MySQL column of collation `utf8mb4_unicode_ci`, unique per
+/// family, looked up with `WHERE code = :code` (CE `SqlAssetRepository`): two codes that differ
+/// only in case are one asset, which keeps the spelling it was created with.
+#[tokio::test]
+async fn asset_codes_differing_only_in_case_are_one_asset() {
+    let env = env().await;
+    let fam = "lifestyle";
+    let res = patch_batch(
+        &env,
+        fam,
+        &[json!({"code": "Chair_01", "values": {"sku": [v(None, None, json!("S1"))]}})],
+    )
+    .await;
+    assert_eq!(res[0]["status_code"], 201);
+    // Another spelling updates it (204), and the response line echoes the code sent.
+    let res = patch_batch(
+        &env,
+        fam,
+        &[json!({"code": "chair_01", "values": {"sku": [v(None, None, json!("S2"))]}})],
+    )
+    .await;
+    assert_eq!(
+        (&res[0]["code"], &res[0]["status_code"]),
+        (&json!("chair_01"), &json!(204))
+    );
+    let url = |code: &str| {
+        format!(
+            "{}/api/rest/v1/asset-families/{fam}/assets/{code}",
+            env.base
+        )
+    };
+    let got = get_json(&env, &url("CHAIR_01")).await;
+    assert_eq!(got["code"], "Chair_01", "the spelling it was created with");
+    assert_eq!(got["values"]["sku"][0]["data"], "S2");
+    let listed = walk(
+        &env,
+        format!("{}/api/rest/v1/asset-families/{fam}/assets", env.base),
+    )
+    .await;
+    let codes: Vec<&Value> = listed.iter().flatten().map(|a| &a["code"]).collect();
+    assert_eq!(codes, [&json!("Chair_01")]);
+    // A deletion by another spelling deletes it.
+    let r = env
+        .http
+        .delete(url("chair_01"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = env
+        .http
+        .get(url("Chair_01"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test]
 async fn updated_and_code_filters() {
     let env = env().await;

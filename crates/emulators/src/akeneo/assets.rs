@@ -20,7 +20,7 @@ use super::http::{
     php_type, query_pairs, require_content_type, with_items, JSON,
 };
 use super::linking::{self, NAMING_BUSINESS_RULES};
-use super::state::{bump, iso, Catalog, Family, Shared, StoredAsset};
+use super::state::{bump, fold, iso, Catalog, Family, Shared, StoredAsset};
 use super::validate::{self, Accepted, Rejected, BUSINESS_RULES, INVALID_FORMAT};
 
 /// Assets per list page, fixed (§5.2, §5.9: no `limit` parameter).
@@ -56,11 +56,11 @@ pub(crate) fn render_asset(
     f: &Family,
     catalog: &Catalog,
     base: &str,
-    code: &str,
     a: &StoredAsset,
     filter: &ValueFilter,
     self_link: bool,
 ) -> Value {
+    let code = &*a.code;
     let mut values: Map<String, Value> = Map::new();
     for v in codec::decode(&a.values) {
         if !filter.keeps(&v) {
@@ -407,18 +407,21 @@ fn page<'a>(
     after: Option<&str>,
     limit: usize,
 ) -> Vec<(&'a Arc<str>, &'a StoredAsset)> {
+    // Keys are folded codes (`Family::assets`): so is the order, and the cursor.
+    let after = after.map(fold);
+    let after = after.as_deref();
     let after_ok = |c: &str| after.is_none_or(|a| c > a);
     if let Some(codes) = &filter.codes {
-        let mut codes: Vec<&str> = codes
+        let mut codes: Vec<std::borrow::Cow<'_, str>> = codes
             .iter()
-            .map(String::as_str)
+            .map(|c| fold(c))
             .filter(|c| after_ok(c))
             .collect();
         codes.sort_unstable();
         codes.dedup();
         return codes
             .into_iter()
-            .filter_map(|c| f.assets.get_key_value(c))
+            .filter_map(|c| f.assets.get_key_value(&*c))
             .filter(|(_, a)| filter.matches(a))
             .take(limit)
             .collect();
@@ -566,7 +569,7 @@ pub(crate) async fn list_assets(
     let rows = page(&f, &filter, after.as_deref(), ASSETS_PER_PAGE);
     let items: Vec<Value> = rows
         .iter()
-        .map(|(code, a)| render_asset(&f, &catalog, &base, code, a, &value_filter, true))
+        .map(|(_, a)| render_asset(&f, &catalog, &base, a, &value_filter, true))
         .collect();
     let path = format!("/api/rest/v1/asset-families/{family}/assets");
     let mut echo: Vec<(&str, &str)> = Vec::new();
@@ -619,18 +622,10 @@ pub(crate) async fn get_asset(
     // Lock order everywhere: family, then catalog, then media.
     let f = fam.read();
     let catalog = s.catalog.read();
-    match f.assets.get(code.as_str()) {
+    match f.asset(&code) {
         Some(a) => json(
             StatusCode::OK,
-            &render_asset(
-                &f,
-                &catalog,
-                &base,
-                &code,
-                a,
-                &ValueFilter::default(),
-                false,
-            ),
+            &render_asset(&f, &catalog, &base, a, &ValueFilter::default(), false),
         ),
         None => error(
             StatusCode::NOT_FOUND,
@@ -659,7 +654,7 @@ pub(crate) fn upsert_one(
         let media = s.media.read();
         let mut accepted = validate::validate(f, &catalog, &media, item)?;
         let mut named = false;
-        if naming && !f.assets.contains_key(accepted.code.as_str()) {
+        if naming && f.asset(&accepted.code).is_none() {
             let extra = linking::naming_convention(f, &catalog, &media, item)?;
             named = !extra.is_empty();
             // After the sent values: the convention's captures win (CE merges its commands last).

@@ -775,7 +775,7 @@ type Properties = BTreeMap<String, Value>;
 /// The asset's values usable in extrapolations: non-localizable, non-scopable values (text,
 /// options, numbers...), multiple options as arrays.
 fn asset_properties(f: &Family, code: &str) -> Option<Properties> {
-    let stored = f.assets.get(code)?;
+    let stored = f.asset(code)?;
     let mut out = BTreeMap::new();
     for v in codec::decode(&stored.values) {
         if v.channel != 0 || v.locale != 0 {

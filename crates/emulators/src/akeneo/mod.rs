@@ -463,12 +463,11 @@ impl AkeneoEmulator {
         let catalog = self.shared.catalog.read();
         f.assets
             .iter()
-            .map(|(code, a)| {
+            .map(|(_, a)| {
                 assets::render_asset(
                     &f,
                     &catalog,
                     &base,
-                    code,
                     a,
                     &assets::ValueFilter::default(),
                     false,
@@ -483,12 +482,11 @@ impl AkeneoEmulator {
         let base = self.public_base.read().clone();
         let f = f.read();
         let catalog = self.shared.catalog.read();
-        let a = f.assets.get(code)?;
+        let a = f.asset(code)?;
         Some(assets::render_asset(
             &f,
             &catalog,
             &base,
-            code,
             a,
             &assets::ValueFilter::default(),
             false,

@@ -319,8 +319,12 @@ impl Attribute {
     }
 }
 
-/// One stored asset: timestamps (seconds) and encoded values (see [`codec`]).
+/// One stored asset: its code as first written, timestamps (seconds) and encoded values (see
+/// [`codec`]).
 pub(crate) struct StoredAsset {
+    /// The code as the write that created the asset spelt it; the asset's key in
+    /// [`Family::assets`] is its [`fold`]ed form.
+    pub code: Arc<str>,
     pub created: i64,
     pub updated: i64,
     pub values: Box<[u8]>,
@@ -337,7 +341,11 @@ pub(crate) struct Family {
     pub sharing_enabled: Option<bool>,
     pub attributes: Vec<Attribute>,
     pub attr_index: HashMap<String, u16>,
-    /// Assets by code: `search_after` paging walks this map in code order.
+    /// Assets by [`fold`]ed code: `search_after` paging walks this map in that order. Akeneo
+    /// keeps asset codes in a MySQL column of collation `utf8mb4_unicode_ci`, unique per family
+    /// (CE `akeneo_asset_manager_asset`, `akeneoasset_manager_identifier_asset_ux`) and looked
+    /// up with `WHERE code = :code` (CE `SqlAssetRepository::getByAssetFamilyAndCode`): `Foo`
+    /// and `foo` are one asset, which keeps the spelling of the write that created it.
     pub assets: BTreeMap<Arc<str>, StoredAsset>,
     /// Codes by `updated` time: the `updated` filter reads ranges of it instead of scanning.
     /// A set of codes per second, not a set of (updated, code) pairs: the assets of a batch share
@@ -345,6 +353,17 @@ pub(crate) struct Family {
     /// tree for each write (a tenth of the emulator's CPU at zero latency); the filter sorts the
     /// codes it finds anyway.
     pub by_updated: BTreeMap<i64, UpdatedAt>,
+}
+
+/// An asset code as Akeneo compares it (see [`Family::assets`]): codes are ASCII
+/// (`^[a-zA-Z0-9_]+$`), where that collation is ASCII case folding. Borrowed when already
+/// folded.
+pub(crate) fn fold(code: &str) -> std::borrow::Cow<'_, str> {
+    if code.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(code.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(code)
+    }
 }
 
 /// The codes of the assets last updated in one second (see [`Family::by_updated`]).
@@ -407,6 +426,11 @@ impl Family {
         Value::Object(m)
     }
 
+    /// The stored asset whose code is `code` (compared as Akeneo does: [`fold`]).
+    pub fn asset(&self, code: &str) -> Option<&StoredAsset> {
+        self.assets.get(&*fold(code))
+    }
+
     /// Writes merged values for `code`; returns (created, changed).
     pub fn write_asset(
         &mut self,
@@ -414,6 +438,9 @@ impl Family {
         changes: Vec<(u16, u8, u8, Option<codec::Data>)>,
         now: i64,
     ) -> (bool, bool) {
+        let spelling = code;
+        let folded = fold(code);
+        let code = &*folded;
         if let Some((key, stored)) = self.assets.get_key_value(code) {
             let key = key.clone();
             let mut vals: Vec<Val> = codec::decode(&stored.values);
@@ -431,9 +458,14 @@ impl Family {
             let mut vals = Vec::new();
             codec::merge(&mut vals, changes);
             let key: Arc<str> = Arc::from(code);
+            let spelt = match &folded {
+                std::borrow::Cow::Borrowed(_) => key.clone(),
+                std::borrow::Cow::Owned(_) => Arc::from(spelling),
+            };
             self.assets.insert(
                 key.clone(),
                 StoredAsset {
+                    code: spelt,
                     created: now,
                     updated: now,
                     values: codec::encode(&vals),
@@ -457,7 +489,7 @@ impl Family {
     }
 
     pub fn delete_asset(&mut self, code: &str) -> bool {
-        match self.assets.remove_entry(code) {
+        match self.assets.remove_entry(&*fold(code)) {
             Some((key, stored)) => {
                 self.unindex_updated(stored.updated, &key);
                 true
