@@ -901,10 +901,9 @@ async fn lease_expiry_returns_entries(db: &TestDb) {
         .enqueue(&[upsert("f", "a", 1, None), upsert("f", "b", 1, None)])
         .await
         .unwrap();
-    let first = store
-        .claim("w1", 1, Duration::from_millis(300))
-        .await
-        .unwrap();
+    // The lease must outlive the next two claims (commits with fsync, slow on a loaded
+    // machine), and then run out.
+    let first = store.claim("w1", 1, Duration::from_secs(2)).await.unwrap();
     assert_eq!(first.len(), 1, "limit respected");
     assert_eq!(first[0].change.dam_id(), "a", "oldest first");
     let second = store.claim("w2", 10, LONG).await.unwrap();
@@ -913,7 +912,7 @@ async fn lease_expiry_returns_entries(db: &TestDb) {
         vec!["b"]
     );
     assert!(store.claim("w2", 10, LONG).await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
     // w1 vanished: its entry comes back, with the lost lease counted as an attempt.
     let again = store.claim("w3", 10, LONG).await.unwrap();
     assert_eq!(again.len(), 1);
@@ -989,8 +988,9 @@ async fn complete_release_and_retry_later(db: &TestDb) {
 
     store.complete(&[a, 999_999]).await.unwrap();
     store.release(&[b]).await.unwrap();
+    // Long enough that the claim and backlog below surely run before it is due.
     store
-        .retry_later(cc, "PIM said 503", Duration::from_millis(600))
+        .retry_later(cc, "PIM said 503", Duration::from_secs(2))
         .await
         .unwrap();
 
@@ -1007,7 +1007,7 @@ async fn complete_release_and_retry_later(db: &TestDb) {
         (1, 1, 1)
     );
 
-    tokio::time::sleep(Duration::from_millis(750)).await;
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
     let retried = store.claim("w", 10, LONG).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, cc);
