@@ -451,9 +451,31 @@ mod tests {
             .map(|_| ())
     }
 
-    /// Lets tasks spawned just before reach the writer's queue.
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    /// References to the writer's state while a member holds the writer: the writer's, the
+    /// committer's and the holder's guard (callers waiting in `begin` add theirs).
+    fn holders(writer: &GroupWriter) -> usize {
+        Arc::strong_count(&writer.state)
+    }
+
+    /// Waits until `n` tasks spawned just before wait in the writer's queue, behind the member
+    /// holding it (`before`: [`holders`] counted then). A caller in `begin` clones the state
+    /// and joins the mutex's first-come-first-served queue in the same poll, so its reference
+    /// shows it queued (a fixed sleep was not always long enough on a loaded machine).
+    async fn wait_queued(writer: &GroupWriter, before: usize, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let queued = holders(writer) - before;
+            if queued >= n {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queued} of {n} callers queued for the writer"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The last one counted may still be between its clone and its place in the queue.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,6 +486,7 @@ mod tests {
         // The first member holds the writer while ten more queue for it.
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 0).await.unwrap();
+        let before = holders(&writer);
         let mut tasks = Vec::new();
         for x in 1..=10 {
             let (writer, reader) = (writer.clone(), reader.clone());
@@ -475,7 +498,7 @@ mod tests {
                 rows(&reader).await.contains(&x)
             }));
         }
-        settle().await;
+        wait_queued(&writer, before, 10).await;
         first.commit().await.unwrap();
         for t in tasks {
             assert!(
@@ -507,6 +530,7 @@ mod tests {
             "NORMAL in an ordered group"
         );
         insert(&mut ordered, 1).await.unwrap();
+        let before = holders(&writer);
         // A synced write queues for the writer (ahead of the committer, asked for below).
         let synced = {
             let (writer, reader) = (writer.clone(), reader.clone());
@@ -519,7 +543,7 @@ mod tests {
                 (seen, level)
             })
         };
-        settle().await;
+        wait_queued(&writer, before, 1).await;
         ordered.commit().await.unwrap();
         let (seen, level) = synced.await.unwrap();
         assert_eq!(
@@ -540,6 +564,7 @@ mod tests {
         let writer = Arc::new(writer);
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 1).await.unwrap();
+        let before = holders(&writer);
         let ordered = {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -550,7 +575,7 @@ mod tests {
                 level
             })
         };
-        settle().await;
+        wait_queued(&writer, before, 1).await;
         first.commit().await.unwrap();
         assert_eq!(ordered.await.unwrap(), 2, "it ran in the synced group");
         assert_eq!(rows(&reader).await, vec![1, 2]);
@@ -572,6 +597,7 @@ mod tests {
         let writer = Arc::new(writer);
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 1).await.unwrap();
+        let before = holders(&writer);
         let failing = {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -589,7 +615,7 @@ mod tests {
                 tx.commit().await
             })
         };
-        settle().await;
+        wait_queued(&writer, before, 2).await;
         first.commit().await.unwrap();
         assert!(failing.await.unwrap().is_err());
         last.await.unwrap().unwrap();
@@ -640,6 +666,7 @@ mod tests {
         // member repeats (members take the writer in no set order, so not one of theirs).
         let mut hold = writer.begin(Durability::Ordered).await.unwrap();
         insert(&mut hold, 0).await.unwrap();
+        let before = holders(&writer);
         let members: Vec<_> = (1..=200i64)
             .map(|x| {
                 let writer = writer.clone();
@@ -654,7 +681,7 @@ mod tests {
                 })
             })
             .collect();
-        settle().await;
+        wait_queued(&writer, before, 200).await;
         hold.commit().await.unwrap();
         for (x, m) in (1..=200i64).zip(members) {
             assert_eq!(m.await.unwrap().is_ok(), x % 10 != 0, "member {x}");
