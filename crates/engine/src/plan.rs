@@ -490,7 +490,10 @@ impl Engine {
         let ids: Vec<String> = written.iter().map(|(d, _)| d.clone()).collect();
         let recorded = self.store.asset_codes(&plan.code, &ids).await?;
         for (dam_id, code) in written {
-            let Some(former) = recorded.get(&dam_id).filter(|f| **f != code) else {
+            let Some(former) = recorded
+                .get(&dam_id)
+                .filter(|f| !crate::rename::same_code(f, &code))
+            else {
                 continue;
             };
             let (action, changes, policy) = match &self.options.deletions {

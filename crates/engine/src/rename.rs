@@ -25,6 +25,15 @@
 //!      the retirement waits, as a retry with backoff, and after `max_attempts` is a dead
 //!      letter that `dlq retry` brings back — the former PIM asset is never removed before
 //!      the asset's current one is in the PIM.
+//!
+//! **Case.** Akeneo compares asset codes without regard to case (they live in a MySQL column
+//! of collation `utf8mb4_unicode_ci`, unique per family): `Chair_01` and `chair_01` are one
+//! PIM asset, which keeps the spelling it was created with, and a `DELETE` of either deletes
+//! it. A code that changes only in case (someone fixing a file name's capitals) is therefore
+//! not a rename: retiring the "former" code would delete the asset itself. The DAM id is
+//! recorded under the new spelling, and the former spelling's content hash is forgotten (so a
+//! later change back to it is written, never taken for unchanged). [`same_code`] is the one
+//! comparison.
 
 use std::collections::HashMap;
 
@@ -45,9 +54,19 @@ fn holder_suffix(code: &str) -> String {
     format!(" (formerly {code})")
 }
 
-/// The DAM id of `holder` when it is the former-code holder of `code`.
+/// The DAM id of `holder` when it is the former-code holder of `code` (or of a spelling of it
+/// in another case: [`same_code`]).
 pub(crate) fn holder_of<'a>(holder: &'a str, code: &str) -> Option<&'a str> {
-    holder.strip_suffix(&holder_suffix(code))
+    let suffix = holder_suffix(code);
+    let cut = holder.len().checked_sub(suffix.len())?;
+    (holder.is_char_boundary(cut) && holder[cut..].eq_ignore_ascii_case(&suffix))
+        .then(|| &holder[..cut])
+}
+
+/// Whether two asset codes name one PIM asset: Akeneo compares codes without regard to case
+/// (see the module), and codes are ASCII (`^[a-zA-Z0-9_]+$`).
+pub(crate) fn same_code(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
 }
 
 /// Whether `h` is a content hash (not one of the engine's markers: a refused version, a
@@ -72,10 +91,21 @@ impl Engine {
         let dam_ids: Vec<String> = codes.iter().map(|(d, _)| d.clone()).collect();
         let recorded = self.store.asset_codes(&plan.code, &dam_ids).await?;
         let mut renames = HashMap::new();
+        let mut respelt = Vec::new();
         for (dam_id, code) in codes.iter() {
-            if let Some(former) = recorded.get(dam_id).filter(|f| *f != code) {
-                renames.insert(dam_id.clone(), former.clone());
+            match recorded.get(dam_id) {
+                Some(former) if former == code => {}
+                Some(former) if same_code(former, code) => respelt.push(former.clone()),
+                Some(former) => {
+                    renames.insert(dam_id.clone(), former.clone());
+                }
+                None => {}
             }
+        }
+        if !respelt.is_empty() {
+            // One PIM asset under another spelling (see the module): nothing to retire.
+            info!(family = %plan.code, codes = ?respelt, "asset codes changed only in case: the same PIM asset, written under the new spelling");
+            self.store.remove_hashes(&plan.code, &respelt).await?;
         }
         codes.extend(
             renames
@@ -138,7 +168,7 @@ impl Engine {
                 }
             };
             match now {
-                Ok(code) if code == former => {
+                Ok(code) if same_code(&code, &former) => {
                     self.restore_former_code(plan, item, &dam_id, &former, done, report)
                         .await?
                 }
@@ -184,7 +214,7 @@ impl Engine {
             .asset_codes(&plan.code, &ids)
             .await?
             .remove(dam_id)
-            .filter(|c| c != former);
+            .filter(|c| !same_code(c, former));
         let mut codes = vec![(dam_id.to_owned(), former.to_owned())];
         if let Some(stale) = &stale {
             codes.push((former_code_holder(dam_id, stale), stale.clone()));
@@ -216,5 +246,25 @@ fn retire_change(plan: &FamilyPlan, holder: &str) -> AssetChange {
             dam_id: holder.to_owned(),
             deleted_at: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_names_its_dam_id_for_its_code_in_any_case() {
+        let holder = former_code_holder("dam-1", "Chair_01");
+        assert_eq!(holder, "dam-1 (formerly Chair_01)");
+        assert_eq!(holder_of(&holder, "Chair_01"), Some("dam-1"));
+        assert_eq!(holder_of(&holder, "chair_01"), Some("dam-1"));
+        assert_eq!(holder_of(&holder, "chair_02"), None);
+        assert_eq!(holder_of("dam-1", "Chair_01"), None);
+        // A cut inside a multi-byte character is no match, never a panic.
+        assert_eq!(holder_of("é (formerly Chair_01)", "Chair_01"), Some("é"));
+        assert_eq!(holder_of("é(formerly x)", "x"), None);
+        assert!(same_code("Chair_01", "CHAIR_01"));
+        assert!(!same_code("Chair_01", "Chair_02"));
     }
 }

@@ -393,8 +393,9 @@ async fn named_asset_app(name: &str) -> (TestApp, String) {
     m.asset_code = "{{ name }}".into();
     let options = SyncOptions {
         deletions: DeletionPolicy::Delete,
-        // Retries due soon (≤ 250 ms for a first retry): the tests wait for them.
-        retry_base: std::time::Duration::from_millis(200),
+        // Retries due soon (0.75–1.25 s for a first retry): the tests wait for them, and a
+        // sync on a loaded machine does not outlast the first one's backoff.
+        retry_base: std::time::Duration::from_secs(1),
         ..SyncOptions::default()
     };
     let app = TestApp::start_with(6, PagingStyle::CursorToken, options, m).await;
@@ -428,6 +429,67 @@ async fn a_renamed_asset_replaces_its_former_pim_asset() {
     app.dam.delete(&[&id]);
     let r = app.sync().await;
     assert_eq!(r.deleted, 1, "{r:?}");
+    assert_eq!(app.pim_count(), count - 1);
+}
+
+/// Akeneo compares asset codes without regard to case: a file name whose capitals are fixed
+/// gives the same PIM asset under another spelling. Retiring the "former" code would delete
+/// the asset itself (the emulator, like Akeneo, deletes `Before_jpg` on `DELETE before_jpg`).
+#[tokio::test]
+async fn a_code_that_changes_only_in_case_is_the_same_pim_asset() {
+    let (app, id) = named_asset_app("Before_jpg").await;
+    let count = app.pim_count();
+    let tags = app.dam.get(&id).unwrap()["metadata"]["tags"].clone();
+    let pim_tags = |app: &TestApp| {
+        app.akeneo
+            .asset("packshots", "before_jpg")
+            .expect("still there")["values"]["tags"][0]["data"]
+            .clone()
+    };
+    let before = pim_tags(&app);
+    // Respelt, and retagged.
+    app.dam
+        .set(
+            &id,
+            &json!({ "name": "before_jpg", "metadata": { "tags": [TAGS[1]] } }),
+        )
+        .unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.updated, r.created, r.deleted), (1, 0, 0), "{r:?}");
+    let inbox = app.engine.store().backlog().await.unwrap();
+    assert_eq!(
+        inbox.pending + inbox.in_flight,
+        0,
+        "nothing to retire: {inbox:?}"
+    );
+    let asset = app
+        .akeneo
+        .asset("packshots", "before_jpg")
+        .expect("still there");
+    assert_eq!(
+        asset["code"], "Before_jpg",
+        "the spelling it was created with"
+    );
+    assert_eq!(pim_tags(&app), json!([TAGS[1]]));
+    assert_eq!(app.pim_count(), count);
+    // Back to the first spelling and tags: the same content as first written under that
+    // spelling, but not the PIM's now. Written (that spelling's hash was forgotten), not taken
+    // for unchanged.
+    app.dam
+        .set(
+            &id,
+            &json!({ "name": "Before_jpg", "metadata": { "tags": tags } }),
+        )
+        .unwrap();
+    let r = app.sync().await;
+    assert_eq!((r.updated, r.deleted), (1, 0), "{r:?}");
+    assert_eq!(pim_tags(&app), before);
+    assert_eq!(app.pim_count(), count);
+    // The DAM id maps to the current spelling: deleting the asset deletes the PIM asset.
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
     assert_eq!(app.pim_count(), count - 1);
 }
 
@@ -488,7 +550,7 @@ async fn a_rename_whose_write_is_refused_keeps_the_former_asset_until_it_is_writ
     assert!(app.akeneo.asset("packshots", "after_jpg").is_none());
     // Fixed in the DAM: the new code is written, and the retirement (due by now) comes
     // through.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
     app.dam
         .set(&id, &json!({ "metadata": { "tags": [TAGS[0]] } }))
         .unwrap();

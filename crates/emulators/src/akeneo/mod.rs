@@ -462,8 +462,8 @@ impl AkeneoEmulator {
         let f = f.read();
         let catalog = self.shared.catalog.read();
         f.assets
-            .iter()
-            .map(|(_, a)| {
+            .values()
+            .map(|a| {
                 assets::render_asset(
                     &f,
                     &catalog,
