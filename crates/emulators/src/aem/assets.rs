@@ -1,6 +1,6 @@
 //! The AEM Assets Author API: asset metadata, and the events assets emit.
 //!
-//! `GET /adobe/assets/{assetId}/metadata` → 200
+//! `GET /adobe/assets/{assetId}/metadata` (checks 1–5 below, those that apply) → 200
 //! `{"assetId", "assetMetadata": {...}, "repositoryMetadata": {...}}` with an `ETag` header
 //! (the ETag is \[unverified]: the reference only implies conditional requests).
 //!
@@ -9,7 +9,9 @@
 //! 2. `X-Api-Key` (the client id, or a configured key) → else 403 \[unverified status];
 //! 3. `Accept` (when sent) admits `application/json` → else 406 (GET too);
 //!    `Content-Type: application/json-patch+json` → else 415;
-//! 4. `X-Adobe-Accept-Experimental: 1` → else 400 Problem Details \[unverified status];
+//! 4. `X-Adobe-Accept-Experimental: 1` → else 400 Problem Details \[unverified status] (GET
+//!    too: both operations are in the experimental Assets Author spec, which marks the header
+//!    `required`);
 //! 5. the asset exists → else 404;
 //! 6. `If-Match` present → else 428 [unverified: the reference says "always send If-Match"];
 //!    a value other than `*` must equal the current ETag → else 412 \[unverified];
@@ -329,6 +331,9 @@ fn get_inner(emu: &AemEmulator, asset_id: &str, headers: &HeaderMap) -> Response
     if !accepts_json(headers) {
         return not_acceptable();
     }
+    if let Some(r) = experimental_missing(headers) {
+        return r;
+    }
     let state = emu.inner.state.lock();
     let Some(a) = state.assets.get(asset_id) else {
         return problem(404, "Not Found", &format!("Asset {asset_id} not found"));
@@ -339,6 +344,17 @@ fn get_inner(emu: &AemEmulator, asset_id: &str, headers: &HeaderMap) -> Response
         http::HeaderValue::from_str(&etag(a.version)).expect("ascii"),
     );
     r
+}
+
+/// The 400 for a request without `X-Adobe-Accept-Experimental: 1` (check 4).
+fn experimental_missing(headers: &HeaderMap) -> Option<Response> {
+    (header(headers, "x-adobe-accept-experimental") != Some("1")).then(|| {
+        problem(
+            400,
+            "Bad Request",
+            "This is an experimental operation: send X-Adobe-Accept-Experimental: 1",
+        )
+    })
 }
 
 pub(crate) async fn patch_metadata(
@@ -415,15 +431,8 @@ fn patch_apply(
             None,
         );
     }
-    if header(headers, "x-adobe-accept-experimental") != Some("1") {
-        return (
-            problem(
-                400,
-                "Bad Request",
-                "This is an experimental operation: send X-Adobe-Accept-Experimental: 1",
-            ),
-            None,
-        );
+    if let Some(r) = experimental_missing(headers) {
+        return (r, None);
     }
     let mut state = emu.inner.state.lock();
     let Some(asset) = state.assets.get_mut(asset_id) else {
