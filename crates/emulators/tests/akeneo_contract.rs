@@ -1134,7 +1134,9 @@ async fn batch_of_100_with_3_invalid_items() {
 async fn concurrency_cap_answers_429_with_retry_after() {
     let config = AkeneoEmulatorConfig {
         max_concurrency: Some(2),
-        latency: Duration::from_millis(300),
+        // The first two are still running when the other four arrive, even on a loaded
+        // machine (six connections opened at once).
+        latency: Duration::from_millis(1_500),
         retry_after_secs: 3,
         ..Default::default()
     };
@@ -1174,8 +1176,9 @@ async fn concurrency_cap_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn token_expiry_refresh_and_revocation() {
+    // Long enough that a fresh token surely is used before it expires on a loaded machine.
     let config = AkeneoEmulatorConfig {
-        token_ttl: Duration::from_millis(300),
+        token_ttl: Duration::from_secs(2),
         ..Default::default()
     };
     let env = env_with(config).await;
@@ -1194,7 +1197,7 @@ async fn token_expiry_refresh_and_revocation() {
         }
     };
     assert_eq!(status(env.token.clone()).await, 200);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
     assert_eq!(status(env.token.clone()).await, 401, "§2.3 expired token");
 
     let refresh = |rt: String| {

@@ -729,8 +729,9 @@ async fn a_large_dam_lists_fast_from_anywhere() {
     .await
     .unwrap();
     assert_eq!(body["items"].as_array().unwrap().len(), 100);
+    // About 0.1 s on an idle machine (debug build); the bound leaves room for a loaded one.
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()
     );
