@@ -218,20 +218,30 @@ async fn the_204_retry_after_is_honoured() {
     let store = open_store(&dir).await;
     let started = Instant::now();
     let run = Running::start(&config(&aem), &store);
-    // The first poll finds the journal empty: 204 + retry-after: 1.
+    // The first poll finds the journal empty: 204 + retry-after: 1. The pause began after
+    // `before`, the last look that still saw no empty poll.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while run.stats.snapshot().empty_polls == 0 {
+    let mut before = started;
+    loop {
+        let now = Instant::now();
+        if run.stats.snapshot().empty_polls > 0 {
+            break;
+        }
+        before = now;
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     emit(&aem, 0, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        inbox(&store).await.is_empty(),
-        "polled again before the retry-after"
-    );
-    assert_eq!(run.stats.snapshot().polls, 1);
-    wait_for_inbox(&store, 1, Duration::from_secs(3)).await;
+    let early = inbox(&store).await.len();
+    let polls = run.stats.snapshot().polls;
+    // Only telling while the pause cannot have run out yet: on a loaded machine the steps
+    // above may take longer than that.
+    if before.elapsed() < Duration::from_millis(900) {
+        assert_eq!(early, 0, "polled again before the retry-after");
+        assert_eq!(polls, 1);
+    }
+    wait_for_inbox(&store, 1, Duration::from_secs(10)).await;
     // The second poll came at least the retry-after (1 s) after the first one.
     assert!(
         started.elapsed() >= Duration::from_secs(1),
