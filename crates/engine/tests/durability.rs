@@ -428,7 +428,9 @@ fn inbox_changes(app: &TestApp, ids: &[String]) -> Vec<AssetChange> {
 /// the second worker claimed them once the first lease ran out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_longer_than_its_lease_keeps_its_entries() {
-    let lease = Duration::from_millis(800);
+    // Long enough that a renewal delayed on a loaded machine still comes before the lease
+    // runs out.
+    let lease = Duration::from_secs(2);
     let options = SyncOptions {
         claim_lease: lease,
         ..SyncOptions::default()
@@ -437,8 +439,8 @@ async fn a_round_longer_than_its_lease_keeps_its_entries() {
     let ids = app.dam.ordered_ids(None, Some("packshots"));
     let store = app.engine.store().clone();
     store.enqueue(&inbox_changes(&app, &ids)).await.unwrap();
-    // Each PIM call takes 2.5 leases.
-    app.akeneo.set_latency(lease * 5 / 2);
+    // Each PIM call takes 3 leases: the checks below (2 leases in all) run during the first.
+    app.akeneo.set_latency(lease * 3);
     let engine = app.engine.clone();
     let round = tokio::spawn(async move { engine.drain_once("slow").await });
     // Long past the first lease, while the round is still waiting for the PIM: nothing to take.

@@ -524,9 +524,10 @@ async fn a_link_the_pim_refuses_is_dead_lettered_with_its_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pim_outage_retries_the_links_later() {
     let env = Env::start(Backend::Postgres, Duration::ZERO).await;
+    // Long enough that the "not due yet" check below surely runs before the retry is due.
     let options = SyncOptions {
-        retry_base: Duration::from_millis(200),
-        retry_max: Duration::from_millis(200),
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(1),
         ..SyncOptions::default()
     };
     let engine = env
@@ -539,9 +540,9 @@ async fn a_pim_outage_retries_the_links_later() {
     assert_eq!((report.retrying, report.done, report.failed), (1, 0, 0));
     assert_eq!(engine.store().link_backlog().await.unwrap().pending, 1);
     env.akeneo.set_outage(false);
-    // The retry comes due after the backoff (200 ms ± 25 %).
+    // The retry comes due after the backoff (1 s - 25 %, capped at 1 s).
     assert_eq!(engine.link_pending().await.unwrap().links, 0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
     let report = engine.link_pending().await.unwrap();
     assert_eq!((report.done, report.products_written), (1, 1));
     assert_eq!(env.codes("P1"), vec!["o1"]);

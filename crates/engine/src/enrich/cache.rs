@@ -78,7 +78,8 @@ mod tests {
 
     #[test]
     fn hits_misses_expiry_and_bound() {
-        let c = ProductCache::new(Duration::from_millis(200), 10);
+        // Long enough that the entries surely are still fresh when read on a loaded machine.
+        let c = ProductCache::new(Duration::from_secs(1), 10);
         assert!(c.get("a").is_none());
         c.put([
             ("a".to_owned(), Some(Arc::new(json!({"x": 1})))),
@@ -91,7 +92,7 @@ mod tests {
         }
         assert!(c.len() <= 10, "bounded: {}", c.len());
         assert!(c.get("k24").is_some(), "the newest stays");
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(1_100));
         assert!(c.get("k24").is_none(), "expired");
 
         let off = ProductCache::new(Duration::ZERO, 10);
