@@ -281,7 +281,9 @@ async fn without_a_token_the_retry_button_is_disabled_and_refused() {
     let env = Env::start(EnvOptions {
         assets: 30,
         missing_tags: vec!["eco"],
-        pim_latency: Duration::from_millis(700),
+        // Slow enough that the admin server answers before the PIM did, even when the process
+        // is slow to start on a loaded machine.
+        pim_latency: Duration::from_secs(2),
         ..EnvOptions::default()
     })
     .await;
@@ -308,7 +310,7 @@ auth = {{ hmac = {{ secret = "webhook-secret", prefix = "sha256=" }} }}
         .unwrap();
     let mut run = env.spawn(&["run", "--config", &c], "run");
 
-    // The first answer of /readyz (the PIM takes 700 ms per request: token, then structures).
+    // The first answer of /readyz (the PIM takes 2 s per request: token, then structures).
     let start = std::time::Instant::now();
     let first = loop {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await {

@@ -166,7 +166,6 @@ shape = {SHAPE}
     )
     .await
     .expect("RabbitMQ at 127.0.0.1:5672");
-    let channel = amqp.create_channel().await.unwrap();
     // The consumer declares the queue; wait for it before publishing to the default exchange.
     wait_until(Duration::from_secs(30), "the AMQP queue", || {
         std::fs::read_to_string(env.path("run.err"))
@@ -181,8 +180,12 @@ shape = {SHAPE}
         "amqp-1",
     ))
     .unwrap();
-    for _ in 0..50 {
-        if channel
+    // Each probe on a channel of its own: the broker closes the channel of a passive declare
+    // that finds no queue (404), so every later probe on it would fail too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let probe = amqp.create_channel().await.unwrap();
+        let found = probe
             .queue_declare(
                 &queue,
                 lapin::options::QueueDeclareOptions {
@@ -192,10 +195,16 @@ shape = {SHAPE}
                 Default::default(),
             )
             .await
-            .is_ok()
-        {
+            .is_ok();
+        if found {
+            let _ = probe.close(200, "bye").await;
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not declare the queue: {}",
+            env.logs("run")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let channel = amqp.create_channel().await.unwrap();
