@@ -50,10 +50,32 @@ pub struct AssetChange {
     pub kind: ChangeKind,
 }
 
+/// What a dead letter's `source` gains when `dlq retry` (or the status page) puts it back into
+/// the inbox: the write path then reads the asset from the DAM again rather than write the
+/// version that failed, which may be older than what the PIM holds by now.
+pub const REPLAYED: &str = " (replayed)";
+
 impl AssetChange {
     /// The DAM id of the asset this change concerns.
     pub fn dam_id(&self) -> &str {
         self.kind.dam_id()
+    }
+
+    /// Whether this change is a dead letter put back into the inbox ([`REPLAYED`]).
+    pub fn is_replayed(&self) -> bool {
+        self.source.ends_with(REPLAYED)
+    }
+
+    /// Marks this change as a replayed dead letter (once, however often it is replayed).
+    pub fn mark_replayed(&mut self) {
+        if !self.is_replayed() {
+            self.source.push_str(REPLAYED);
+        }
+    }
+
+    /// The source that produced the change, without the replay mark.
+    pub fn origin(&self) -> &str {
+        self.source.strip_suffix(REPLAYED).unwrap_or(&self.source)
     }
 }
 
@@ -106,6 +128,26 @@ impl PimAsset {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replayed_change_is_marked_once_and_keeps_its_origin() {
+        let mut c = AssetChange {
+            family: "f".into(),
+            event_id: None,
+            source: "webhook".into(),
+            kind: ChangeKind::Delete {
+                dam_id: "a".into(),
+                deleted_at: None,
+            },
+        };
+        assert!(!c.is_replayed());
+        assert_eq!(c.origin(), "webhook");
+        c.mark_replayed();
+        c.mark_replayed();
+        assert!(c.is_replayed());
+        assert_eq!(c.source, "webhook (replayed)");
+        assert_eq!(c.origin(), "webhook");
+    }
+
     use super::*;
     use serde_json::json;
 

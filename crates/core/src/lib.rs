@@ -18,7 +18,7 @@ pub mod routing;
 pub mod structure;
 pub mod validate;
 
-pub use asset::{AssetChange, ChangeKind, DamAsset, PimAsset, PimValue};
+pub use asset::{AssetChange, ChangeKind, DamAsset, PimAsset, PimValue, REPLAYED};
 pub use code::sanitize_code;
 pub use cursor::Cursor;
 pub use hash::{content_hash, ContentHash};

@@ -32,6 +32,7 @@ mod poll;
 mod product_filter;
 pub mod reconcile;
 mod rename;
+mod replay;
 mod report;
 mod tally;
 mod worker;

@@ -109,6 +109,8 @@ impl Engine {
         let claimed = self.enrich_claimed(claimed).await?;
         // Product-link dead letters brought back by `dlq retry` become pending links again.
         let claimed = self.requeue_claimed_links(claimed).await?;
+        // Dead letters put back by `dlq retry` are written as the DAM has them now.
+        let claimed = self.refresh_replayed(claimed, &mut report).await?;
         let mut by_family: BTreeMap<String, Vec<WriteItem>> = BTreeMap::new();
         for c in claimed {
             by_family

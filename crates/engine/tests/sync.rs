@@ -564,6 +564,116 @@ async fn a_rename_whose_write_is_refused_keeps_the_former_asset_until_it_is_writ
     assert!(app.akeneo.asset("packshots", "before_jpg").is_none());
 }
 
+/// A dead letter of `id`'s version `record` (as it was an hour ago), as a failed write of it
+/// left it; then `dlq retry` of every dead letter, and the inbox drained.
+async fn replay_dead_letter(
+    app: &TestApp,
+    id: &str,
+    record: Option<serde_json::Value>,
+) -> SyncReport {
+    use assetbridge_core::{AssetChange, ChangeKind, DamAsset};
+    let kind = match record {
+        Some(record) => ChangeKind::Upsert {
+            asset: DamAsset {
+                id: id.to_owned(),
+                updated_at: chrono::Utc::now() - chrono::Duration::hours(1),
+                record,
+            },
+        },
+        None => ChangeKind::Delete {
+            dam_id: id.to_owned(),
+            deleted_at: None,
+        },
+    };
+    let change = AssetChange {
+        family: "packshots".into(),
+        event_id: None,
+        source: "webhook".into(),
+        kind,
+    };
+    let store = app.engine.store();
+    let why = assetbridge_store::DeadLetterReason::new("retries_exhausted", "the PIM was down");
+    store.add_dead_letter(&change, &why).await.unwrap();
+    let moved = store
+        .retry_dead_letters(&assetbridge_store::DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    app.engine.drain_inbox("test").await.unwrap()
+}
+
+/// The usual replay: a version failed and was dead-lettered, the asset was changed (fixed) in
+/// the DAM and a poll wrote the new version, then someone ran `dlq retry`. The replay must not
+/// put the old version back: it writes what the DAM has now (here: what the PIM already has).
+#[tokio::test]
+async fn a_replayed_dead_letter_does_not_put_an_older_version_back() {
+    let (app, id) = named_asset_app("chair_jpg").await;
+    let old = app.dam.get(&id).unwrap();
+    app.dam
+        .set(&id, &json!({ "metadata": { "tags": [TAGS[2]] } }))
+        .unwrap();
+    let r = app.sync().await;
+    assert_eq!(r.updated, 1, "{r:?}");
+    let tags =
+        || app.akeneo.asset("packshots", "chair_jpg").unwrap()["values"]["tags"][0]["data"].clone();
+    assert_eq!(tags(), json!([TAGS[2]]));
+
+    let r = replay_dead_letter(&app, &id, Some(old)).await;
+    assert_eq!((r.seen, r.unchanged, r.updated), (1, 1, 0), "{r:?}");
+    assert_eq!(tags(), json!([TAGS[2]]), "the newer version stays");
+    let store = app.engine.store();
+    assert_eq!(store.dead_letter_count().await.unwrap(), 0);
+    let inbox = store.backlog().await.unwrap();
+    assert_eq!(inbox.pending + inbox.in_flight, 0, "{inbox:?}");
+
+    // A replay whose asset changed since is written as it is now.
+    let old = app.dam.get(&id).unwrap();
+    app.dam
+        .set(&id, &json!({ "metadata": { "tags": [TAGS[3]] } }))
+        .unwrap();
+    let r = replay_dead_letter(&app, &id, Some(old)).await;
+    assert_eq!(r.updated, 1, "{r:?}");
+    assert_eq!(tags(), json!([TAGS[3]]));
+}
+
+/// A replayed write of an asset the DAM deleted since does not bring it back; a replayed
+/// deletion of an asset that is in the DAM again writes it rather than delete it.
+#[tokio::test]
+async fn a_replay_follows_the_dam_s_deletions_and_returns() {
+    let (app, id) = named_asset_app("chair_jpg").await;
+    let record = app.dam.get(&id).unwrap();
+    let count = app.pim_count();
+
+    // A deletion replayed while the asset is in the DAM: written (here unchanged), not deleted.
+    let r = replay_dead_letter(&app, &id, None).await;
+    assert_eq!((r.deleted, r.unchanged), (0, 1), "{r:?}");
+    assert_eq!(app.pim_count(), count);
+
+    app.dam.delete(&[&id]);
+    let r = app.sync().await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert_eq!(app.pim_count(), count - 1);
+    let r = replay_dead_letter(&app, &id, Some(record)).await;
+    assert_eq!((r.seen, r.skipped, r.created), (1, 1, 0), "{r:?}");
+    assert!(app.akeneo.asset("packshots", "chair_jpg").is_none());
+    assert_eq!(app.pim_count(), count - 1);
+    let inbox = app.engine.store().backlog().await.unwrap();
+    assert_eq!(inbox.pending + inbox.in_flight, 0, "{inbox:?}");
+}
+
+/// A replay whose asset cannot be read from the DAM waits as a retry; nothing is lost.
+#[tokio::test]
+async fn a_replay_the_dam_cannot_answer_waits_as_a_retry() {
+    let (app, id) = named_asset_app("chair_jpg").await;
+    let old = app.dam.get(&id).unwrap();
+    app.dam.fail_next(&[503; 20]);
+    let r = replay_dead_letter(&app, &id, Some(old)).await;
+    assert_eq!((r.seen, r.retrying, r.updated), (1, 1, 0), "{r:?}");
+    let inbox = app.engine.store().backlog().await.unwrap();
+    assert_eq!(inbox.pending, 1, "{inbox:?}");
+    assert_eq!(app.engine.store().dead_letter_count().await.unwrap(), 0);
+}
+
 #[tokio::test]
 async fn rejected_assets_go_to_dead_letters_and_the_rest_is_written() {
     // `width` must be numeric: make three assets' width text; the PIM would refuse them, the

@@ -444,8 +444,9 @@ impl Store {
         dispatch!(self, s => s.dead_letter_by_id(id))
     }
 
-    /// Moves the dead letters matching `filter` back into the inbox (attempts reset, ready now)
-    /// in one transaction, processed in chunks so memory stays bounded. Event-id deduplication
+    /// Moves the dead letters matching `filter` back into the inbox (attempts reset, ready now,
+    /// each change marked replayed: `AssetChange::mark_replayed`, so the write path reads the
+    /// asset from the DAM again) in one transaction, processed in chunks so memory stays bounded. Event-id deduplication
     /// does not apply (they were seen already); per-asset rules do: a retried change older than
     /// the asset's pending one is dropped. Raw dead letters are skipped (they stay). Returns how
     /// many dead letters were taken out.

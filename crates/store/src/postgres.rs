@@ -957,10 +957,10 @@ impl PgStore {
                     for r in &rows {
                         ids.push(r.get::<i64, _>(0));
                         let payload: String = r.get(1);
-                        changes.push(
-                            serde_json::from_str::<AssetChange>(&payload)
-                                .map_err(|e| corrupt(OP, "dead letter payload", e))?,
-                        );
+                        let mut change = serde_json::from_str::<AssetChange>(&payload)
+                            .map_err(|e| corrupt(OP, "dead letter payload", e))?;
+                        change.mark_replayed();
+                        changes.push(change);
                     }
                     let plan =
                         plan::plan(&changes, &HashSet::new(), false).map_err(|e| invalid(OP, e))?;

@@ -1079,8 +1079,9 @@ impl SqliteStore {
             for r in &rows {
                 let id: i64 = r.get(0);
                 let payload: String = r.get(1);
-                let change: AssetChange = serde_json::from_str(&payload)
+                let mut change: AssetChange = serde_json::from_str(&payload)
                     .map_err(|e| corrupt(OP, "dead letter payload", e))?;
+                change.mark_replayed();
                 ids.push(id);
                 changes.push(change);
             }

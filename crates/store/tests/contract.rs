@@ -1494,7 +1494,15 @@ async fn raw_and_direct_dead_letters(db: &TestDb) {
     assert_eq!(store.dead_letter_count().await.unwrap(), 1);
     let c = store.claim("w", 10, LONG).await.unwrap();
     assert_eq!(c.len(), 1);
-    assert_eq!(c[0].change, change);
+    // Marked as replayed (the write path reads the asset from the DAM again), once however
+    // often it is replayed; otherwise the change as it was.
+    let mut replayed = change.clone();
+    replayed.mark_replayed();
+    assert_eq!(c[0].change, replayed);
+    assert_eq!(
+        c[0].change.source,
+        format!("{}{}", change.source, assetbridge_core::REPLAYED)
+    );
 
     // Retrying a dead letter older than the asset's pending change drops it in its favour.
     store
@@ -1512,6 +1520,30 @@ async fn raw_and_direct_dead_letters(db: &TestDb) {
     let c = store.claim("w", 10, LONG).await.unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(updated_at(&c[0].change), Some(t(9)));
+
+    // Replayed twice: marked once.
+    let mut c = c;
+    for _ in 0..2 {
+        store
+            .dead_letter(c[0].id, &DeadLetterReason::new("mapping", "x"))
+            .await
+            .unwrap();
+        store
+            .retry_dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap();
+        c = store.claim("w", 10, LONG).await.unwrap();
+        assert_eq!(c.len(), 1);
+    }
+    assert!(c[0].change.is_replayed());
+    assert_eq!(c[0].change.origin(), "test");
+    assert_eq!(
+        c[0].change
+            .source
+            .matches(assetbridge_core::REPLAYED)
+            .count(),
+        1
+    );
 }
 
 // --- scale-out --------------------------------------------------------------------------

@@ -62,7 +62,9 @@ pub enum DlqAction {
     #[command(verbatim_doc_comment)]
     Show(ShowArgs),
     /// Moves dead letters back into the inbox (attempts reset, ready now): `assetbridge run`
-    /// delivers them, or the next `assetbridge sync`. Dead letters of messages that never
+    /// delivers them, or the next `assetbridge sync`. Each asset is read from the DAM again and
+    /// written as it is now, never as the version that failed (a newer one may be in the PIM
+    /// by now); one the DAM no longer has is not written. Dead letters of messages that never
     /// parsed (raw) cannot be retried; they stay.
     ///
     /// Examples:
