@@ -325,9 +325,13 @@ async fn purge(args: PurgeArgs, log: LogArgs) -> CliResult {
         ));
     }
     let store = open(&args.config, &log).await?;
-    let filter = args.filter.filter(args.limit, None);
+    let mut filter = args.filter.filter(args.limit, None);
     if !args.yes {
-        let n = count_matching(&store, &args.filter, args.limit).await?;
+        // Exactly the dead letters counted in the question: not ones that arrive (or match)
+        // while it waits for the answer — a purge cannot be undone.
+        let ids = matching_ids(&store, &args.filter, args.limit).await?;
+        let n = ids.len() as u64;
+        filter = DeadLetterFilter::ids(ids);
         if n == 0 {
             println!("nothing to purge: no dead letter matches");
             return Ok(ExitCode::SUCCESS);
@@ -348,26 +352,28 @@ async fn purge(args: PurgeArgs, log: LogArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How many dead letters match (paged, so memory stays bounded).
-async fn count_matching(
+/// The ids of the dead letters that match, lowest first, at most `limit` (read a page at a
+/// time: 8 bytes an id are kept, never the dead letters).
+async fn matching_ids(
     store: &Store,
     filter: &FilterArgs,
     limit: Option<usize>,
-) -> Result<u64, Failure> {
-    let mut n = 0u64;
+) -> Result<Vec<i64>, Failure> {
+    let mut ids = Vec::new();
     let mut after = None;
     loop {
         let page = store
             .dead_letters(&filter.filter(Some(MAX_LISTING_LIMIT), after))
             .await
             .map_err(store_failure)?;
-        n += page.len() as u64;
-        if let Some(l) = limit.map(|l| l as u64).filter(|&l| n >= l) {
-            return Ok(l);
+        ids.extend(page.iter().map(|d| d.id));
+        if let Some(l) = limit.filter(|&l| ids.len() >= l) {
+            ids.truncate(l);
+            return Ok(ids);
         }
         match page.last() {
             Some(last) if page.len() == MAX_LISTING_LIMIT => after = Some(last.id),
-            _ => return Ok(n),
+            _ => return Ok(ids),
         }
     }
 }
@@ -503,6 +509,54 @@ fn plural(n: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A confirmed purge deletes the dead letters counted in its question, not one that
+    /// arrived while it waited for the answer.
+    #[tokio::test]
+    async fn a_confirmed_purge_deletes_what_it_counted_only() {
+        use assetbridge_core::{AssetChange, ChangeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let letter = |id: &str| AssetChange {
+            family: "packshots".into(),
+            event_id: None,
+            source: "test".into(),
+            kind: ChangeKind::Delete {
+                dam_id: id.into(),
+                deleted_at: None,
+            },
+        };
+        let why = assetbridge_store::DeadLetterReason::new("pim_rejected", "no");
+        for id in ["a", "b", "c"] {
+            store.add_dead_letter(&letter(id), &why).await.unwrap();
+        }
+        let filter = FilterArgs {
+            family: Some("packshots".into()),
+            error: None,
+            kind: None,
+            ids: Vec::new(),
+        };
+        let counted = matching_ids(&store, &filter, None).await.unwrap();
+        assert_eq!(counted.len(), 3);
+        assert_eq!(
+            matching_ids(&store, &filter, Some(2)).await.unwrap(),
+            counted[..2]
+        );
+        // Arrives while the question waits.
+        store.add_dead_letter(&letter("d"), &why).await.unwrap();
+        let purged = store
+            .purge_dead_letters(&DeadLetterFilter::ids(counted))
+            .await
+            .unwrap();
+        assert_eq!(purged, 3);
+        let left = store
+            .dead_letters(&DeadLetterFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].dam_id.as_deref(), Some("d"));
+    }
 
     #[test]
     fn clipping_keeps_short_text_and_marks_cuts() {
