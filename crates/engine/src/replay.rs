@@ -7,9 +7,12 @@
 //! - **In the DAM:** its current version is written instead, through the normal write path. The
 //!   content hash makes that free when the PIM already holds it. A replayed deletion of an asset
 //!   that is back in the DAM becomes that write.
-//! - **Not in the DAM:** a replayed write is dropped and counted as skipped. It must not bring
-//!   back an asset the DAM deleted; the PIM asset, if any, goes with the DAM's deletion (its
-//!   event, the poll's tombstone or a reconciliation). A replayed deletion goes ahead.
+//! - **Not in the DAM:** a replayed write is not written: it must not bring back an asset the
+//!   DAM deleted (the PIM asset, if any, goes with the DAM's deletion: its event, the poll's
+//!   tombstone or a reconciliation). It becomes a dead letter again, of kind `not_in_dam`, rather
+//!   than vanish: a DAM adapter whose `asset_path` is wrong answers 404 for every asset, and the
+//!   operator must see that (and purge them when the assets are really gone). A replayed deletion
+//!   goes ahead.
 //! - **The DAM cannot be read:** the change waits, as a retry, and is a dead letter again after
 //!   `max_attempts`.
 //!
@@ -18,9 +21,8 @@
 //! latter) and the retirements of former codes (`rename`: they read the DAM themselves).
 
 use assetbridge_core::{AssetChange, ChangeKind};
-use assetbridge_store::Claimed;
+use assetbridge_store::{Claimed, DeadLetterReason};
 use futures::stream::{self, StreamExt};
-use tracing::info;
 
 use crate::rename::RENAME_SOURCE;
 use crate::{Engine, EngineError, SyncReport, WriteItem};
@@ -40,7 +42,7 @@ enum Now {
     /// Write this (the current version, or the change as it was when it is a deletion of an
     /// asset the DAM no longer has).
     Write(Claimed),
-    /// A write of an asset the DAM no longer has: dropped.
+    /// A write of an asset the DAM no longer has: a dead letter again.
     Gone(Claimed),
     /// The DAM could not be read.
     Unreadable(Claimed, String),
@@ -48,7 +50,8 @@ enum Now {
 
 impl Engine {
     /// Replaces each replayed change of `claimed` by what the DAM holds now (see the module);
-    /// settles those that are not to be written (dropped, or retried) and leaves them out.
+    /// settles those that are not to be written (dead-lettered again, or retried) and leaves
+    /// them out.
     pub(crate) async fn refresh_replayed(
         &self,
         claimed: Vec<Claimed>,
@@ -62,29 +65,34 @@ impl Engine {
         let mut reads = stream::iter(replayed)
             .map(|c| self.read_again(c))
             .buffer_unordered(READS_IN_FLIGHT);
-        let mut gone = Vec::new();
         while let Some(now) = reads.next().await {
-            match now {
-                Now::Write(c) => out.push(c),
-                Now::Gone(c) => {
-                    info!(family = %c.change.family, dam_id = %c.change.dam_id(), "replayed dead letter dropped: the asset is no longer in the DAM");
-                    report.seen += 1;
-                    report.skipped += 1;
-                    gone.push(c.id);
+            let (c, why) = match now {
+                Now::Write(c) => {
+                    out.push(c);
+                    continue;
                 }
-                Now::Unreadable(c, why) => {
-                    report.seen += 1;
-                    let item = WriteItem {
-                        inbox_id: Some(c.id),
-                        attempts: c.attempts,
-                        change: c.change,
-                    };
-                    self.retry(item, &why, report).await?;
+                Now::Gone(c) => (c, None),
+                Now::Unreadable(c, why) => (c, Some(why)),
+            };
+            report.seen += 1;
+            let item = WriteItem {
+                inbox_id: Some(c.id),
+                attempts: c.attempts,
+                change: c.change,
+            };
+            match why {
+                None => {
+                    let why = DeadLetterReason::new(
+                        "not_in_dam",
+                        format!(
+                            "replayed, but asset `{}` is no longer in the DAM (its GET answers 404 or a deletion): not written, so that a deleted asset does not come back; purge this dead letter, or check the DAM's `asset_path` if the asset does exist",
+                            item.change.dam_id()
+                        ),
+                    );
+                    self.fail(item, why, report).await?;
                 }
+                Some(why) => self.retry(item, &why, report).await?,
             }
-        }
-        if !gone.is_empty() {
-            self.store.complete(&gone).await?;
         }
         Ok(out)
     }

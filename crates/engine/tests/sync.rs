@@ -636,8 +636,9 @@ async fn a_replayed_dead_letter_does_not_put_an_older_version_back() {
     assert_eq!(tags(), json!([TAGS[3]]));
 }
 
-/// A replayed write of an asset the DAM deleted since does not bring it back; a replayed
-/// deletion of an asset that is in the DAM again writes it rather than delete it.
+/// A replayed write of an asset the DAM deleted since does not bring it back (it is a dead
+/// letter again, saying why); a replayed deletion of an asset that is in the DAM again writes it
+/// rather than delete it.
 #[tokio::test]
 async fn a_replay_follows_the_dam_s_deletions_and_returns() {
     let (app, id) = named_asset_app("chair_jpg").await;
@@ -654,11 +655,23 @@ async fn a_replay_follows_the_dam_s_deletions_and_returns() {
     assert_eq!(r.deleted, 1, "{r:?}");
     assert_eq!(app.pim_count(), count - 1);
     let r = replay_dead_letter(&app, &id, Some(record)).await;
-    assert_eq!((r.seen, r.skipped, r.created), (1, 1, 0), "{r:?}");
+    assert_eq!((r.seen, r.failed, r.created), (1, 1, 0), "{r:?}");
     assert!(app.akeneo.asset("packshots", "chair_jpg").is_none());
     assert_eq!(app.pim_count(), count - 1);
-    let inbox = app.engine.store().backlog().await.unwrap();
+    let store = app.engine.store();
+    let inbox = store.backlog().await.unwrap();
     assert_eq!(inbox.pending + inbox.in_flight, 0, "{inbox:?}");
+    let dead = store
+        .dead_letters(&assetbridge_store::DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason.kind, "not_in_dam");
+    assert!(
+        dead[0].reason.message.contains("no longer in the DAM"),
+        "{:?}",
+        dead[0].reason
+    );
 }
 
 /// A replay whose asset cannot be read from the DAM waits as a retry; nothing is lost.

@@ -64,8 +64,8 @@ pub enum DlqAction {
     /// Moves dead letters back into the inbox (attempts reset, ready now): `assetbridge run`
     /// delivers them, or the next `assetbridge sync`. Each asset is read from the DAM again and
     /// written as it is now, never as the version that failed (a newer one may be in the PIM
-    /// by now); one the DAM no longer has is not written. Dead letters of messages that never
-    /// parsed (raw) cannot be retried; they stay.
+    /// by now); one the DAM no longer has is not written (a dead letter again, `not_in_dam`).
+    /// Dead letters of messages that never parsed (raw) cannot be retried; they stay.
     ///
     /// Examples:
     ///   assetbridge dlq retry --config assetbridge.toml
@@ -94,7 +94,7 @@ pub struct FilterArgs {
     #[arg(long, value_name = "TEXT")]
     pub error: Option<String>,
     /// Only this kind of reason: pim_rejected, pim_request_rejected, pim_delete_rejected,
-    /// mapping, retries_exhausted, unknown_family, unparseable, ...
+    /// mapping, retries_exhausted, unknown_family, unparseable, not_in_dam, ...
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
     /// Only these ids (repeatable, or comma-separated).
