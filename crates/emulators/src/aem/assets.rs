@@ -631,7 +631,8 @@ mod tests {
             let mut req = http
                 .get(&url)
                 .bearer_auth(&token)
-                .header("x-api-key", "emulated-client-id");
+                .header("x-api-key", "emulated-client-id")
+                .header("x-adobe-accept-experimental", "1");
             if let Some(a) = accept {
                 req = req.header("accept", a);
             }
