@@ -458,9 +458,10 @@ impl Family {
             let mut vals = Vec::new();
             codec::merge(&mut vals, changes);
             let key: Arc<str> = Arc::from(code);
-            let spelt = match &folded {
-                std::borrow::Cow::Borrowed(_) => key.clone(),
-                std::borrow::Cow::Owned(_) => Arc::from(spelling),
+            let spelt = if spelling == code {
+                key.clone()
+            } else {
+                Arc::from(spelling)
             };
             self.assets.insert(
                 key.clone(),
