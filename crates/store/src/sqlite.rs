@@ -2,14 +2,14 @@
 //! transaction and its commit, see [`group`]), a pool of reader connections, WAL journal,
 //! `synchronous=FULL` for writes acknowledged outside the process and `NORMAL` for state
 //! derived again from the DAM and the PIM (see [`group`], `Durability`). Content hashes and
-//! DAM id → code entries are appended to a log and merged into their tables in sorted runs
-//! (see [`recent`]).
+//! DAM id → code entries are appended to a log, merged into sorted runs and the runs compacted
+//! into their tables (see [`recent`]).
 //!
 //! Times are stored as INTEGER microseconds since the Unix epoch, taken from this process's
 //! clock (SQLite serves one process). Batches are passed as one JSON array parameter and
 //! expanded with `json_each`, so a call is one statement whatever its size (no parameter
-//! limit, no per-row round trips) — except the hottest, the appends and merges of the
-//! recent-writes log, which bind multi-row `VALUES` (see [`values_rows`]): there, SQLite's
+//! limit, no per-row round trips) — except the hottest, the appends to the recent-writes log,
+//! which bind multi-row `VALUES` (see [`values_rows`]): there, SQLite's
 //! JSON parsing and `json_extract` per column were a fifth of its thread's instructions.
 
 use std::collections::{HashMap, HashSet};
@@ -183,6 +183,7 @@ CREATE TABLE outcomes (
         "CREATE INDEX dead_letters_event ON dead_letters (event_id, source) \
          WHERE raw_payload IS NOT NULL;",
     ),
+    (6, recent::RUNS_MIGRATION),
 ];
 
 /// Drops the pending inbox entries (not leased) of written assets whose change is strictly older
@@ -333,10 +334,14 @@ impl SqliteStore {
                     .filename(path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    // Statement journals (multi-row upserts) in memory, not in a temporary
-                    // file: measured at 12 % of the connector's CPU when on disk.
-                    .pragma("temp_store", "memory");
+                    .synchronous(SqliteSynchronous::Full);
+                // `temp_store` stays the default (files): a statement's or a savepoint's journal
+                // is held in memory up to 64 KiB and only a larger one goes to a temporary file.
+                // A state write journals a few pages of the log; a merge into a run, which
+                // reuses pages a compaction freed, journals thousands (4 KiB each): in memory
+                // (`temp_store = memory`) they took the million-asset run's peak RSS over 64 MiB.
+                // (With every write a random insert into the keyed tables, its journal was on
+                // disk: 12 % of the connector's CPU.)
                 // The writer: a larger page cache (8 MiB, default 2 MiB) keeps the B-tree
                 // pages of the hash and code tables it keeps updating. Checkpoints are the
                 // background checkpointer's (below); the writer's own is only a backstop.
@@ -372,7 +377,7 @@ impl SqliteStore {
                 .then(|| Checkpointer::start(reader.clone())),
             writer: Arc::new(GroupWriter::new(writer)),
             reader,
-            recent: Arc::new(Recent::new(recent::MERGE_AFTER_ROWS)),
+            recent: Arc::new(Recent::new(recent::MERGE_AFTER_ROWS, recent::MAX_RUNS)),
             target,
         };
         store.migrate().await?;
@@ -1269,9 +1274,10 @@ async fn write_hashes(
     Ok(())
 }
 
-/// Deletes `keys` of `kind` from their table and from the log of recent writes (the caller
-/// removes them from the index once its statements are in: `WriteTx::release`). The log is
-/// bounded by the merge threshold, so scanning it is cheap; deletions are rare next to writes.
+/// Deletes `keys` of `kind` from their table, from the log of recent writes and from its runs
+/// (the caller removes them from the index once its statements are in: `WriteTx::release`).
+/// The log is bounded by the merge threshold, so scanning it is cheap; deletions are rare next
+/// to writes.
 async fn delete_keyed(
     tx: &mut WriteTx,
     kind: Kind,
@@ -1297,6 +1303,17 @@ async fn delete_keyed(
     sqlx::query(
         "DELETE FROM recent_writes WHERE family = ?1 \
          AND key IN (SELECT value FROM json_each(?2)) AND kind = ?3",
+    )
+    .bind(family)
+    .bind(&keys)
+    .bind(kind.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(db(op))?;
+    // One seek per run and key.
+    sqlx::query(
+        "DELETE FROM recent_runs WHERE run IN (SELECT run FROM recent_run_ids) \
+         AND kind = ?3 AND family = ?1 AND key IN (SELECT value FROM json_each(?2))",
     )
     .bind(family)
     .bind(&keys)

@@ -139,19 +139,28 @@ impl SqliteStore {
         }
         // Read in one statement (one snapshot), without merging the log (a read, cheap enough
         // per batch of deletions, and a dry run stays a read): a DAM id's latest entry in the
-        // log of recent writes (the bare column of `max(seq)`) overrides the table's, and a
-        // removed DAM id is in neither. A merge in progress copies the log's latest entries
-        // into the table before deleting them from the log, so both agree meanwhile.
+        // log of recent writes (the bare column of `max(seq)`) overrides the newest run's
+        // (`max(run)`), which overrides the table's, and a removed DAM id is in none. A merge
+        // in progress copies the log's latest entries into a run before deleting them from the
+        // log, and a compaction moves a run's entries into the table, so they agree meanwhile.
         let rows = sqlx::query(
             "WITH log AS ( \
                  SELECT key AS dam_id, value AS code, max(seq) FROM recent_writes \
                  WHERE kind = 'code' AND family = ?1 GROUP BY key), \
+             runs AS ( \
+                 SELECT key AS dam_id, value AS code, max(run) FROM recent_runs \
+                 WHERE run IN (SELECT run FROM recent_run_ids) AND kind = 'code' AND family = ?1 \
+                 GROUP BY key), \
              wanted AS (SELECT DISTINCT value AS code FROM json_each(?2)) \
              SELECT l.code, l.dam_id FROM log l WHERE l.code IN (SELECT code FROM wanted) \
+             UNION \
+             SELECT r.code, r.dam_id FROM runs r WHERE r.code IN (SELECT code FROM wanted) \
+               AND NOT EXISTS (SELECT 1 FROM log l WHERE l.dam_id = r.dam_id) \
              UNION \
              SELECT a.code, a.dam_id FROM asset_codes a \
              WHERE a.family = ?1 AND a.code IN (SELECT code FROM wanted) \
                AND NOT EXISTS (SELECT 1 FROM log l WHERE l.dam_id = a.dam_id) \
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.dam_id = a.dam_id) \
              ORDER BY 1, 2",
         )
         .bind(family)
