@@ -381,7 +381,7 @@ impl SqliteStore {
             target,
         };
         store.migrate().await?;
-        // What a previous process left in the log goes to the tables: the index starts empty.
+        // What a previous process left in the log goes to a run: the index starts empty.
         store.merge_recent_left_over().await?;
         Ok(store)
     }
@@ -1300,27 +1300,21 @@ async fn delete_keyed(
         .execute(&mut **tx)
         .await
         .map_err(db(op))?;
-    sqlx::query(
+    // The log (bounded: scanned), then the runs (one seek per run and key).
+    for sql in [
         "DELETE FROM recent_writes WHERE family = ?1 \
          AND key IN (SELECT value FROM json_each(?2)) AND kind = ?3",
-    )
-    .bind(family)
-    .bind(&keys)
-    .bind(kind.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
-    // One seek per run and key.
-    sqlx::query(
         "DELETE FROM recent_runs WHERE run IN (SELECT run FROM recent_run_ids) \
          AND kind = ?3 AND family = ?1 AND key IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(family)
-    .bind(&keys)
-    .bind(kind.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(db(op))?;
+    ] {
+        sqlx::query(sql)
+            .bind(family)
+            .bind(&keys)
+            .bind(kind.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db(op))?;
+    }
     Ok(())
 }
 
