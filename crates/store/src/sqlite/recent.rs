@@ -299,30 +299,14 @@ type EntrySet = HashSet<Entry, foldhash::fast::RandomState>;
 /// The entries of one family, by kind ([`Kind::slot`]).
 type PerKind<T> = [T; 2];
 
-/// The log's entries not yet being merged: the latest per key.
+/// Entries of the log, the latest per key: those not yet being merged (`Index::active`), and
+/// those of a merge in progress (`Index::frozen`, readable until the merge's run is committed).
 #[derive(Default)]
-struct Active {
+struct Layer {
     families: HashMap<String, PerKind<EntrySet>>,
 }
 
-impl Active {
-    fn get(&self, family: &str, kind: Kind, key: &str) -> Option<&Entry> {
-        self.families.get(family)?[kind.slot()].get(key.as_bytes())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.families.is_empty()
-    }
-}
-
-/// The entries of a merge in progress: the latest per key, readable until the merge's run is
-/// committed.
-#[derive(Default)]
-struct Frozen {
-    families: HashMap<String, PerKind<EntrySet>>,
-}
-
-impl Frozen {
+impl Layer {
     fn get(&self, family: &str, kind: Kind, key: &str) -> Option<&Entry> {
         self.families.get(family)?[kind.slot()].get(key.as_bytes())
     }
@@ -332,7 +316,7 @@ impl Frozen {
     }
 
     /// Adds `newer` over these entries (a merge whose commit failed left its entries here).
-    fn absorb(&mut self, newer: Active) {
+    fn absorb(&mut self, newer: Layer) {
         if self.families.is_empty() {
             self.families = newer.families;
             return;
@@ -351,9 +335,9 @@ impl Frozen {
 #[derive(Default)]
 struct Index {
     /// Entries of the log not yet being merged.
-    active: Active,
+    active: Layer,
     /// Entries of a merge not yet known to be in a run.
-    frozen: Frozen,
+    frozen: Layer,
     /// Rows appended since the last merge began.
     rows: usize,
 }
@@ -496,7 +480,7 @@ impl Recent {
 
     /// A merge is committed: its entries are in a run.
     fn thaw(&self) {
-        self.index().frozen = Frozen::default();
+        self.index().frozen = Layer::default();
     }
 
     fn rows(&self) -> usize {
