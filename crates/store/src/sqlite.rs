@@ -590,7 +590,9 @@ impl SqliteStore {
         let released = tx.release().await.map_err(db(OP))?;
         self.recent.remove(family, Kind::Hash, &codes);
         self.recent.remove(family, Kind::Code, &dam_ids);
-        released.committed().await.map_err(db(OP))
+        released.committed().await.map_err(db(OP))?;
+        self.merge_if_due().await;
+        Ok(())
     }
 
     pub(crate) async fn remove_hashes(
@@ -654,7 +656,9 @@ impl SqliteStore {
         delete_keyed(&mut tx, kind, family, &keys, op).await?;
         let released = tx.release().await.map_err(db(op))?;
         self.recent.remove(family, kind, &keys);
-        released.committed().await.map_err(db(op))
+        released.committed().await.map_err(db(op))?;
+        self.merge_if_due().await;
+        Ok(())
     }
 
     // --- inbox ---------------------------------------------------------------------------

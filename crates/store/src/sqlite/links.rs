@@ -92,6 +92,7 @@ impl SqliteStore {
         self.recent.remove(family, Kind::Hash, &codes);
         self.recent.remove(family, Kind::Code, &dam_ids);
         released.committed().await.map_err(db(OP))?;
+        self.merge_if_due().await;
         Ok(requests.len() as u64)
     }
 

@@ -31,8 +31,10 @@
 //! - Precedence, newest first: the log (the index), the runs by number, the keyed table. A
 //!   compaction moves keys from the runs into the table a range at a time, in transactions that
 //!   insert and delete together, so a read (one statement over runs and table) finds each key.
-//! - A deletion (of a hash or a code) removes the key from the tables, from the runs, from the
-//!   log and from the index together.
+//! - A deletion (of a hash or a code) removes the key from the tables, from the runs and from
+//!   the log, and makes it a tombstone in the index, together: until the merge after it commits,
+//!   the index answers "absent" for the key, where SQL would still read the value the deletion
+//!   removes from a run or the table until the deletion's group commits.
 //! - Opening the store merges whatever a previous process left in the log into a new run
 //!   (crash recovery): the index starts empty. Runs outlive the process.
 //! - A key a read finds in neither the index nor the filter of (family, kind) ([`KeyFilter`],
@@ -178,6 +180,9 @@ struct Entry(Box<[u8]>);
 const PACKED_HEX: u8 = 1;
 /// Flag: the entry carries its write time.
 const HAS_AT: u8 = 2;
+/// Flag: the key was deleted (no value follows): a read answers "absent" without SQL, which
+/// would still see the value the deletion removes until its group commits.
+const TOMBSTONE: u8 = 4;
 
 impl Entry {
     fn new(kind: Kind, key: &str, value: &str, at: i64) -> Self {
@@ -202,6 +207,19 @@ impl Entry {
             b.extend_from_slice(value.as_bytes());
         }
         Self(b.into_boxed_slice())
+    }
+
+    /// A deleted key ([`TOMBSTONE`]).
+    fn tombstone(key: &str) -> Self {
+        let mut b = Vec::with_capacity(1 + 5 + key.len());
+        b.push(TOMBSTONE);
+        put_length(&mut b, key.len());
+        b.extend_from_slice(key.as_bytes());
+        Self(b.into_boxed_slice())
+    }
+
+    fn is_tombstone(&self) -> bool {
+        self.0[0] & TOMBSTONE != 0
     }
 
     /// (flags, start of the key, end of the key).
@@ -415,7 +433,8 @@ impl Recent {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The values of `keys` found in the index; the keys not found.
+    /// The values of `keys` found in the index; the keys it does not know. A key the index
+    /// knows as deleted is in neither.
     pub(super) fn lookup(
         &self,
         family: &str,
@@ -431,6 +450,8 @@ impl Recent {
                 .get(family, kind, k)
                 .or_else(|| index.frozen.get(family, kind, k))
             {
+                // Deleted: absent, in neither list (see [`Recent::remove`]).
+                Some(e) if e.is_tombstone() => {}
                 Some(e) => {
                     found.insert(k.clone(), e.value());
                 }
@@ -452,21 +473,31 @@ impl Recent {
         }
     }
 
-    /// Forgets deleted keys (called by the writer's holder).
+    /// Records deleted keys (called by the writer's holder, after the deletion's statements
+    /// are part of the writer's transaction): each becomes a tombstone in the active layer, so
+    /// that reads answer "absent" at once. Without it, a read between this call and the
+    /// group's COMMIT would miss the index and read, with SQL, a snapshot from before the
+    /// deletion — the value the deletion removes from a run or the table. A tombstone leaves
+    /// the index with the merge after it (frozen, then dropped once that merge commits, when the
+    /// deletion, committed in the same group or an earlier one, is what SQL reads); it counts
+    /// as a row, so deletions alone also bring a merge about and tombstones cannot pile up.
     pub(super) fn remove(&self, family: &str, kind: Kind, keys: &[&str]) {
         let mut index = self.index();
-        let Index { active, frozen, .. } = &mut *index;
-        for sets in [
-            active.families.get_mut(family),
-            frozen.families.get_mut(family),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let Index {
+            active,
+            frozen,
+            rows,
+        } = &mut *index;
+        if let Some(sets) = frozen.families.get_mut(family) {
             for k in keys {
                 sets[kind.slot()].remove(k.as_bytes());
             }
         }
+        let set = &mut active.families.entry(family.to_owned()).or_default()[kind.slot()];
+        for k in keys {
+            set.replace(Entry::tombstone(k));
+        }
+        *rows += keys.len();
     }
 
     /// The entries a merge copies become the frozen layer (called by the writer's holder,
@@ -731,8 +762,15 @@ impl SqliteStore {
             self.recent.put(family, a);
         }
         released.committed().await.map_err(db(op))?;
+        self.merge_if_due().await;
+        Ok(())
+    }
+
+    /// Starts a merge in the background once the index holds [`Recent::merge_after`] rows
+    /// (appended entries and tombstones), after a write has committed.
+    pub(super) async fn merge_if_due(&self) {
         if self.recent.rows() < self.recent.merge_after {
-            return Ok(());
+            return;
         }
         // One merge at a time, in the background: this caller's write is done. If one is still
         // running while the log has reached the threshold again, wait for it: the index holds
@@ -742,7 +780,7 @@ impl SqliteStore {
             Err(_) => {
                 let g = self.recent.merging.clone().lock_owned().await;
                 if self.recent.rows() < self.recent.merge_after {
-                    return Ok(());
+                    return;
                 }
                 g
             }
@@ -755,7 +793,6 @@ impl SqliteStore {
             }
             drop(merging);
         });
-        Ok(())
     }
 
     /// Merges the whole log and every run into the keyed tables now (waiting for a merge in
@@ -1968,6 +2005,7 @@ mod tests {
         let mut got: Vec<(String, String, i64)> = recent.index().frozen.families[F]
             [Kind::Hash.slot()]
         .iter()
+        .filter(|e| !e.is_tombstone())
         .map(|e| (e.key_string(), e.value(), e.at()))
         .collect();
         got.sort();
@@ -1978,10 +2016,133 @@ mod tests {
             ("c6", "new6", 2),
         ];
         assert_eq!(got, want.map(|(k, v, at)| (k.to_owned(), v.to_owned(), at)));
+        // c5 is a tombstone until the thaw: known as deleted, so not left to SQL.
         let (found, missing) = recent.lookup(F, Kind::Hash, &["c1".into(), "c5".into()]);
         assert_eq!(found["c1"], "old1");
-        assert_eq!(missing, ["c5"]);
+        assert!(missing.is_empty());
         recent.thaw();
         assert!(recent.is_empty());
+        let (found, missing) = recent.lookup(F, Kind::Hash, &["c1".into(), "c5".into()]);
+        assert!(found.is_empty());
+        assert_eq!(missing, ["c1", "c5"]);
+    }
+
+    /// A deleted key is absent for the index (not left to SQL) until the merge after the
+    /// deletion commits; a write after the deletion wins over its tombstone; tombstones count
+    /// as rows, so deletions alone reach the merge threshold.
+    #[test]
+    fn a_deleted_key_is_a_tombstone_until_the_next_merge_commits() {
+        let recent = Recent::new(1_000, MAX_RUNS);
+        let put = |k: &str, v: &str| {
+            recent.put(
+                F,
+                Appended {
+                    kind: Kind::Code,
+                    entries: vec![(k.to_owned(), v.to_owned())],
+                    at: 1,
+                },
+            )
+        };
+        put("d1", "c1");
+        put("d2", "c2");
+        let rows = recent.rows();
+        recent.remove(F, Kind::Code, &["d1", "d3"]);
+        assert_eq!(recent.rows(), rows + 2);
+        let ids = [
+            "d1".to_owned(),
+            "d2".to_owned(),
+            "d3".to_owned(),
+            "d4".to_owned(),
+        ];
+        let (found, missing) = recent.lookup(F, Kind::Code, &ids);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [("d2".to_owned(), "c2".to_owned())]
+        );
+        assert_eq!(missing, ["d4"]);
+        // The other kind is untouched.
+        assert_eq!(recent.lookup(F, Kind::Hash, &ids[..1]).1, ["d1"]);
+        recent.freeze();
+        assert_eq!(recent.lookup(F, Kind::Code, &ids).1, ["d4"]);
+        put("d3", "c3-again");
+        assert_eq!(recent.lookup(F, Kind::Code, &ids[2..3]).0["d3"], "c3-again");
+        recent.thaw();
+        let (found, missing) = recent.lookup(F, Kind::Code, &ids);
+        assert_eq!(found["d3"], "c3-again");
+        assert_eq!(missing, ["d1", "d2", "d4"]);
+    }
+
+    /// The window a reviewer found: a key with an older value in a run and a newer one in the
+    /// log is deleted; between the deletion's release (the index updated) and its group's
+    /// COMMIT, a read must not fall through to SQL, which still sees the run's value. Another
+    /// member holds the writer right after the deletion, so that group stays open while the
+    /// key is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_between_a_deletion_and_its_commit_finds_the_key_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, 1_000).await);
+        write_asset(&store, 0, "in-a-run").await;
+        store.merge_into_run().await;
+        write_asset(&store, 0, "in-the-log").await;
+        // Each read below takes the path it takes in production: the filter of the family's
+        // hashes exists and lets c0 through.
+        assert_eq!(
+            store.hashes(F, &keys(0..1, "c")).await.unwrap()["c0"].0,
+            "in-the-log"
+        );
+
+        let first = store.writer.begin(Durability::Ordered).await.unwrap();
+        let deletion = tokio::spawn({
+            let store = store.clone();
+            async move { store.remove_hashes(F, &keys(0..1, "c")).await }
+        });
+        // The deletion waits for the writer; the next member queues behind it (the writer's
+        // lock is fair).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let next = tokio::spawn({
+            let store = store.clone();
+            async move { store.writer.begin(Durability::Ordered).await.unwrap() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let first = tokio::spawn(first.commit());
+        // The deletion has run and released; `next` holds the writer, so the group with the
+        // deletion is not committed yet.
+        let next = next.await.unwrap();
+        assert!(
+            !deletion.is_finished(),
+            "the deletion's group must still be open"
+        );
+        let reads = table_reads(&store);
+        let got = store.hashes(F, &keys(0..1, "c")).await.unwrap();
+        assert!(got.is_empty(), "read before the commit: {got:?}");
+        assert_eq!(
+            table_reads(&store),
+            reads,
+            "answered by the index, without SQL"
+        );
+        next.commit().await.unwrap();
+        first.await.unwrap().unwrap();
+        deletion.await.unwrap().unwrap();
+        assert!(store.hashes(F, &keys(0..1, "c")).await.unwrap().is_empty());
+        // And after the merge that drops the tombstone, from SQL.
+        store.merge_into_run().await;
+        assert!(store.recent.is_empty());
+        assert!(store.hashes(F, &keys(0..1, "c")).await.unwrap().is_empty());
+    }
+
+    /// Deletions alone bring a merge about (their tombstones count as rows), so the index does
+    /// not grow with them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deletions_alone_reach_the_merge_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 4).await;
+        store.remove_asset_codes(F, &keys(0..5, "d")).await.unwrap();
+        store.wait_for_merge().await;
+        assert!(store.recent.is_empty(), "the merge dropped the tombstones");
+        assert!(store
+            .asset_codes(F, &keys(0..5, "d"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
