@@ -1279,7 +1279,8 @@ async fn write_hashes(
 }
 
 /// Deletes `keys` of `kind` from their table, from the log of recent writes and from its runs
-/// (the caller removes them from the index once its statements are in: `WriteTx::release`).
+/// (the caller makes them tombstones in the index once its statements are in:
+/// `WriteTx::release`, [`Recent::remove`](recent::Recent::remove)).
 /// The log is bounded by the merge threshold, so scanning it is cheap; deletions are rare next
 /// to writes.
 async fn delete_keyed(

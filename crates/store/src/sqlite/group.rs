@@ -173,6 +173,35 @@ impl GroupWriter {
         self.state.lock().await.synced_commits
     }
 
+    /// References to the writer's state while a member holds the writer: the writer's, the
+    /// committer's and the holder's guard (callers waiting in `begin` add theirs).
+    #[cfg(test)]
+    pub(crate) fn holders(&self) -> usize {
+        Arc::strong_count(&self.state)
+    }
+
+    /// Waits until `n` tasks spawned just before wait in the writer's queue, behind the member
+    /// holding it (`before`: [`holders`](Self::holders) counted then). A caller in `begin` clones the state
+    /// and joins the mutex's first-come-first-served queue in the same poll, so its reference
+    /// shows it queued (a fixed sleep was not always long enough on a loaded machine).
+    #[cfg(test)]
+    pub(crate) async fn wait_queued(&self, before: usize, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let queued = self.holders() - before;
+            if queued >= n {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queued} of {n} callers queued for the writer"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The last one counted may still be between its clone and its place in the queue.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     /// The pool the writer's connection comes from.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -406,7 +435,6 @@ async fn rollback_savepoint(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
@@ -451,33 +479,6 @@ mod tests {
             .map(|_| ())
     }
 
-    /// References to the writer's state while a member holds the writer: the writer's, the
-    /// committer's and the holder's guard (callers waiting in `begin` add theirs).
-    fn holders(writer: &GroupWriter) -> usize {
-        Arc::strong_count(&writer.state)
-    }
-
-    /// Waits until `n` tasks spawned just before wait in the writer's queue, behind the member
-    /// holding it (`before`: [`holders`] counted then). A caller in `begin` clones the state
-    /// and joins the mutex's first-come-first-served queue in the same poll, so its reference
-    /// shows it queued (a fixed sleep was not always long enough on a loaded machine).
-    async fn wait_queued(writer: &GroupWriter, before: usize, n: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let queued = holders(writer) - before;
-            if queued >= n {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{queued} of {n} callers queued for the writer"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The last one counted may still be between its clone and its place in the queue.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writers_waiting_together_share_one_commit_and_see_it_done_when_they_return() {
         let dir = tempfile::tempdir().unwrap();
@@ -486,7 +487,7 @@ mod tests {
         // The first member holds the writer while ten more queue for it.
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 0).await.unwrap();
-        let before = holders(&writer);
+        let before = writer.holders();
         let mut tasks = Vec::new();
         for x in 1..=10 {
             let (writer, reader) = (writer.clone(), reader.clone());
@@ -498,7 +499,7 @@ mod tests {
                 rows(&reader).await.contains(&x)
             }));
         }
-        wait_queued(&writer, before, 10).await;
+        writer.wait_queued(before, 10).await;
         first.commit().await.unwrap();
         for t in tasks {
             assert!(
@@ -530,7 +531,7 @@ mod tests {
             "NORMAL in an ordered group"
         );
         insert(&mut ordered, 1).await.unwrap();
-        let before = holders(&writer);
+        let before = writer.holders();
         // A synced write queues for the writer (ahead of the committer, asked for below).
         let synced = {
             let (writer, reader) = (writer.clone(), reader.clone());
@@ -543,7 +544,7 @@ mod tests {
                 (seen, level)
             })
         };
-        wait_queued(&writer, before, 1).await;
+        writer.wait_queued(before, 1).await;
         ordered.commit().await.unwrap();
         let (seen, level) = synced.await.unwrap();
         assert_eq!(
@@ -564,7 +565,7 @@ mod tests {
         let writer = Arc::new(writer);
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 1).await.unwrap();
-        let before = holders(&writer);
+        let before = writer.holders();
         let ordered = {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -575,7 +576,7 @@ mod tests {
                 level
             })
         };
-        wait_queued(&writer, before, 1).await;
+        writer.wait_queued(before, 1).await;
         first.commit().await.unwrap();
         assert_eq!(ordered.await.unwrap(), 2, "it ran in the synced group");
         assert_eq!(rows(&reader).await, vec![1, 2]);
@@ -597,7 +598,7 @@ mod tests {
         let writer = Arc::new(writer);
         let mut first = writer.begin(Durability::Synced).await.unwrap();
         insert(&mut first, 1).await.unwrap();
-        let before = holders(&writer);
+        let before = writer.holders();
         let failing = {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -615,7 +616,7 @@ mod tests {
                 tx.commit().await
             })
         };
-        wait_queued(&writer, before, 2).await;
+        writer.wait_queued(before, 2).await;
         first.commit().await.unwrap();
         assert!(failing.await.unwrap().is_err());
         last.await.unwrap().unwrap();
@@ -666,7 +667,7 @@ mod tests {
         // member repeats (members take the writer in no set order, so not one of theirs).
         let mut hold = writer.begin(Durability::Ordered).await.unwrap();
         insert(&mut hold, 0).await.unwrap();
-        let before = holders(&writer);
+        let before = writer.holders();
         let members: Vec<_> = (1..=200i64)
             .map(|x| {
                 let writer = writer.clone();
@@ -681,7 +682,7 @@ mod tests {
                 })
             })
             .collect();
-        wait_queued(&writer, before, 200).await;
+        writer.wait_queued(before, 200).await;
         hold.commit().await.unwrap();
         for (x, m) in (1..=200i64).zip(members) {
             assert_eq!(m.await.unwrap().is_ok(), x % 10 != 0, "member {x}");

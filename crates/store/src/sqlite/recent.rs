@@ -71,7 +71,8 @@ CREATE TABLE recent_writes (
 );
 "#;
 
-/// Log rows after which the next write merges the log into a run. Each asset written is about
+/// Log rows (and tombstones: deleted keys, [`Recent::remove`]) after which the next write or
+/// deletion merges the log into a run. Each asset written is about
 /// two rows (its code, written ahead, and its hash), so 36 864 rows hold ≈ 18 000 assets: the
 /// index then holds ≈ 4.5 MiB ([`Entry`]: ≈ 120 bytes an entry). (When merges went into the
 /// keyed tables, fewer and larger ones rewrote fewer leaves.) Measured (zero latency, 100 000 assets, 4 alternating pairs): 24 576 rows with a
@@ -356,7 +357,7 @@ struct Index {
     active: Layer,
     /// Entries of a merge not yet known to be in a run.
     frozen: Layer,
-    /// Rows appended since the last merge began.
+    /// Rows appended, and keys deleted (tombstones), since the last merge began.
     rows: usize,
 }
 
@@ -2084,26 +2085,28 @@ mod tests {
         write_asset(&store, 0, "in-a-run").await;
         store.merge_into_run().await;
         write_asset(&store, 0, "in-the-log").await;
-        // Each read below takes the path it takes in production: the filter of the family's
-        // hashes exists and lets c0 through.
+        // Read from the index (without the fix, the read below missed it, built the filter of
+        // the family's hashes and read the run's value with SQL).
         assert_eq!(
             store.hashes(F, &keys(0..1, "c")).await.unwrap()["c0"].0,
             "in-the-log"
         );
 
         let first = store.writer.begin(Durability::Ordered).await.unwrap();
+        // The deletion queues for the writer, then the next member behind it (the writer's
+        // lock is first come, first served); the committer, asked when `first` commits,
+        // queues behind both.
+        let before = store.writer.holders();
         let deletion = tokio::spawn({
             let store = store.clone();
             async move { store.remove_hashes(F, &keys(0..1, "c")).await }
         });
-        // The deletion waits for the writer; the next member queues behind it (the writer's
-        // lock is fair).
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store.writer.wait_queued(before, 1).await;
         let next = tokio::spawn({
             let store = store.clone();
             async move { store.writer.begin(Durability::Ordered).await.unwrap() }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store.writer.wait_queued(before, 2).await;
         let first = tokio::spawn(first.commit());
         // The deletion has run and released; `next` holds the writer, so the group with the
         // deletion is not committed yet.
