@@ -269,6 +269,7 @@ impl Engine {
         let mut pages = std::pin::pin!(pages);
         let mut running = futures::stream::FuturesUnordered::new();
         let mut order = InOrder::default();
+        let mut assets = AssetsInFlight::default();
         let mut spawned: u64 = 0;
         let mut exhausted = false;
         let mut cursor = CursorKeeper::new(stored);
@@ -283,7 +284,18 @@ impl Engine {
                 let marks = marks.clone();
                 let seq = spawned;
                 spawned += 1;
+                let ids = page.as_ref().map(|p| p.changes.iter().map(|c| c.dam_id()));
+                let (_entered, earlier) = match ids {
+                    Ok(ids) => assets.enter(seq, ids),
+                    Err(_) => assets.enter(seq, std::iter::empty()),
+                };
                 let task = tokio::spawn(async move {
+                    // `_entered` lives as long as this task: its drop tells later pages that
+                    // list one of its assets that they may write.
+                    let _entered = _entered;
+                    for e in earlier {
+                        let _ = e.await;
+                    }
                     let page = page?;
                     let done = engine
                         .handle_page(&feed, page.changes, marks.as_deref())
@@ -295,6 +307,7 @@ impl Engine {
             let Some((seq, done)) = running.next().await else {
                 break 'pass Ok(());
             };
+            assets.leave(seq);
             for done in order.finished(seq, done) {
                 let ((by_family, unrouted), last) =
                     match done.map_err(|e| EngineError::Task(e.to_string())) {
@@ -446,6 +459,71 @@ impl Engine {
     /// The cursor of a family (or of [`ROUTED_LISTING`]), as stored.
     pub async fn cursor(&self, family: &str) -> Result<Option<Cursor>, EngineError> {
         Ok(self.store.cursor(family).await?)
+    }
+}
+
+/// The DAM assets of the pages being written, so that a page listing an asset that an earlier
+/// page still being written lists too waits for that page before it writes. Pages finish in any
+/// order: an asset changed while a pass lists the DAM moves to the end of the listing and is
+/// listed again, and without this the older version's page, slower (a 429 and its
+/// `Retry-After`, say), could write after the newer one's and leave the PIM — and the stored
+/// hash — with the older version, which no later pass would correct once the cursor is past
+/// both. Assets are known by a 64-bit hash of their DAM id: two ids with one hash only make a
+/// page wait needlessly. Memory: the ids of at most `pages_in_flight` pages.
+#[derive(Default)]
+struct AssetsInFlight {
+    /// The latest page in flight that lists each asset.
+    latest: std::collections::HashMap<u64, u64>,
+    /// The pages in flight: their assets, and a signal that resolves when the page is done.
+    pages: std::collections::HashMap<u64, (Vec<u64>, Entered)>,
+}
+
+/// Resolves when the page's task ends (its sender dropped).
+type Entered = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+
+impl AssetsInFlight {
+    fn key(dam_id: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(dam_id)
+    }
+
+    /// Page `seq` (after every page entered so far) lists `ids`: returns what its task holds
+    /// until it is done, and the earlier pages in flight it must wait for.
+    fn enter<'a>(
+        &mut self,
+        seq: u64,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> (tokio::sync::oneshot::Sender<()>, Vec<Entered>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut keys = Vec::new();
+        let mut earlier = std::collections::BTreeSet::new();
+        for id in ids {
+            let k = Self::key(id);
+            if let Some(prev) = self.latest.insert(k, seq) {
+                if prev != seq {
+                    earlier.insert(prev);
+                }
+            }
+            keys.push(k);
+        }
+        let waits = earlier
+            .into_iter()
+            .filter_map(|p| self.pages.get(&p).map(|(_, done)| done.clone()))
+            .collect();
+        self.pages
+            .insert(seq, (keys, futures::FutureExt::shared(rx)));
+        (tx, waits)
+    }
+
+    /// Page `seq` is done: its assets are no longer in flight (unless a later page lists them).
+    fn leave(&mut self, seq: u64) {
+        if let Some((keys, _)) = self.pages.remove(&seq) {
+            for k in keys {
+                if self.latest.get(&k) == Some(&seq) {
+                    self.latest.remove(&k);
+                }
+            }
+        }
     }
 }
 
@@ -633,7 +711,51 @@ impl BacklogGate {
 mod tests {
     use proptest::prelude::*;
 
-    use super::InOrder;
+    use super::{AssetsInFlight, InOrder};
+
+    /// Whether every future of `waits` has resolved (polled once, without waiting).
+    fn resolved(waits: &[super::Entered]) -> bool {
+        use futures::FutureExt;
+        waits.iter().all(|w| w.clone().now_or_never().is_some())
+    }
+
+    #[test]
+    fn a_page_waits_for_the_earlier_pages_in_flight_that_list_one_of_its_assets() {
+        let mut assets = AssetsInFlight::default();
+        let (p0, w0) = assets.enter(0, ["a", "b"].into_iter());
+        let (p1, w1) = assets.enter(1, ["c"].into_iter());
+        assert!(w0.is_empty() && w1.is_empty(), "nothing shared yet");
+        // Page 2 lists `b` (page 0) and `c` (page 1): it waits for both, page 0 first done.
+        let (p2, w2) = assets.enter(2, ["b", "c", "d"].into_iter());
+        assert_eq!(w2.len(), 2);
+        assert!(!resolved(&w2));
+        drop(p0);
+        assets.leave(0);
+        assert!(!resolved(&w2), "page 1 still writes `c`");
+        drop(p1);
+        assets.leave(1);
+        assert!(resolved(&w2));
+        // Page 3 lists `d` and `b`: only page 2 (the latest to list them) is in its way.
+        let (p3, w3) = assets.enter(3, ["d", "b"].into_iter());
+        assert_eq!(w3.len(), 1);
+        assert!(!resolved(&w3));
+        drop(p2);
+        assert!(
+            resolved(&w3),
+            "a page whose task ended frees the next before `leave`"
+        );
+        assets.leave(2);
+        drop(p3);
+        assets.leave(3);
+        // Nothing left in flight: a page listing the same assets waits for none.
+        let (_p4, w4) = assets.enter(4, ["a", "b", "c", "d"].into_iter());
+        assert!(w4.is_empty());
+        assert_eq!(assets.pages.len(), 1);
+        assert_eq!(assets.latest.len(), 4);
+        // An asset listed twice on one page is not a wait on itself.
+        let (_p5, w5) = assets.enter(5, ["e", "e"].into_iter());
+        assert!(w5.is_empty());
+    }
 
     #[test]
     fn outcomes_are_given_out_in_page_order_whatever_order_pages_finish_in() {
