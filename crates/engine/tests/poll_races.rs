@@ -259,3 +259,72 @@ async fn a_retried_older_version_does_not_overwrite_a_newer_polled_one() {
         "the PIM holds an older version than the DAM's"
     );
 }
+
+/// 429 answers the Akeneo emulator has given so far, all routes together.
+fn throttled(akeneo: &AkeneoEmulator) -> u64 {
+    akeneo
+        .counters()
+        .requests
+        .values()
+        .filter_map(|by_status| by_status.get(&429))
+        .sum()
+}
+
+/// An asset changed while a pass lists the DAM is listed twice in that pass: its older version
+/// on an early page, its newer one on the last. When the early page's PIM write is answered 429
+/// (and waits its `Retry-After`, 1 s), the later pages are written meanwhile; the last page must
+/// still wait for the early one, or the older version would land last and stay in the PIM (and
+/// in the stored hash) once the cursor is past both.
+#[tokio::test]
+async fn an_older_version_slowed_by_a_429_is_not_written_after_the_newer_one() {
+    let options = SyncOptions {
+        pages_in_flight: 4,
+        ..SyncOptions::default()
+    };
+    let app = TestApp::start(100, PagingStyle::CursorToken, 10, options, None).await;
+    // A first pass: token and structure are cached, the cursor is set.
+    let r = app.sync().await;
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+
+    // Every asset changes: the next pass lists ten pages of them, 50 ms a page.
+    app.dam.advance_clock(Duration::from_secs(60));
+    app.dam.touch(100);
+    let first = app.dam.ordered_ids(None, Some(FAMILY))[0].clone();
+    app.dam.set_faults(assetbridge_emulators::dam::DamFaults {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    });
+    // The first PIM write of the pass (the first page's) is answered 429.
+    app.akeneo.set_fault_rates(1.0, 0.0, 0.0);
+    let before = throttled(&app.akeneo);
+    let pass = tokio::spawn({
+        let engine = app.engine.clone();
+        let plan = app.plan();
+        async move { engine.sync_family(&plan, false).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while throttled(&app.akeneo) == before {
+        assert!(std::time::Instant::now() < deadline, "no 429 answered");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    app.akeneo.set_fault_rates(0.0, 0.0, 0.0);
+    // While the first page waits, the first asset of the listing changes: it moves to the
+    // end, onto the last page, which the pass reads in ≈ 0.5 s.
+    app.dam.advance_clock(Duration::from_secs(1));
+    app.dam
+        .set(&first, &json!({"metadata": {"title": "newer"}}))
+        .unwrap();
+    let r = pass.await.unwrap().unwrap();
+    assert_eq!(r.failed + r.retrying, 0, "{r:?}");
+    assert!(
+        r.seen > 100,
+        "the changed asset was listed twice in the pass: {r:?}"
+    );
+    let held = app.akeneo.asset(FAMILY, &sanitize_code(&first)).unwrap();
+    assert_eq!(
+        held["values"]["title"][0]["data"],
+        json!("newer"),
+        "the PIM holds the version of the earlier page"
+    );
+    assert!(app.pim_behind_dam().is_empty());
+}
