@@ -285,14 +285,14 @@ impl Engine {
                 let seq = spawned;
                 spawned += 1;
                 let ids = page.as_ref().map(|p| p.changes.iter().map(|c| c.dam_id()));
-                let (_entered, earlier) = match ids {
+                let (entered, earlier) = match ids {
                     Ok(ids) => assets.enter(seq, ids),
                     Err(_) => assets.enter(seq, std::iter::empty()),
                 };
                 let task = tokio::spawn(async move {
-                    // `_entered` lives as long as this task: its drop tells later pages that
-                    // list one of its assets that they may write.
-                    let _entered = _entered;
+                    // Held as long as this task runs: its drop tells the later pages that list
+                    // one of this page's assets that they may write.
+                    let _entered = entered;
                     for e in earlier {
                         let _ = e.await;
                     }
@@ -467,8 +467,8 @@ impl Engine {
 /// order: an asset changed while a pass lists the DAM moves to the end of the listing and is
 /// listed again, and without this the older version's page, slower (a 429 and its
 /// `Retry-After`, say), could write after the newer one's and leave the PIM — and the stored
-/// hash — with the older version, which no later pass would correct once the cursor is past
-/// both. Assets are known by a 64-bit hash of their DAM id: two ids with one hash only make a
+/// hash — with the older version, which no later poll pass would correct once the cursor is
+/// past both (a reconciliation would). Assets are known by a 64-bit hash of their DAM id: two ids with one hash only make a
 /// page wait needlessly. Memory: the ids of at most `pages_in_flight` pages.
 #[derive(Default)]
 struct AssetsInFlight {
