@@ -2037,11 +2037,7 @@ mod tests {
         let put = |k: &str, v: &str| {
             recent.put(
                 F,
-                Appended {
-                    kind: Kind::Code,
-                    entries: vec![(k.to_owned(), v.to_owned())],
-                    at: 1,
-                },
+                Appended::now(Kind::Code, vec![(k.to_owned(), v.to_owned())]),
             )
         };
         put("d1", "c1");
